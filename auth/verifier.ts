@@ -1,0 +1,16 @@
+import type { Urn } from "../core/urn.ts";
+
+export interface Principal {
+  readonly identity: Urn;
+  /** Epoch ms when the token expires, undefined if it has no `exp`. */
+  readonly expiresAt: number | undefined;
+}
+
+/**
+ * Turns a bearer token into a principal. Rejects with a RoutingError: TOKEN_MISSING (empty),
+ * TOKEN_INVALID (signature, algorithm, issuer/audience, structure), TOKEN_EXPIRED, INVALID_IDENTITY
+ * (`sub` absent or not a URN / bare id). The token itself never appears in an error message.
+ */
+export interface TokenVerifier {
+  verify(token: string | undefined): Promise<Principal>;
+}

@@ -1,0 +1,90 @@
+import { Type, type Static } from "@sinclair/typebox";
+import { TypeCompiler } from "@sinclair/typebox/compiler";
+import { RoutingError } from "./errors.ts";
+import { isUrn, type Urn } from "./urn.ts";
+
+const Base64 = Type.String({ pattern: "^[A-Za-z0-9+/_-]*={0,2}$", description: "opaque base64, never decoded" });
+
+export const MESSAGE_ID_PATTERN = "^[A-Za-z0-9._:-]{1,128}$";
+
+export const SecureEnvelopeSchema = Type.Object(
+  {
+    recipientId: Type.String({ minLength: 1, maxLength: 256, description: "URN of the recipient; the only routing input" }),
+    messageId: Type.Optional(Type.String({ pattern: MESSAGE_ID_PATTERN, description: "idempotency key per recipient" })),
+    senderId: Type.Optional(Type.String({ maxLength: 256, description: "must equal the authenticated identity" })),
+    isEphemeral: Type.Optional(Type.Boolean({ default: false })),
+    priority: Type.Optional(Type.Integer({ minimum: 0, maximum: 10, default: 1 })),
+    encryptedData: Base64,
+    encryptedSymmetricKey: Type.Optional(Base64),
+    signature: Type.Optional(Base64),
+  },
+  { $id: "SecureEnvelope", additionalProperties: false },
+);
+export type SecureEnvelope = Static<typeof SecureEnvelopeSchema>;
+
+/** An envelope after ingress: every defaulted field filled in, sender stamped. */
+export type StampedEnvelope = SecureEnvelope & {
+  recipientId: Urn;
+  messageId: string;
+  senderId: Urn;
+  isEphemeral: boolean;
+  priority: number;
+};
+
+export const HIGH_PRIORITY = 5;
+
+export const QueuedMessageSchema = Type.Object(
+  { id: Type.String(), envelope: SecureEnvelopeSchema, queuedAt: Type.String({ format: "date-time" }) },
+  { $id: "QueuedMessage" },
+);
+
+const checker = TypeCompiler.Compile(SecureEnvelopeSchema);
+
+/** Field names are safe to echo in errors; values are not (zero knowledge). */
+function describeFirstError(value: unknown): string {
+  const first = checker.Errors(value).First();
+  if (!first) return "envelope is invalid";
+  const field = first.path.replace(/^\//, "") || "envelope";
+  return `${field}: ${first.message.replace(/'[^']*'/g, "value")}`;
+}
+
+/**
+ * Validates a parsed envelope (size already checked by the caller against the raw bytes) and
+ * stamps it: sender = the authenticated identity, messageId assigned if absent, defaults filled.
+ */
+export function stampEnvelope(value: unknown, identity: Urn, newId: () => string): StampedEnvelope {
+  if (!checker.Check(value)) throw new RoutingError("INVALID_ENVELOPE", describeFirstError(value));
+  if (!isUrn(value.recipientId)) throw new RoutingError("INVALID_ENVELOPE", "recipientId: must be urn:<namespace>:<type>:<id>");
+  if (value.senderId !== undefined && value.senderId !== identity) {
+    throw new RoutingError("SENDER_MISMATCH", "senderId must equal the authenticated identity");
+  }
+  const stamped: StampedEnvelope = {
+    ...value,
+    recipientId: value.recipientId,
+    messageId: value.messageId ?? newId(),
+    senderId: identity,
+    isEphemeral: value.isEphemeral ?? false,
+    priority: value.priority ?? 1,
+  };
+  return stamped;
+}
+
+/** Parses raw JSON bytes into an envelope value, enforcing the byte limit before parsing. */
+export function parseEnvelopeBytes(raw: Buffer | string, maxBytes: number): unknown {
+  const size = typeof raw === "string" ? Buffer.byteLength(raw) : raw.length;
+  if (size > maxBytes) throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope is ${size} bytes; the limit is ${maxBytes}`);
+  return parseJson(raw);
+}
+
+export function parseJson(raw: Buffer | string): unknown {
+  try {
+    return JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8"));
+  } catch {
+    throw new RoutingError("INVALID_JSON", "body is not valid JSON");
+  }
+}
+
+/** Size of an already-parsed envelope as JSON, for envelopes nested in frames. */
+export function envelopeSize(value: unknown): number {
+  return Buffer.byteLength(JSON.stringify(value) ?? "");
+}

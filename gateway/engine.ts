@@ -1,0 +1,78 @@
+/**
+ * The seam between the gateway's logic (routes, sessions) and a socket engine. Two engines
+ * implement it, `uws` (uWebSockets.js, native) and `ws` (Node http + ws); both must pass the same
+ * end-to-end suite. Engines know nothing of envelopes, tokens or actors.
+ */
+
+export interface HttpRequest {
+  readonly method: string;
+  /** Path without the query string, e.g. "/messages". */
+  readonly path: string;
+  readonly query: URLSearchParams;
+  /** Header names lower-cased. */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The whole body; the engine stops reading (and answers 413) past `maxBodyBytes`. */
+  readonly body: Buffer;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly body?: string | Buffer;
+}
+
+export type HttpHandler = (request: HttpRequest) => Promise<HttpResponse>;
+
+export interface UpgradeRequest {
+  readonly path: string;
+  readonly query: URLSearchParams;
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+/** Accept: the engine completes the upgrade, echoing `protocol` if given, and calls `open` with `context`. */
+export type UpgradeDecision<C> =
+  | { readonly accept: true; readonly protocol?: string; readonly context: C }
+  | { readonly accept: false; readonly response: HttpResponse };
+
+export interface SocketHandle {
+  /** Queues a text frame. Returns false if the socket is already closed. */
+  send(text: string): boolean;
+  /** Bytes queued but not yet written to the kernel. */
+  bufferedAmount(): number;
+  ping(): void;
+  /** Closes with a code and a short reason; idempotent. */
+  close(code: number, reason: string): void;
+}
+
+export interface SocketListener {
+  /** A text frame, or null for a binary one (the contract's frames are text). */
+  message(text: string | null): void;
+  pong(): void;
+  /** The send buffer went down after backpressure. */
+  drain(): void;
+  /** The socket is gone, whoever closed it. Called exactly once. */
+  closed(code: number): void;
+}
+
+export interface SocketHooks<C> {
+  /** Decides an upgrade on `wsPath`; a refusal never completes the handshake (no 101). */
+  upgrade(request: UpgradeRequest): Promise<UpgradeDecision<C>>;
+  open(socket: SocketHandle, context: C): SocketListener;
+}
+
+export interface EngineOptions<C> {
+  readonly http: HttpHandler;
+  readonly sockets: SocketHooks<C>;
+  /** Path that upgrades to WebSocket, "/connect". */
+  readonly wsPath: string;
+  /** Largest HTTP body and WebSocket frame accepted, in bytes. */
+  readonly maxBodyBytes: number;
+}
+
+export interface GatewayEngine {
+  readonly name: "uws" | "ws";
+  /** Binds; resolves the bound port. Rejects with code EADDRINUSE when the port is taken. */
+  listen(host: string, port: number): Promise<number>;
+  /** Stops accepting connections and closes the listener (open sockets are closed by their sessions first). */
+  close(): Promise<void>;
+}

@@ -1,0 +1,99 @@
+import { assign, setup } from "xstate";
+
+/**
+ * The router's intake governor: bounded in-flight work over the ingress bus. The hosting service
+ * tells it when a delivery starts and settles; the machine decides when intake pauses (full),
+ * resumes (below the low-water mark) and when a stop has drained. Pure: pausing the bus
+ * subscription and finishing the stop are injected actions.
+ *
+ *   running <-> paused ; either --router.stop--> draining --(idle or timeout)--> stopped
+ */
+export interface RouterInput {
+  readonly maxInFlight: number;
+  readonly drainTimeoutMs: number;
+}
+
+export interface RouterContext extends RouterInput {
+  inFlight: number;
+  /** Resume once in-flight work falls to this (hysteresis, so intake does not flap). */
+  resumeAt: number;
+  started: number;
+  settled: number;
+  /** Deliveries still in flight when the drain timed out; the bus redelivers them. */
+  abandoned: number;
+}
+
+export type RouterEvent =
+  | { type: "router.delivery.started" }
+  | { type: "router.delivery.settled" }
+  | { type: "router.stop" };
+
+
+export const routerMachine = setup({
+  types: {
+    input: {} as RouterInput,
+    context: {} as RouterContext,
+    events: {} as RouterEvent,
+  },
+  actions: {
+    countStarted: assign(({ context }) => ({ inFlight: context.inFlight + 1, started: context.started + 1 })),
+    countSettled: assign(({ context }) => ({ inFlight: context.inFlight - 1, settled: context.settled + 1 })),
+    pauseIntake: () => {},
+    resumeIntake: () => {},
+    /** Close the bus subscription: unacked deliveries go back to the bus. */
+    closeIntake: () => {},
+    stopped: () => {},
+  },
+  guards: {
+    full: ({ context }) => context.inFlight >= context.maxInFlight,
+    lowWater: ({ context }) => context.inFlight <= context.resumeAt,
+    idle: ({ context }) => context.inFlight === 0,
+  },
+  delays: {
+    drainTimeout: ({ context }) => context.drainTimeoutMs,
+  },
+}).createMachine({
+  id: "router",
+  context: ({ input }) => ({
+    ...input,
+    inFlight: 0,
+    resumeAt: Math.floor(input.maxInFlight / 2),
+    started: 0,
+    settled: 0,
+    abandoned: 0,
+  }),
+  initial: "running",
+  states: {
+    running: {
+      always: { guard: "full", target: "paused" },
+      on: {
+        "router.delivery.started": { actions: "countStarted" },
+        "router.delivery.settled": { actions: "countSettled" },
+        "router.stop": "draining",
+      },
+    },
+    paused: {
+      entry: "pauseIntake",
+      exit: "resumeIntake",
+      always: { guard: "lowWater", target: "running" },
+      on: {
+        // The bus may hand out a few already-dispatched deliveries after a pause.
+        "router.delivery.started": { actions: "countStarted" },
+        "router.delivery.settled": { actions: "countSettled" },
+        "router.stop": "draining",
+      },
+    },
+    draining: {
+      entry: "pauseIntake",
+      always: { guard: "idle", target: "stopped" },
+      after: { drainTimeout: { target: "stopped", actions: assign({ abandoned: ({ context }) => context.inFlight }) } },
+      on: {
+        "router.delivery.started": { actions: "countStarted" },
+        "router.delivery.settled": { actions: "countSettled" },
+      },
+    },
+    stopped: { type: "final", entry: ["closeIntake", "stopped"] },
+  },
+});
+
+export type RouterMachine = typeof routerMachine;

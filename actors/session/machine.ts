@@ -1,0 +1,157 @@
+import { assign, enqueueActions, setup } from "xstate";
+import { CLOSE } from "../../core/close-codes.ts";
+import type { Urn } from "../../core/urn.ts";
+
+/**
+ * One actor per client connection (WebSocket or MQTT). Pure: every effect (presence, socket) is an
+ * action the hosting gateway provides with `machine.provide()`. The host feeds it the facts
+ * (auth verified, presence written, pong seen, buffer over its limit, socket gone, shutdown).
+ *
+ *   connecting -> authenticated -> online -> draining -> closed
+ *        \______________\______________\__________________/  (timeouts, failures, socket closed)
+ */
+export interface SessionInput {
+  readonly sessionId: string;
+  readonly protocol: "ws" | "mqtt";
+  readonly authTimeoutMs: number;
+  readonly heartbeatMs: number;
+  readonly drainTimeoutMs: number;
+}
+
+export interface SessionContext extends SessionInput {
+  identity: Urn | undefined;
+  /** Milliseconds from authentication until the token expires (undefined: no expiry). */
+  tokenTtlMs: number | undefined;
+  /** Pings sent since the last pong. */
+  unansweredPings: number;
+  presenceRegistered: boolean;
+  socketClosed: boolean;
+  closeCode: number;
+  closeReason: string;
+}
+
+export type SessionEvent =
+  | { type: "session.auth.accepted"; identity: Urn; tokenTtlMs?: number }
+  | { type: "session.auth.rejected" }
+  | { type: "session.presence.registered" }
+  | { type: "session.presence.failed" }
+  | { type: "session.pong" }
+  | { type: "session.buffer.exceeded" }
+  | { type: "session.flushed" }
+  | { type: "session.drain" }
+  | { type: "session.socket.closed"; code: number };
+
+/** setTimeout's ceiling; longer token lifetimes simply never expire the session. */
+const MAX_DELAY_MS = 2_147_483_647;
+/** A session whose pings go unanswered this many intervals is dead. */
+export const MAX_UNANSWERED_PINGS = 2;
+
+
+export const sessionMachine = setup({
+  types: {
+    input: {} as SessionInput,
+    context: {} as SessionContext,
+    events: {} as SessionEvent,
+  },
+  actions: {
+    /** Remember why the session ends; `closed` closes the socket with it. */
+    setClose: assign((_, params: { code: number; reason: string }) => ({ closeCode: params.code, closeReason: params.reason })),
+    /** Write presence; the host answers with session.presence.registered or .failed. */
+    registerPresence: (_: unknown, _params: { identity: Urn }) => {},
+    unregisterPresence: () => {},
+    /** The session may now receive deliveries (joins the local session map). */
+    goOnline: () => {},
+    sendPing: () => {},
+    /** The host answers session.flushed once the send buffer is empty (at once if it already is). */
+    awaitFlush: () => {},
+    closeSocket: (_: unknown, _params: { code: number; reason: string }) => {},
+  },
+  delays: {
+    authTimeout: ({ context }) => context.authTimeoutMs,
+    heartbeat: ({ context }) => context.heartbeatMs,
+    drainTimeout: ({ context }) => context.drainTimeoutMs,
+    tokenExpiry: ({ context }) => Math.min(MAX_DELAY_MS, Math.max(0, context.tokenTtlMs ?? MAX_DELAY_MS)),
+  },
+  guards: {
+    pingsUnanswered: ({ context }) => context.unansweredPings >= MAX_UNANSWERED_PINGS,
+    tokenExpires: ({ context }) => context.tokenTtlMs !== undefined && context.tokenTtlMs <= MAX_DELAY_MS,
+  },
+}).createMachine({
+  id: "session",
+  context: ({ input }) => ({
+    ...input,
+    identity: undefined,
+    tokenTtlMs: undefined,
+    unansweredPings: 0,
+    presenceRegistered: false,
+    socketClosed: false,
+    closeCode: CLOSE.NORMAL,
+    closeReason: "",
+  }),
+  initial: "connecting",
+  on: {
+    "session.socket.closed": { target: ".closed", actions: assign({ socketClosed: true, closeCode: ({ event }) => event.code }) },
+  },
+  states: {
+    connecting: {
+      after: { authTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.AUTH_TIMEOUT, reason: "authentication timeout" } } } },
+      on: {
+        "session.auth.accepted": {
+          target: "authenticated",
+          actions: assign({ identity: ({ event }) => event.identity, tokenTtlMs: ({ event }) => event.tokenTtlMs }),
+        },
+        "session.auth.rejected": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.NORMAL, reason: "authentication failed" } } },
+        "session.drain": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } } },
+      },
+    },
+    authenticated: {
+      entry: { type: "registerPresence", params: ({ context }) => ({ identity: context.identity as Urn }) },
+      after: { authTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.AUTH_TIMEOUT, reason: "presence timeout" } } } },
+      on: {
+        "session.presence.registered": { target: "online", actions: assign({ presenceRegistered: true }) },
+        "session.presence.failed": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.BACKEND_UNAVAILABLE, reason: "presence unavailable" } } },
+        // Presence may still be written after this; closed unregisters it whatever the order.
+        "session.drain": { target: "closed", actions: [assign({ presenceRegistered: true }), { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } }] },
+      },
+    },
+    online: {
+      entry: "goOnline",
+      initial: "live",
+      states: {
+        live: {
+          after: {
+            heartbeat: [
+              { guard: "pingsUnanswered", target: "#session.closed", actions: { type: "setClose", params: { code: CLOSE.HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" } } },
+              { target: "live", reenter: true, actions: ["sendPing", assign({ unansweredPings: ({ context }) => context.unansweredPings + 1 })] },
+            ],
+          },
+        },
+      },
+      after: {
+        tokenExpiry: { guard: "tokenExpires", target: "closed", actions: { type: "setClose", params: { code: CLOSE.TOKEN_EXPIRED, reason: "token expired" } } },
+      },
+      on: {
+        "session.pong": { actions: assign({ unansweredPings: 0 }) },
+        "session.buffer.exceeded": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.SLOW_CONSUMER, reason: "send buffer limit exceeded" } } },
+        "session.drain": "draining",
+      },
+    },
+    draining: {
+      entry: "awaitFlush",
+      after: { drainTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } } } },
+      on: {
+        "session.flushed": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } } },
+        "session.buffer.exceeded": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.SLOW_CONSUMER, reason: "send buffer limit exceeded" } } },
+      },
+    },
+    closed: {
+      type: "final",
+      entry: enqueueActions(({ context, enqueue }) => {
+        if (context.presenceRegistered) enqueue("unregisterPresence");
+        if (!context.socketClosed) enqueue({ type: "closeSocket", params: { code: context.closeCode, reason: context.closeReason } });
+      }),
+    },
+  },
+});
+
+export type SessionMachine = typeof sessionMachine;

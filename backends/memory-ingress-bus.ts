@@ -1,0 +1,350 @@
+import { RoutingError } from "../core/errors.ts";
+import {
+  retryDelayMs,
+  type BusOptions,
+  type BusRecord,
+  type BusStats,
+  type BusSubscription,
+  type DeadLetter,
+  type Delivery,
+  type IngressBus,
+} from "./ingress-bus.ts";
+
+export interface JournaledBusOptions extends BusOptions {
+  /** Clock for enqueue times and ages (tests inject one). */
+  readonly now?: () => number;
+}
+
+/** A record as a journal keeps it. */
+export interface JournalEntry {
+  readonly seq: number;
+  readonly record: BusRecord;
+  /** Failed deliveries so far (nacks); a delivery returned by a closing consumer is not one. */
+  readonly attempts: number;
+  readonly enqueuedAt: number;
+}
+
+/**
+ * Where a bus keeps its records. The delivery engine below holds the working set in memory and
+ * tells the journal every state change; each promise resolves only once the change is durable.
+ */
+export interface BusJournal {
+  /** Every record accepted and neither acked nor dead-lettered, oldest first. Called once, at open. */
+  recover(): JournalEntry[];
+  /** Resolves with the record's sequence number, increasing. */
+  append(record: BusRecord, enqueuedAt: number): Promise<number>;
+  remove(seq: number): Promise<void>;
+  setAttempts(seq: number, attempts: number): Promise<void>;
+  /** Moves the record to the dead letters, atomically. */
+  deadLetter(entry: JournalEntry, reason: string, deadAt: number): Promise<void>;
+  deadLetterCount(): number;
+  /** Newest first. */
+  deadLetters(limit: number): Promise<DeadLetter[]>;
+  ready(): boolean;
+}
+
+/** Deliveries handed out per event-loop turn, so a deep backlog never starves I/O. */
+const DELIVERY_BATCH = 256;
+
+/** The reference bus: the delivery engine with a journal that keeps nothing beyond the process. */
+export function createMemoryIngressBus(opts: JournaledBusOptions): IngressBus {
+  return createJournaledBus(new MemoryJournal(), opts);
+}
+
+/** The delivery engine over any journal; durable buses (SQLite) plug theirs in here. */
+export function createJournaledBus(journal: BusJournal, opts: JournaledBusOptions): IngressBus {
+  return new JournaledBus(journal, opts);
+}
+
+function unavailable(what: string, cause?: unknown): RoutingError {
+  return new RoutingError("BACKEND_UNAVAILABLE", what, cause === undefined ? undefined : { cause });
+}
+
+function deadLetterOf(entry: JournalEntry, reason: string, deadAt: number): DeadLetter {
+  return { record: entry.record, attempts: entry.attempts, reason, deadAt };
+}
+
+class MemoryJournal implements BusJournal {
+  #seq = 0;
+  #dead: DeadLetter[] = [];
+
+  recover(): JournalEntry[] {
+    return [];
+  }
+  append(): Promise<number> {
+    return Promise.resolve(++this.#seq);
+  }
+  remove(): Promise<void> {
+    return Promise.resolve();
+  }
+  setAttempts(): Promise<void> {
+    return Promise.resolve();
+  }
+  deadLetter(entry: JournalEntry, reason: string, deadAt: number): Promise<void> {
+    this.#dead.push(deadLetterOf(entry, reason, deadAt));
+    return Promise.resolve();
+  }
+  deadLetterCount(): number {
+    return this.#dead.length;
+  }
+  deadLetters(limit: number): Promise<DeadLetter[]> {
+    if (limit <= 0) return Promise.resolve([]);
+    return Promise.resolve(this.#dead.slice(Math.max(0, this.#dead.length - limit)).reverse());
+  }
+  ready(): boolean {
+    return true;
+  }
+}
+
+interface Slot {
+  readonly seq: number;
+  readonly record: BusRecord;
+  readonly enqueuedAt: number;
+  attempts: number;
+  state: "ready" | "inflight" | "waiting" | "gone";
+  /** Id of the current delivery: a delivery returned to the bus can no longer nack. */
+  delivery: number;
+  consumer: Consumer | undefined;
+  timer: NodeJS.Timeout | undefined;
+  /** The pending or committed removal, so a repeated ack waits for the same commit. */
+  removal: Promise<void> | undefined;
+}
+
+interface Consumer {
+  readonly handler: (delivery: Delivery) => void;
+  paused: boolean;
+}
+
+class JournaledBus implements IngressBus {
+  #journal: BusJournal;
+  #maxAttempts: number;
+  #retryBaseMs: number;
+  #now: () => number;
+  /** Every unacked record, in (roughly) enqueue order. */
+  #slots = new Map<number, Slot>();
+  #ready: Slot[] = [];
+  #readyHead = 0;
+  #inFlight = new Set<Slot>();
+  #consumer: Consumer | undefined;
+  #scheduled = false;
+  #deliveryIds = 0;
+  #closed = false;
+
+  constructor(journal: BusJournal, opts: JournaledBusOptions) {
+    this.#journal = journal;
+    this.#maxAttempts = opts.maxAttempts;
+    this.#retryBaseMs = opts.retryBaseMs;
+    this.#now = opts.now ?? Date.now;
+    for (const entry of journal.recover()) {
+      const slot = this.#slotOf(entry);
+      this.#slots.set(slot.seq, slot);
+      this.#ready.push(slot);
+    }
+  }
+
+  async publish(record: BusRecord): Promise<void> {
+    if (this.#closed) throw unavailable("ingress bus: closed");
+    const enqueuedAt = this.#now();
+    let seq: number;
+    try {
+      seq = await this.#journal.append(record, enqueuedAt);
+    } catch (err) {
+      throw err instanceof RoutingError ? err : unavailable("ingress bus: publish failed", err);
+    }
+    const slot = this.#slotOf({ seq, record, attempts: 0, enqueuedAt });
+    this.#slots.set(seq, slot);
+    this.#ready.push(slot);
+    this.#schedule();
+  }
+
+  consume(handler: (delivery: Delivery) => void): BusSubscription {
+    if (this.#closed) throw unavailable("ingress bus: closed");
+    if (this.#consumer !== undefined) throw new Error("ingress bus: one consumer per bus instance");
+    const consumer: Consumer = { handler, paused: false };
+    this.#consumer = consumer;
+    this.#schedule();
+    return {
+      pause: () => {
+        consumer.paused = true;
+      },
+      resume: () => {
+        consumer.paused = false;
+        this.#schedule();
+      },
+      close: async () => {
+        this.#release(consumer);
+      },
+    };
+  }
+
+  async stats(): Promise<BusStats> {
+    const oldest = this.#slots.values().next().value;
+    return {
+      backlog: this.#slots.size,
+      inFlight: this.#inFlight.size,
+      deadLetters: this.#journal.deadLetterCount(),
+      oldestUnackedAgeMs: oldest === undefined ? 0 : Math.max(0, this.#now() - oldest.enqueuedAt),
+    };
+  }
+
+  async deadLetters(limit: number): Promise<DeadLetter[]> {
+    try {
+      return await this.#journal.deadLetters(limit);
+    } catch (err) {
+      throw unavailable("ingress bus: dead letters unavailable", err);
+    }
+  }
+
+  async ready(): Promise<boolean> {
+    return !this.#closed && this.#journal.ready();
+  }
+
+  /** Stops deliveries; unacked records stay in the journal. Acks of in-flight deliveries still count. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#consumer !== undefined) this.#release(this.#consumer);
+    for (const slot of this.#slots.values()) {
+      if (slot.timer !== undefined) clearTimeout(slot.timer);
+      slot.timer = undefined;
+      if (slot.state === "waiting") slot.state = "ready";
+    }
+  }
+
+  #slotOf(entry: JournalEntry): Slot {
+    return { ...entry, state: "ready", delivery: 0, consumer: undefined, timer: undefined, removal: undefined };
+  }
+
+  #schedule(): void {
+    const consumer = this.#consumer;
+    if (this.#scheduled || this.#closed || consumer === undefined || consumer.paused) return;
+    if (this.#readyHead >= this.#ready.length) return;
+    this.#scheduled = true;
+    setImmediate(() => {
+      this.#scheduled = false;
+      this.#pump();
+    });
+  }
+
+  #pump(): void {
+    for (let n = 0; n < DELIVERY_BATCH; n++) {
+      const consumer = this.#consumer;
+      if (consumer === undefined || consumer.paused || this.#closed) return;
+      const slot = this.#takeReady();
+      if (slot === undefined) return;
+      this.#deliver(consumer, slot);
+    }
+    this.#schedule();
+  }
+
+  #takeReady(): Slot | undefined {
+    while (this.#readyHead < this.#ready.length) {
+      const slot = this.#ready[this.#readyHead++];
+      if (this.#readyHead > 1024 && this.#readyHead * 2 > this.#ready.length) {
+        this.#ready = this.#ready.slice(this.#readyHead);
+        this.#readyHead = 0;
+      }
+      // Acked or re-queued meanwhile: the queue may hold stale references.
+      if (slot.state === "ready" && this.#slots.get(slot.seq) === slot) return slot;
+    }
+    return undefined;
+  }
+
+  #deliver(consumer: Consumer, slot: Slot): void {
+    const id = ++this.#deliveryIds;
+    slot.state = "inflight";
+    slot.delivery = id;
+    slot.consumer = consumer;
+    this.#inFlight.add(slot);
+    const delivery: Delivery = {
+      record: slot.record,
+      attempt: slot.attempts + 1,
+      ack: () => this.#ack(slot),
+      nack: (reason: string) => this.#nack(slot, id, reason),
+    };
+    try {
+      consumer.handler(delivery);
+    } catch {
+      // A throwing handler failed this attempt; the retry path is the same as for a nack.
+      this.#nack(slot, id, "handler threw").catch(() => undefined);
+    }
+  }
+
+  #ack(slot: Slot): Promise<void> {
+    if (slot.removal !== undefined) return slot.removal;
+    // Dead-lettered, or a stale delivery of a record acked by an earlier one.
+    if (this.#slots.get(slot.seq) !== slot) return Promise.resolve();
+    this.#drop(slot);
+    slot.removal = this.#journal.remove(slot.seq).catch((err: unknown) => {
+      // Not forgotten durably: keep delivering it rather than lose it.
+      slot.removal = undefined;
+      this.#requeue(slot);
+      throw unavailable("ingress bus: ack failed", err);
+    });
+    return slot.removal;
+  }
+
+  async #nack(slot: Slot, id: number, reason: string): Promise<void> {
+    // Only the current delivery can fail a record; a stale one was already returned to the bus.
+    if (slot.state !== "inflight" || slot.delivery !== id || this.#slots.get(slot.seq) !== slot) return;
+    slot.attempts += 1;
+    if (slot.attempts >= this.#maxAttempts) {
+      this.#drop(slot);
+      try {
+        await this.#journal.deadLetter(slot, reason, this.#now());
+      } catch (err) {
+        this.#requeue(slot);
+        throw unavailable("ingress bus: dead-lettering failed", err);
+      }
+      return;
+    }
+    this.#inFlight.delete(slot);
+    slot.consumer = undefined;
+    slot.state = "waiting";
+    slot.timer = setTimeout(() => {
+      slot.timer = undefined;
+      if (slot.state !== "waiting" || this.#closed) return;
+      slot.state = "ready";
+      this.#ready.push(slot);
+      this.#schedule();
+    }, retryDelayMs(this.#retryBaseMs, slot.attempts));
+    slot.timer.unref();
+    try {
+      await this.#journal.setAttempts(slot.seq, slot.attempts);
+    } catch (err) {
+      throw unavailable("ingress bus: nack failed", err);
+    }
+  }
+
+  /** A closing consumer's unacked deliveries go back to the front of the queue. */
+  #release(consumer: Consumer): void {
+    if (this.#consumer !== consumer) return;
+    this.#consumer = undefined;
+    const returned = [...this.#inFlight].filter((s) => s.consumer === consumer).sort((a, b) => a.seq - b.seq);
+    for (const slot of returned) {
+      this.#inFlight.delete(slot);
+      slot.state = "ready";
+      slot.delivery = 0;
+      slot.consumer = undefined;
+    }
+    this.#ready = [...returned, ...this.#ready.slice(this.#readyHead)];
+    this.#readyHead = 0;
+  }
+
+  #drop(slot: Slot): void {
+    if (slot.timer !== undefined) clearTimeout(slot.timer);
+    slot.timer = undefined;
+    slot.state = "gone";
+    slot.consumer = undefined;
+    this.#inFlight.delete(slot);
+    this.#slots.delete(slot.seq);
+  }
+
+  #requeue(slot: Slot): void {
+    slot.state = "ready";
+    slot.delivery = 0;
+    this.#slots.set(slot.seq, slot);
+    this.#ready.push(slot);
+    this.#schedule();
+  }
+}

@@ -1,0 +1,246 @@
+import fs from "node:fs";
+import path from "node:path";
+import Database from "better-sqlite3";
+import { RoutingError } from "../core/errors.ts";
+
+export type SqliteSync = "full" | "normal";
+
+export interface SqliteDbOptions {
+  /** The database is `<dataDir>/routing.db`; the directory is created if missing. */
+  readonly dataDir: string;
+  /** `full` survives power loss; `normal` (in WAL mode) survives process crashes only. */
+  readonly sync: SqliteSync;
+  /** How long a statement waits for a lock held by another connection, in ms. */
+  readonly busyTimeoutMs?: number;
+}
+
+/**
+ * Schema versions in order; `PRAGMA user_version` records how many have been applied.
+ * Append only: an applied migration is never edited.
+ */
+const MIGRATIONS: readonly string[] = [
+  `
+  CREATE TABLE bus_records (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient_id TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    is_ephemeral INTEGER NOT NULL,
+    priority     INTEGER NOT NULL,
+    envelope     TEXT    NOT NULL,
+    accepted_at  INTEGER NOT NULL,
+    path         TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL DEFAULT 0,
+    enqueued_at  INTEGER NOT NULL
+  );
+  CREATE TABLE bus_dead_letters (
+    seq          INTEGER PRIMARY KEY,
+    recipient_id TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    is_ephemeral INTEGER NOT NULL,
+    priority     INTEGER NOT NULL,
+    envelope     TEXT    NOT NULL,
+    accepted_at  INTEGER NOT NULL,
+    path         TEXT    NOT NULL,
+    attempts     INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    dead_at      INTEGER NOT NULL
+  );
+  CREATE INDEX bus_dead_letters_dead_at ON bus_dead_letters (dead_at);
+
+  CREATE TABLE mailbox (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient_id TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    priority     INTEGER NOT NULL,
+    high         INTEGER GENERATED ALWAYS AS (priority >= 5) VIRTUAL,
+    envelope     TEXT    NOT NULL,
+    queued_at    INTEGER NOT NULL,
+    UNIQUE (recipient_id, message_id)
+  );
+  CREATE INDEX mailbox_fetch ON mailbox (recipient_id, high DESC, seq);
+  CREATE TABLE mailbox_dedup (
+    recipient_id TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    expires_at   INTEGER NOT NULL,
+    PRIMARY KEY (recipient_id, message_id)
+  ) WITHOUT ROWID;
+  CREATE INDEX mailbox_dedup_expires_at ON mailbox_dedup (expires_at);
+
+  CREATE TABLE device_tokens (
+    token         TEXT    PRIMARY KEY,
+    owner         TEXT    NOT NULL,
+    platform      TEXT    NOT NULL,
+    registered_at INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX device_tokens_owner ON device_tokens (owner);
+
+  CREATE TABLE push_queue (
+    seq          INTEGER PRIMARY KEY AUTOINCREMENT,
+    recipient_id TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    priority     INTEGER NOT NULL,
+    due_at       INTEGER NOT NULL
+  );
+  `,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+/** Opens (creating and migrating as needed) `<dataDir>/routing.db`. */
+export function openSqliteDb(opts: SqliteDbOptions): SqliteDb {
+  return new SqliteDb(opts);
+}
+
+/**
+ * Runs one role operation: a closed role or any SQLite failure becomes BACKEND_UNAVAILABLE, with
+ * the failure as `cause` and a message that names the operation only (never payload bytes).
+ */
+export async function guarded<T>(what: string, isOpen: boolean, op: () => T | Promise<T>): Promise<T> {
+  if (!isOpen) throw new RoutingError("BACKEND_UNAVAILABLE", `${what}: closed`);
+  try {
+    return await op();
+  } catch (err) {
+    if (err instanceof RoutingError) throw err;
+    throw new RoutingError("BACKEND_UNAVAILABLE", `${what} failed`, { cause: err });
+  }
+}
+
+function migrate(db: Database.Database): void {
+  const current = Number(db.pragma("user_version", { simple: true }));
+  if (current > MIGRATIONS.length) {
+    throw new Error(`routing.db has schema version ${current}, newer than this build's ${MIGRATIONS.length}`);
+  }
+  for (let version = current; version < MIGRATIONS.length; version++) {
+    const apply = db.transaction(() => {
+      db.exec(MIGRATIONS[version]);
+      db.pragma(`user_version = ${version + 1}`);
+    });
+    apply.immediate();
+  }
+}
+
+interface QueuedWrite {
+  readonly fn: (db: Database.Database) => unknown;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (reason: unknown) => void;
+}
+
+type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: unknown };
+
+/**
+ * The one SQLite database every embedded role shares. Writes are group-committed: everything
+ * queued during one event-loop turn commits in a single transaction (one fsync), each write in its
+ * own savepoint so a failing one rolls back alone. Reads are synchronous cached statements; in WAL
+ * mode they never wait for the writer.
+ *
+ * Roles never close it: whoever opened it closes it, after the roles.
+ */
+export class SqliteDb {
+  readonly file: string;
+  #db: Database.Database;
+  #statements = new Map<string, Database.Statement<unknown[], unknown>>();
+  #queue: QueuedWrite[] = [];
+  #scheduled = false;
+  #commits = 0;
+
+  constructor(opts: SqliteDbOptions) {
+    fs.mkdirSync(opts.dataDir, { recursive: true });
+    this.file = path.join(opts.dataDir, "routing.db");
+    this.#db = new Database(this.file, { timeout: opts.busyTimeoutMs ?? 5_000 });
+    try {
+      this.#db.pragma("journal_mode = WAL");
+      this.#db.pragma(`synchronous = ${opts.sync === "full" ? "FULL" : "NORMAL"}`);
+      migrate(this.#db);
+    } catch (err) {
+      this.#db.close();
+      throw err;
+    }
+  }
+
+  get open(): boolean {
+    return this.#db.open;
+  }
+
+  /** Transactions committed so far (each is one group of writes). */
+  get commits(): number {
+    return this.#commits;
+  }
+
+  /** A prepared statement, prepared once per SQL text. */
+  statement<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
+    let stmt = this.#statements.get(sql);
+    if (stmt === undefined) {
+      stmt = this.#db.prepare<unknown[], unknown>(sql);
+      this.#statements.set(sql, stmt);
+    }
+    return stmt as unknown as Database.Statement<P, R>;
+  }
+
+  /**
+   * Queues `fn` for the next group commit. Resolves with its result only after the transaction
+   * holding it committed; rejects if `fn` threw (its changes alone are rolled back) or if the
+   * commit failed (nothing of the group was written). `fn` must be synchronous.
+   */
+  write<T>(fn: (db: Database.Database) => T): Promise<T> {
+    if (!this.#db.open) return Promise.reject(new Error("routing.db is closed"));
+    return new Promise<T>((resolve, reject) => {
+      this.#queue.push({ fn, resolve: resolve as (value: unknown) => void, reject });
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => this.#flush());
+      }
+    });
+  }
+
+  /** Commits queued writes, then closes. Idempotent. */
+  close(): void {
+    if (!this.#db.open) return;
+    this.#flush();
+    this.#statements.clear();
+    this.#db.close();
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    const batch = this.#queue;
+    this.#queue = [];
+    if (batch.length === 0) return;
+    if (!this.#db.open) {
+      for (const w of batch) w.reject(new Error("routing.db is closed"));
+      return;
+    }
+    const outcomes: Outcome[] = [];
+    try {
+      this.statement("BEGIN IMMEDIATE").run();
+      for (const w of batch) {
+        this.statement("SAVEPOINT w").run();
+        try {
+          const value = w.fn(this.#db);
+          this.statement("RELEASE w").run();
+          outcomes.push({ ok: true, value });
+        } catch (error) {
+          // Some errors (I/O, disk full) abort the whole transaction: then nothing can commit.
+          if (!this.#db.inTransaction) throw error;
+          this.statement("ROLLBACK TO w").run();
+          this.statement("RELEASE w").run();
+          outcomes.push({ ok: false, error });
+        }
+      }
+      this.statement("COMMIT").run();
+      this.#commits++;
+    } catch (error) {
+      try {
+        if (this.#db.inTransaction) this.statement("ROLLBACK").run();
+      } catch {
+        // The connection is already unusable; every write of the group is rejected below.
+      }
+      for (const w of batch) w.reject(error);
+      return;
+    }
+    batch.forEach((w, i) => {
+      const outcome = outcomes[i];
+      if (outcome.ok) w.resolve(outcome.value);
+      else w.reject(outcome.error);
+    });
+  }
+}

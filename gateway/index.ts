@@ -1,0 +1,97 @@
+import type { TokenVerifier } from "../auth/verifier.ts";
+import type { DeviceStore } from "../backends/device-store.ts";
+import type { Mailbox } from "../backends/mailbox.ts";
+import { asRoutingError, RoutingError } from "../core/errors.ts";
+import type { Metrics } from "../metrics/registry.ts";
+import type { Ingress } from "../routing/ingress.ts";
+import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
+import { createEngine } from "./create-engine.ts";
+import type { GatewayEngine, UpgradeDecision, UpgradeRequest } from "./engine.ts";
+import { bearerToken, createHttpRoutes, errorResponse } from "./http-routes.ts";
+import type { DeliveryMode, SessionHost } from "./sessions.ts";
+import { createFrameHandler } from "./socket-frames.ts";
+import type { Principal } from "../auth/verifier.ts";
+
+export interface GatewayDeps {
+  readonly engine: "uws" | "ws";
+  readonly verifier: TokenVerifier;
+  readonly ingress: Ingress;
+  readonly mailbox: Mailbox;
+  readonly devices: DeviceStore;
+  readonly sessions: SessionHost;
+  readonly metrics: Metrics;
+  readonly maxEnvelopeBytes: number;
+  readonly ready: () => Promise<boolean>;
+  readonly log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+}
+
+interface SocketContext {
+  readonly principal: Principal;
+  readonly mode: DeliveryMode;
+}
+
+/**
+ * The token of a WebSocket upgrade: the Authorization header, or (browsers, which cannot set
+ * headers) the first Sec-WebSocket-Protocol value, which the server then echoes.
+ */
+function upgradeToken(req: UpgradeRequest): { token: string | undefined; protocol?: string } {
+  const fromHeader = bearerToken(req.headers);
+  if (fromHeader !== undefined) return { token: fromHeader };
+  const offered = req.headers["sec-websocket-protocol"]?.split(",")[0]?.trim();
+  return offered ? { token: offered, protocol: offered } : { token: undefined };
+}
+
+function deliveryMode(raw: string | null): DeliveryMode {
+  if (raw === null || raw === "poke") return "poke";
+  if (raw === "push") return "push";
+  throw new RoutingError("INVALID_REQUEST", "delivery must be poke or push");
+}
+
+/** HTTP routes and WebSocket sessions on one engine. */
+export function createGateway(deps: GatewayDeps) {
+  let accepting = true;
+  const onFrame = createFrameHandler({ ingress: deps.ingress, mailbox: deps.mailbox, maxEnvelopeBytes: deps.maxEnvelopeBytes });
+  const http = createHttpRoutes({ ...deps, accepting: () => accepting, ready: async () => accepting && (await deps.ready()) });
+
+  const engine: GatewayEngine = createEngine<SocketContext>(deps.engine, {
+    http,
+    wsPath: "/connect",
+    maxBodyBytes: deps.maxEnvelopeBytes + 4 * STAMP_ALLOWANCE_BYTES,
+    sockets: {
+      async upgrade(req): Promise<UpgradeDecision<SocketContext>> {
+        try {
+          if (!accepting) throw new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere");
+          const mode = deliveryMode(req.query.get("delivery"));
+          const { token, protocol } = upgradeToken(req);
+          const principal = await deps.verifier.verify(token);
+          return { accept: true, protocol, context: { principal, mode } };
+        } catch (err) {
+          return { accept: false, response: errorResponse(asRoutingError(err)) };
+        }
+      },
+      open(socket, { principal, mode }) {
+        const session = deps.sessions.open(socket, "ws", mode, principal);
+        return {
+          message: (text) => onFrame(session, text),
+          pong: () => session.actor.send({ type: "session.pong" }),
+          drain: () => {
+            if (socket.bufferedAmount() === 0) session.actor.send({ type: "session.flushed" });
+          },
+          closed: (code) => session.actor.send({ type: "session.socket.closed", code }),
+        };
+      },
+    },
+  });
+
+  return {
+    engine,
+    listen: (host: string, port: number) => engine.listen(host, port),
+    /** Stop intake: new sends and upgrades get 503 SHUTTING_DOWN, readiness turns 503. */
+    stopAccepting: () => {
+      accepting = false;
+    },
+    close: () => engine.close(),
+  };
+}
+
+export type Gateway = ReturnType<typeof createGateway>;

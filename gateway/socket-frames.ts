@@ -1,0 +1,62 @@
+import type { Mailbox } from "../backends/mailbox.ts";
+import { asRoutingError, RoutingError } from "../core/errors.ts";
+import { errorFrame, isClientFrame, messagesFrame, queuedMessageJson, refOf, sentFrame, type ClientFrame } from "../core/frames.ts";
+import type { Ingress } from "../routing/ingress.ts";
+import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
+import { DEFAULT_FETCH_LIMIT } from "./http-routes.ts";
+import type { Session } from "./sessions.ts";
+
+export interface FrameDeps {
+  readonly ingress: Ingress;
+  readonly mailbox: Mailbox;
+  readonly maxEnvelopeBytes: number;
+}
+
+/**
+ * Handles the client frames of one session (WebSocket; MQTT maps its topics onto the same calls).
+ * Every bad frame is answered with an `error` frame carrying the frame's ref when it had one; the
+ * session stays open. Only online sessions are served; a draining one answers SHUTTING_DOWN.
+ */
+export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: FrameDeps) {
+  async function handle(session: Session, frame: ClientFrame): Promise<void> {
+    switch (frame.type) {
+      case "send": {
+        const messageId = await ingress.accept(frame.envelope, session.identity, "ws");
+        session.send(sentFrame(frame.ref, messageId));
+        return;
+      }
+      case "fetch": {
+        const entries = await mailbox.fetch(session.identity, frame.limit ?? DEFAULT_FETCH_LIMIT);
+        session.send(messagesFrame(frame.ref, entries.map((e) => queuedMessageJson(e.messageId, e.envelope, e.queuedAt))));
+        return;
+      }
+      case "ack":
+        await mailbox.ack(session.identity, frame.messageIds);
+        return;
+    }
+  }
+
+  return function onText(session: Session, text: string | null): void {
+    let ref: string | undefined;
+    const run = async () => {
+      if (text === null) throw new RoutingError("INVALID_FRAME", "frames are JSON text; binary frames are not accepted");
+      if (Buffer.byteLength(text) > maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES) {
+        throw new RoutingError("ENVELOPE_TOO_LARGE", `frame exceeds the envelope limit of ${maxEnvelopeBytes} bytes`);
+      }
+      let value: unknown;
+      try {
+        value = JSON.parse(text);
+      } catch {
+        throw new RoutingError("INVALID_JSON", "frame is not valid JSON");
+      }
+      ref = refOf(value);
+      if (!isClientFrame(value)) throw new RoutingError("INVALID_FRAME", "frame must be send {ref, envelope}, fetch {ref, limit?} or ack {messageIds}");
+      if (!session.isOnline()) throw new RoutingError("SHUTTING_DOWN", "this session is closing");
+      await handle(session, value);
+    };
+    run().catch((err: unknown) => {
+      const error = asRoutingError(err);
+      session.send(errorFrame(ref, error.code, error.message));
+    });
+  };
+}

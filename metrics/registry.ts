@@ -1,0 +1,57 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { IngressPath } from "../backends/ingress-bus.ts";
+import type { ErrorCode } from "../core/errors.ts";
+
+export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivered" | "ephemeral_dropped" | "duplicate";
+
+/**
+ * Every metric of one node, on its own registry (several nodes may share a process in tests).
+ * Labels are closed sets (paths, codes, outcomes, protocols): never URNs, ids or payload data.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: "routing_process_" });
+  const accepted = new Counter({ name: "routing_envelopes_accepted_total", help: "Envelopes accepted by the ingress bus, per ingestion path.", labelNames: ["path"] as const, registers: [registry] });
+  const rejected = new Counter({ name: "routing_envelopes_rejected_total", help: "Envelopes refused at ingress, per path and error code.", labelNames: ["path", "code"] as const, registers: [registry] });
+  const routed = new Counter({ name: "routing_routed_total", help: "Router outcomes per bus record.", labelNames: ["outcome"] as const, registers: [registry] });
+  const routeFailures = new Counter({ name: "routing_route_failures_total", help: "Bus records whose routing failed and were nacked for redelivery.", registers: [registry] });
+  const latency = new Histogram({
+    name: "routing_end_to_end_latency_seconds",
+    help: "From ingress acceptance to the recipient being signalled (or the push being queued).",
+    buckets: [0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  const sessions = new Gauge({ name: "routing_sessions", help: "Open sessions by protocol and state.", labelNames: ["protocol", "state"] as const, registers: [registry] });
+  const closes = new Counter({ name: "routing_session_closes_total", help: "Sessions closed, by close code.", labelNames: ["code"] as const, registers: [registry] });
+  const busBacklog = new Gauge({ name: "routing_bus_backlog", help: "Ingress records accepted but not yet acked.", labelNames: ["bus"] as const, registers: [registry] });
+  const busInFlight = new Gauge({ name: "routing_bus_in_flight", help: "Ingress records being routed now.", labelNames: ["bus"] as const, registers: [registry] });
+  const busDead = new Gauge({ name: "routing_bus_dead_letters", help: "Ingress records in the dead-letter place.", labelNames: ["bus"] as const, registers: [registry] });
+  const busOldest = new Gauge({ name: "routing_bus_oldest_unacked_seconds", help: "Age of the oldest unacked ingress record.", labelNames: ["bus"] as const, registers: [registry] });
+  const http = new Counter({ name: "routing_http_requests_total", help: "HTTP requests by route and status.", labelNames: ["route", "status"] as const, registers: [registry] });
+  const refreshers: Array<() => Promise<void>> = [];
+  return {
+    registry,
+    /** Registers a gauge updater run before every scrape (backlogs, depths read from backends). */
+    onScrape: (refresh: () => Promise<void>) => refreshers.push(refresh),
+    scrape: async (): Promise<string> => {
+      await Promise.allSettled(refreshers.map((r) => r()));
+      return registry.metrics();
+    },
+    busBacklog,
+    busInFlight,
+    busDead,
+    busOldest,
+    sessions,
+    accepted: (path: IngressPath) => accepted.inc({ path }),
+    rejected: (path: IngressPath, code: ErrorCode) => rejected.inc({ path, code }),
+    routed: (outcome: RouteOutcome, acceptedAt: number) => {
+      routed.inc({ outcome });
+      latency.observe((Date.now() - acceptedAt) / 1000);
+    },
+    routeFailed: () => routeFailures.inc(),
+    sessionClosed: (code: number) => closes.inc({ code: String(code) }),
+    httpRequest: (route: string, status: number) => http.inc({ route, status: String(status) }),
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,42 @@
+import type { BusRecord } from "../backends/ingress-bus.ts";
+import type { Mailbox } from "../backends/mailbox.ts";
+import type { PresenceStore } from "../backends/presence-store.ts";
+import type { PushQueue } from "../backends/push-queue.ts";
+import type { RouteOutcome } from "../metrics/registry.ts";
+import type { SignalBridge } from "./signals.ts";
+
+export interface RouterDeps {
+  readonly mailbox: Mailbox;
+  readonly presence: PresenceStore;
+  readonly signals: SignalBridge;
+  readonly pushQueue: PushQueue;
+}
+
+/**
+ * The routing rules for one bus record. Resolves once everything durable is done (the caller acks
+ * the bus record then); rejects if a durable step failed (the caller nacks: redelivery, and the
+ * de-duplication record makes the retry safe).
+ *
+ * - ephemeral: signal online sessions, never store, never push;
+ * - duplicate (recipient, messageId): nothing more (it was stored and signalled the first time);
+ * - otherwise store, then signal every online session; nobody reachable: a push is due.
+ */
+export function createRouter({ mailbox, presence, signals, pushQueue }: RouterDeps) {
+  return async function route(record: BusRecord): Promise<RouteOutcome> {
+    const recipient = record.recipientId;
+    if (record.isEphemeral) {
+      const reached = await signals.signal(recipient, { record, queuedAt: record.acceptedAt });
+      return reached > 0 ? "ephemeral_delivered" : "ephemeral_dropped";
+    }
+    const queuedAt = Date.now();
+    const stored = await mailbox.store({ recipientId: recipient, messageId: record.messageId, priority: record.priority, envelope: record.envelope, queuedAt });
+    if (stored === "duplicate") return "duplicate";
+    const online = await presence.get(recipient);
+    const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt }) : 0;
+    if (reached > 0) return "delivered_online";
+    await pushQueue.enqueue({ recipientId: recipient, messageId: record.messageId, priority: record.priority, dueAt: queuedAt });
+    return "push_due";
+  };
+}
+
+export type Route = ReturnType<typeof createRouter>;

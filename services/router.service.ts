@@ -1,0 +1,102 @@
+import type { Context, ServiceSchema } from "moleculer";
+import { createActor, type ActorRefFrom } from "xstate";
+import { routerMachine, type RouterMachine } from "../actors/router/machine.ts";
+import type { BusSubscription, Delivery, IngressBus } from "../backends/ingress-bus.ts";
+import type { Metrics } from "../metrics/registry.ts";
+import type { Route } from "../routing/router.ts";
+import { mapped } from "./errors.ts";
+
+export interface RouterServiceDeps {
+  readonly bus: IngressBus;
+  readonly busName: string;
+  readonly route: Route;
+  readonly metrics: Metrics;
+  readonly maxInFlight: number;
+  readonly drainTimeoutMs: number;
+}
+
+/**
+ * Hosts the router actor: consumes the ingress bus with bounded in-flight work, routes each
+ * record, acks it once routing's durable work is done, nacks it (redelivery, then dead letter)
+ * when it failed.
+ */
+export function createRouterService(deps: RouterServiceDeps) {
+  const { bus, route, metrics } = deps;
+  let subscription: BusSubscription | undefined;
+  let actor: ActorRefFrom<RouterMachine> | undefined;
+  let stopped: Promise<void> = Promise.resolve();
+
+  async function work(delivery: Delivery, log: { warn(obj: object, msg: string): void }): Promise<void> {
+    try {
+      const outcome = await route(delivery.record);
+      await delivery.ack();
+      metrics.routed(outcome, delivery.record.acceptedAt);
+    } catch (err) {
+      metrics.routeFailed();
+      log.warn({ err, messageId: delivery.record.messageId, attempt: delivery.attempt }, "routing failed; the record goes back to the bus");
+      await delivery.nack(err instanceof Error ? err.message : "routing failed").catch(() => {});
+    } finally {
+      actor?.send({ type: "router.delivery.settled" });
+    }
+  }
+
+  /** Stops intake and resolves once in-flight work has settled (or the drain timed out). */
+  async function stop(): Promise<void> {
+    actor?.send({ type: "router.stop" });
+    await stopped;
+  }
+
+  const schema: ServiceSchema = {
+    name: "router",
+    dependencies: ["ingress"],
+    actions: {
+      send: {
+        params: { envelope: "object", identity: "string" },
+        handler: (ctx: Context<{ envelope: object; identity: string }>) => ctx.call("ingress.accept", ctx.params),
+      },
+      stats: {
+        handler: () =>
+          mapped(async () => {
+            const snapshot = actor?.getSnapshot();
+            return { state: snapshot?.value ?? "stopped", inFlight: snapshot?.context.inFlight ?? 0, routed: snapshot?.context.settled ?? 0, bus: await bus.stats() };
+          }),
+      },
+    },
+    async started() {
+      const log = this.logger;
+      let finish: () => void = () => {};
+      stopped = new Promise<void>((resolve) => (finish = resolve));
+      actor = createActor(
+        routerMachine.provide({
+          actions: {
+            pauseIntake: () => subscription?.pause(),
+            resumeIntake: () => subscription?.resume(),
+            closeIntake: () => {
+              subscription?.close().then(finish, finish);
+            },
+            stopped: () => {
+              const abandoned = actor?.getSnapshot().context.abandoned ?? 0;
+              if (abandoned > 0) log.warn({ abandoned }, "router drain timed out; unacked records return to the bus");
+            },
+          },
+        }),
+        { id: "router", input: { maxInFlight: deps.maxInFlight, drainTimeoutMs: deps.drainTimeoutMs } },
+      ).start();
+      subscription = bus.consume((delivery) => {
+        actor?.send({ type: "router.delivery.started" });
+        void work(delivery, log);
+      });
+      metrics.onScrape(async () => {
+        const stats = await bus.stats();
+        metrics.busBacklog.set({ bus: deps.busName }, stats.backlog);
+        metrics.busInFlight.set({ bus: deps.busName }, stats.inFlight);
+        metrics.busDead.set({ bus: deps.busName }, stats.deadLetters);
+        metrics.busOldest.set({ bus: deps.busName }, stats.oldestUnackedAgeMs / 1000);
+      });
+    },
+    async stopped() {
+      await stop();
+    },
+  };
+  return { schema, stop, actor: () => actor };
+}

@@ -114,7 +114,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       if (err instanceof errors.JWKSNoMatchingKey || err instanceof errors.JWKSMultipleMatchingKeys || err instanceof errors.JOSENotSupported) throw err;
       // Fetch / HTTP status / JSON / key-set problems: not the client's token, but still no principal.
       const message = err instanceof errors.JWKSTimeout ? "signing keys unavailable (JWKS fetch timed out)" : "signing keys unavailable (JWKS fetch failed)";
-      throw new RoutingError("TOKEN_INVALID", message, { cause: err });
+      throw new RoutingError("BACKEND_UNAVAILABLE", message, { cause: err });
     }
   };
 

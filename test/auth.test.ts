@@ -387,21 +387,21 @@ describe("JWKS verifier", () => {
     expect(server.requests).toBe(1);
   });
 
-  it("a JWKS that cannot be fetched gives TOKEN_INVALID with the cause kept", async () => {
+  it("a JWKS that cannot be fetched gives BACKEND_UNAVAILABLE with the cause kept", async () => {
     const { server: dead, port } = await startServer(() => {});
     await closeServer(dead);
     const verifier = createTokenVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks` });
     const token = await signWith(rsa.privateKey, "RS256", rsa.kid, { sub: "alice" });
-    const err = await rejection(verifier.verify(token), "TOKEN_INVALID", [token]);
+    const err = await rejection(verifier.verify(token), "BACKEND_UNAVAILABLE", [token]);
     expect(err.message).toMatch(/JWKS/);
     expect(err.cause).toBeDefined();
   });
 
-  it("a JWKS fetch timeout gives TOKEN_INVALID with the JWKSTimeout cause", async () => {
+  it("a JWKS fetch timeout gives BACKEND_UNAVAILABLE with the JWKSTimeout cause", async () => {
     const { server: silent, port } = await startServer(() => {}); // never answers
     try {
       const verifier = createTokenVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks`, jwksTimeoutMs: 200 });
-      const err = await rejection(verifier.verify(await signWith(rsa.privateKey, "RS256", rsa.kid, { sub: "alice" })), "TOKEN_INVALID");
+      const err = await rejection(verifier.verify(await signWith(rsa.privateKey, "RS256", rsa.kid, { sub: "alice" })), "BACKEND_UNAVAILABLE");
       expect(err.message).toMatch(/timed out/);
       expect((err.cause as { code?: string }).code).toBe("ERR_JWKS_TIMEOUT");
     } finally {
@@ -409,14 +409,14 @@ describe("JWKS verifier", () => {
     }
   });
 
-  it("a non-200 JWKS response gives TOKEN_INVALID", async () => {
+  it("a non-200 JWKS response gives BACKEND_UNAVAILABLE", async () => {
     const { server: broken, port } = await startServer((_req, res) => {
       res.writeHead(500);
       res.end("nope");
     });
     try {
       const verifier = createTokenVerifier({ jwksUrl: `http://127.0.0.1:${port}/jwks` });
-      const err = await rejection(verifier.verify(await signWith(rsa.privateKey, "RS256", rsa.kid, { sub: "alice" })), "TOKEN_INVALID");
+      const err = await rejection(verifier.verify(await signWith(rsa.privateKey, "RS256", rsa.kid, { sub: "alice" })), "BACKEND_UNAVAILABLE");
       expect(err.cause).toBeDefined();
     } finally {
       await closeServer(broken);

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { SignJWT } from "jose";
 import { CLOSE } from "../../core/close-codes.ts";
 import { connect, envelope, http, type Frame, type QueuedMessageBody } from "../helpers/clients.ts";
-import { removeDir, startService, TEST_SECRET, token, type RunningService } from "../helpers/service.ts";
+import { removeDir, startService, TEST_SECRET, token, tokenWithSubject, type RunningService } from "../helpers/service.ts";
 
 let users = 0;
 /** A fresh identity per test, so tests on one service never see each other's messages. */
@@ -189,7 +189,7 @@ export function describeRoutingE2E(engine: "uws" | "ws"): void {
     it("a bad token never gets a 101", async () => {
       const expired = await token(user("late"), "-1s");
       const forged = await new SignJWT({ sub: "mallory" }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("1h").sign(new TextEncoder().encode("another-secret-0123456789abcdef"));
-      const cases: Array<[string | undefined, "header" | "protocol"]> = [[undefined, "header"], ["garbage", "header"], [expired, "header"], [forged, "protocol"], [await token("urn:sm:user"), "header"]];
+      const cases: Array<[string | undefined, "header" | "protocol"]> = [[undefined, "header"], ["garbage", "header"], [expired, "header"], [forged, "protocol"], [await tokenWithSubject("urn:sm:user"), "header"]];
       for (const [tok, via] of cases) {
         const refused = await connect(svc.port, { token: tok, via }).then(
           () => undefined,
@@ -236,7 +236,7 @@ export function describeRoutingE2E(engine: "uws" | "ws"): void {
       expect((await http(svc.url, "POST", "/send", { token: "x.y.z", body: envelope(bob) })).status).toBe(401);
       const expired = await http(svc.url, "POST", "/send", { token: await token(alice, "-10s"), body: envelope(bob) });
       expect([expired.status, expired.body.error?.code]).toEqual([401, "TOKEN_EXPIRED"]);
-      const badSub = await http(svc.url, "GET", "/messages", { token: await token("urn:sm::x") });
+      const badSub = await http(svc.url, "GET", "/messages", { token: await tokenWithSubject("urn:sm::x") });
       expect([badSub.status, badSub.body.error?.code]).toEqual([401, "INVALID_IDENTITY"]);
       const unsigned = `${Buffer.from('{"alg":"none"}').toString("base64url")}.${Buffer.from('{"sub":"alice"}').toString("base64url")}.`;
       expect((await http(svc.url, "GET", "/messages", { token: unsigned })).status).toBe(401);

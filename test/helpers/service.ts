@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { SignJWT } from "jose";
 import { mintDevToken } from "../../auth/mint.ts";
 
 export const TEST_SECRET = "test-secret-0123456789abcdef-routing";
@@ -83,4 +84,9 @@ export function removeDir(dir: string): void {
 
 export function token(subject: string, expiresIn = "1h"): Promise<string> {
   return mintDevToken(TEST_SECRET, subject, { expiresIn });
+}
+
+/** A token with any `sub`, valid or not (mintDevToken refuses subjects the verifier would). */
+export function tokenWithSubject(sub: string): Promise<string> {
+  return new SignJWT({ sub }).setProtectedHeader({ alg: "HS256" }).setIssuedAt().setExpirationTime("1h").sign(new TextEncoder().encode(TEST_SECRET));
 }

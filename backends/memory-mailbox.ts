@@ -1,0 +1,123 @@
+import { RoutingError } from "../core/errors.ts";
+import type { Urn } from "../core/urn.ts";
+import type { Mailbox, MailboxDepth, MailboxEntry, MailboxOptions, StoreOutcome } from "./mailbox.ts";
+
+export interface EmbeddedMailboxOptions extends MailboxOptions {
+  /** Clock for the de-duplication window (tests inject one). */
+  readonly now?: () => number;
+  /** How often expired de-duplication records are purged; default min(dedupTtlMs, 60 s). */
+  readonly purgeIntervalMs?: number;
+}
+
+/** A mailbox that can also be told to purge expired de-duplication records now. */
+export interface PurgingMailbox extends Mailbox {
+  /** Deletes expired de-duplication records; resolves with how many. */
+  purgeExpired(): Promise<number>;
+}
+
+/** The reference mailbox (not durable): tests, and the semantics every other one must match. */
+export function createMemoryMailbox(opts: EmbeddedMailboxOptions): PurgingMailbox {
+  return new MemoryMailbox(opts);
+}
+
+function isHigh(priority: number): boolean {
+  return priority >= 5;
+}
+
+interface Stored {
+  readonly entry: MailboxEntry;
+  readonly seq: number;
+}
+
+class MemoryMailbox implements PurgingMailbox {
+  #ttlMs: number;
+  #now: () => number;
+  #open = true;
+  #seq = 0;
+  #boxes = new Map<Urn, Map<string, Stored>>();
+  /** recipient -> messageId -> expiresAt */
+  #dedup = new Map<Urn, Map<string, number>>();
+  #purgeTimer: NodeJS.Timeout;
+
+  constructor(opts: EmbeddedMailboxOptions) {
+    this.#ttlMs = opts.dedupTtlMs;
+    this.#now = opts.now ?? Date.now;
+    this.#purgeTimer = setInterval(() => {
+      this.purgeExpired().catch(() => undefined);
+    }, opts.purgeIntervalMs ?? Math.min(opts.dedupTtlMs, 60_000));
+    this.#purgeTimer.unref();
+  }
+
+  async store(entry: MailboxEntry): Promise<StoreOutcome> {
+    this.#check("mailbox store");
+    const now = this.#now();
+    let seen = this.#dedup.get(entry.recipientId);
+    const expiresAt = seen?.get(entry.messageId);
+    if (expiresAt !== undefined && expiresAt > now) return "duplicate";
+    if (seen === undefined) this.#dedup.set(entry.recipientId, (seen = new Map()));
+    seen.set(entry.messageId, now + this.#ttlMs);
+    let box = this.#boxes.get(entry.recipientId);
+    if (box === undefined) this.#boxes.set(entry.recipientId, (box = new Map()));
+    if (box.has(entry.messageId)) return "duplicate";
+    box.set(entry.messageId, { entry: { ...entry }, seq: ++this.#seq });
+    return "stored";
+  }
+
+  async fetch(recipientId: Urn, limit: number): Promise<MailboxEntry[]> {
+    this.#check("mailbox fetch");
+    if (limit <= 0) return [];
+    const box = this.#boxes.get(recipientId);
+    if (box === undefined) return [];
+    return [...box.values()]
+      .sort((a, b) => Number(isHigh(b.entry.priority)) - Number(isHigh(a.entry.priority)) || a.seq - b.seq)
+      .slice(0, limit)
+      .map((s) => ({ ...s.entry }));
+  }
+
+  async ack(recipientId: Urn, messageIds: readonly string[]): Promise<number> {
+    this.#check("mailbox ack");
+    const box = this.#boxes.get(recipientId);
+    if (box === undefined) return 0;
+    let removed = 0;
+    for (const id of messageIds) if (box.delete(id)) removed++;
+    if (box.size === 0) this.#boxes.delete(recipientId);
+    return removed;
+  }
+
+  async depth(recipientId: Urn): Promise<MailboxDepth> {
+    this.#check("mailbox depth");
+    const box = this.#boxes.get(recipientId);
+    let oldest: number | undefined;
+    for (const s of box?.values() ?? []) if (oldest === undefined || s.entry.queuedAt < oldest) oldest = s.entry.queuedAt;
+    return { count: box?.size ?? 0, oldestQueuedAt: oldest };
+  }
+
+  async purgeExpired(): Promise<number> {
+    this.#check("mailbox purge");
+    const now = this.#now();
+    let removed = 0;
+    for (const [recipient, seen] of this.#dedup) {
+      for (const [id, expiresAt] of seen) {
+        if (expiresAt <= now) {
+          seen.delete(id);
+          removed++;
+        }
+      }
+      if (seen.size === 0) this.#dedup.delete(recipient);
+    }
+    return removed;
+  }
+
+  async ready(): Promise<boolean> {
+    return this.#open;
+  }
+
+  async close(): Promise<void> {
+    this.#open = false;
+    clearInterval(this.#purgeTimer);
+  }
+
+  #check(what: string): void {
+    if (!this.#open) throw new RoutingError("BACKEND_UNAVAILABLE", `${what}: closed`);
+  }
+}

@@ -2,7 +2,7 @@ import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Mailbox, MailboxDepth, MailboxEntry, MailboxOptions, StoreOutcome } from "./mailbox.ts";
 
-export interface EmbeddedMailboxOptions extends MailboxOptions {
+export interface MailboxImplOptions extends MailboxOptions {
   /** Clock for the de-duplication window (tests inject one). */
   readonly now?: () => number;
   /** How often expired de-duplication records are purged; default min(dedupTtlMs, 60 s). */
@@ -16,7 +16,7 @@ export interface PurgingMailbox extends Mailbox {
 }
 
 /** The reference mailbox (not durable): tests, and the semantics every other one must match. */
-export function createMemoryMailbox(opts: EmbeddedMailboxOptions): PurgingMailbox {
+export function createMemoryMailbox(opts: MailboxImplOptions): PurgingMailbox {
   return new MemoryMailbox(opts);
 }
 
@@ -39,7 +39,7 @@ class MemoryMailbox implements PurgingMailbox {
   #dedup = new Map<Urn, Map<string, number>>();
   #purgeTimer: NodeJS.Timeout;
 
-  constructor(opts: EmbeddedMailboxOptions) {
+  constructor(opts: MailboxImplOptions) {
     this.#ttlMs = opts.dedupTtlMs;
     this.#now = opts.now ?? Date.now;
     this.#purgeTimer = setInterval(() => {

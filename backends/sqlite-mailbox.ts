@@ -1,12 +1,12 @@
 import type { Urn } from "../core/urn.ts";
 import type { MailboxDepth, MailboxEntry, StoreOutcome } from "./mailbox.ts";
-import type { EmbeddedMailboxOptions, PurgingMailbox } from "./memory-mailbox.ts";
+import type { MailboxImplOptions, PurgingMailbox } from "./memory-mailbox.ts";
 import { guarded, type SqliteDb } from "./sqlite-db.ts";
 
 /** Rows deleted per purge transaction, so a large purge never holds the writer for long. */
 const PURGE_BATCH = 5_000;
 
-export function createSqliteMailbox(db: SqliteDb, opts: EmbeddedMailboxOptions): PurgingMailbox {
+export function createSqliteMailbox(db: SqliteDb, opts: MailboxImplOptions): PurgingMailbox {
   return new SqliteMailbox(db, opts);
 }
 
@@ -30,7 +30,7 @@ class SqliteMailbox implements PurgingMailbox {
   #depth;
   #purge;
 
-  constructor(db: SqliteDb, opts: EmbeddedMailboxOptions) {
+  constructor(db: SqliteDb, opts: MailboxImplOptions) {
     this.#db = db;
     this.#ttlMs = opts.dedupTtlMs;
     this.#now = opts.now ?? Date.now;

@@ -18,6 +18,12 @@ export interface FrameDeps {
  * session stays open. Only online sessions are served; a draining one answers SHUTTING_DOWN.
  */
 export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: FrameDeps) {
+  /**
+   * Per session, the acks not yet durable. A fetch waits for the acks sent before it, so "ack then
+   * fetch" never returns what was just acked; sends stay pipelined (their order is the bus's).
+   */
+  const pendingAcks = new WeakMap<Session, Promise<unknown>>();
+
   async function handle(session: Session, frame: ClientFrame): Promise<void> {
     switch (frame.type) {
       case "send": {
@@ -26,13 +32,18 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
         return;
       }
       case "fetch": {
+        await pendingAcks.get(session);
         const entries = await mailbox.fetch(session.identity, frame.limit ?? DEFAULT_FETCH_LIMIT);
         session.send(messagesFrame(frame.ref, entries.map((e) => queuedMessageJson(e.messageId, e.envelope, e.queuedAt))));
         return;
       }
-      case "ack":
-        await mailbox.ack(session.identity, frame.messageIds);
+      case "ack": {
+        const previous = pendingAcks.get(session) ?? Promise.resolve();
+        const acked = previous.catch(() => {}).then(() => mailbox.ack(session.identity, frame.messageIds));
+        pendingAcks.set(session, acked.catch(() => {}));
+        await acked;
         return;
+      }
     }
   }
 
@@ -40,9 +51,6 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
     let ref: string | undefined;
     const run = async () => {
       if (text === null) throw new RoutingError("INVALID_FRAME", "frames are JSON text; binary frames are not accepted");
-      if (Buffer.byteLength(text) > maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES) {
-        throw new RoutingError("ENVELOPE_TOO_LARGE", `frame exceeds the envelope limit of ${maxEnvelopeBytes} bytes`);
-      }
       let value: unknown;
       try {
         value = JSON.parse(text);
@@ -50,6 +58,10 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
         throw new RoutingError("INVALID_JSON", "frame is not valid JSON");
       }
       ref = refOf(value);
+      // The engine's hard cap bounds what gets parsed; this is the contract's limit, answered with the ref.
+      if (Buffer.byteLength(text) > maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES) {
+        throw new RoutingError("ENVELOPE_TOO_LARGE", `frame exceeds the envelope limit of ${maxEnvelopeBytes} bytes`);
+      }
       if (!isClientFrame(value)) throw new RoutingError("INVALID_FRAME", "frame must be send {ref, envelope}, fetch {ref, limit?} or ack {messageIds}");
       if (!session.isOnline()) throw new RoutingError("SHUTTING_DOWN", "this session is closing");
       await handle(session, value);

@@ -19,7 +19,6 @@ export function createGatewayService(deps: GatewayServiceDeps): ServiceSchema {
   return {
     name: "gateway",
     settings: { engine: deps.gateway.engine.name },
-    dependencies: ["ingress", "mailbox", "devices", "presence"],
     actions: {
       sessions: {
         params: { urn: { type: "string", optional: true } },

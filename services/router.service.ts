@@ -48,7 +48,6 @@ export function createRouterService(deps: RouterServiceDeps) {
 
   const schema: ServiceSchema = {
     name: "router",
-    dependencies: ["ingress"],
     actions: {
       send: {
         params: { envelope: "object", identity: "string" },

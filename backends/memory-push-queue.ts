@@ -1,0 +1,48 @@
+import { RoutingError } from "../core/errors.ts";
+import type { PendingPush, PushDue, PushQueue } from "./push-queue.ts";
+
+/** The reference push queue (not durable). */
+export function createMemoryPushQueue(): PushQueue {
+  return new MemoryPushQueue();
+}
+
+class MemoryPushQueue implements PushQueue {
+  #open = true;
+  #seq = 0;
+  /** Insertion order is queue order. */
+  #pending = new Map<number, PendingPush>();
+
+  async enqueue(due: PushDue): Promise<void> {
+    this.#check("push enqueue");
+    const seq = ++this.#seq;
+    this.#pending.set(seq, { recipientId: due.recipientId, messageId: due.messageId, priority: due.priority, dueAt: due.dueAt, seq });
+  }
+
+  async pending(limit: number): Promise<PendingPush[]> {
+    this.#check("push pending");
+    const out: PendingPush[] = [];
+    for (const push of this.#pending.values()) {
+      if (out.length >= limit) break;
+      out.push({ ...push });
+    }
+    return out;
+  }
+
+  async complete(seqs: readonly number[]): Promise<void> {
+    this.#check("push complete");
+    for (const seq of seqs) this.#pending.delete(seq);
+  }
+
+  async count(): Promise<number> {
+    this.#check("push count");
+    return this.#pending.size;
+  }
+
+  async close(): Promise<void> {
+    this.#open = false;
+  }
+
+  #check(what: string): void {
+    if (!this.#open) throw new RoutingError("BACKEND_UNAVAILABLE", `${what}: closed`);
+  }
+}

@@ -1,0 +1,75 @@
+import type { Urn } from "../core/urn.ts";
+import type { PendingPush, PushDue, PushQueue } from "./push-queue.ts";
+import { guarded, type SqliteDb } from "./sqlite-db.ts";
+
+export function createSqlitePushQueue(db: SqliteDb): PushQueue {
+  return new SqlitePushQueue(db);
+}
+
+interface PushRow {
+  readonly seq: number;
+  readonly recipient_id: string;
+  readonly message_id: string;
+  readonly priority: number;
+  readonly due_at: number;
+}
+
+class SqlitePushQueue implements PushQueue {
+  #db: SqliteDb;
+  #open = true;
+  #insert;
+  #pending;
+  #complete;
+  #count;
+
+  constructor(db: SqliteDb) {
+    this.#db = db;
+    this.#insert = db.statement<[Urn, string, number, number]>(
+      "INSERT INTO push_queue (recipient_id, message_id, priority, due_at) VALUES (?, ?, ?, ?)",
+    );
+    this.#pending = db.statement<[number], PushRow>(
+      "SELECT seq, recipient_id, message_id, priority, due_at FROM push_queue ORDER BY seq LIMIT ?",
+    );
+    this.#complete = db.statement<[string]>("DELETE FROM push_queue WHERE seq IN (SELECT value FROM json_each(?))");
+    this.#count = db.statement<[], number>("SELECT count(*) FROM push_queue").pluck();
+  }
+
+  enqueue(due: PushDue): Promise<void> {
+    return guarded("push enqueue", this.#open, () =>
+      this.#db.write(() => {
+        this.#insert.run(due.recipientId, due.messageId, due.priority, due.dueAt);
+      }),
+    );
+  }
+
+  pending(limit: number): Promise<PendingPush[]> {
+    return guarded("push pending", this.#open, () => {
+      if (limit <= 0) return [];
+      return this.#pending.all(limit).map((row) => ({
+        seq: row.seq,
+        recipientId: row.recipient_id as Urn,
+        messageId: row.message_id,
+        priority: row.priority,
+        dueAt: row.due_at,
+      }));
+    });
+  }
+
+  complete(seqs: readonly number[]): Promise<void> {
+    return guarded("push complete", this.#open, async () => {
+      if (seqs.length === 0) return;
+      const list = JSON.stringify(seqs);
+      await this.#db.write(() => {
+        this.#complete.run(list);
+      });
+    });
+  }
+
+  count(): Promise<number> {
+    return guarded("push count", this.#open, () => this.#count.get() ?? 0);
+  }
+
+  async close(): Promise<void> {
+    this.#open = false;
+  }
+}

@@ -1,0 +1,442 @@
+/**
+ * The `uws` engine: uWebSockets.js (native). The binary is loaded directly, never through the
+ * package's `src/uws.js`, which silently falls back to a slow JS polyfill when the native load
+ * fails; here a failed load is an error that names the file, the Node ABI and the way out.
+ *
+ * uWS rules this file follows:
+ * - an HttpRequest is stack-allocated: everything needed is copied before the first await;
+ * - an HttpResponse must get `onAborted` when not answered synchronously, and is never written
+ *   after it aborted; writes after an await happen inside `res.cork()`;
+ * - ArrayBuffers handed to callbacks are neutered on return: copied (body) or decoded (frames) at once;
+ * - calling a method of a closed uWS WebSocket throws: every handle method checks the closed flag.
+ */
+import { createRequire } from "node:module";
+import { STATUS_CODES, validateHeaderName, validateHeaderValue } from "node:http";
+import net from "node:net";
+import { dirname, join } from "node:path";
+import type * as Uws from "uWebSockets.js";
+import { RoutingError, asRoutingError } from "../core/errors.ts";
+import type {
+  EngineOptions,
+  GatewayEngine,
+  HttpRequest,
+  HttpResponse,
+  SocketHandle,
+  SocketListener,
+  UpgradeDecision,
+} from "./engine.ts";
+
+type UwsModule = typeof Uws;
+
+const require = createRequire(import.meta.url);
+
+/** The binary's file name for this process: `uws_<platform>_<arch>_<Node ABI>.node`. */
+export function uwsNativeFile(): string {
+  return `uws_${process.platform}_${process.arch}_${process.versions.modules}.node`;
+}
+
+/** Absolute path of the native binary this process needs (it may not exist). */
+export function uwsNativePath(): string {
+  return join(dirname(require.resolve("uWebSockets.js/package.json")), "binaries", uwsNativeFile());
+}
+
+/**
+ * Loads the native uWS addon from `path` (default: this platform's binary). Throws, never falls
+ * back to the package's JS polyfill.
+ */
+export function loadUwsNative(path?: string): UwsModule {
+  let file = path ?? uwsNativeFile();
+  try {
+    file = path ?? uwsNativePath();
+    const mod = require(file) as UwsModule;
+    if (typeof mod.App !== "function" || typeof mod.us_socket_local_port !== "function") {
+      throw new Error("the file does not export the uWS API");
+    }
+    return mod;
+  } catch (err) {
+    throw new Error(
+      `cannot load the native uWebSockets.js binary ${file} ` +
+        `(platform ${process.platform}, arch ${process.arch}, Node ${process.version}, Node ABI ${process.versions.modules}): ` +
+        `${err instanceof Error ? err.message : String(err)}. ` +
+        `The JS fallback is deliberately not used; set ROUTING_GATEWAY_ENGINE=ws to use the portable engine.`,
+      { cause: err },
+    );
+  }
+}
+
+/**
+ * uWS drops (does not queue) a send once a socket's backpressure passes `maxBackpressure`. The
+ * session enforces its own, much lower, limit by reading bufferedAmount; this ceiling only
+ * guards memory against a session that stopped looking. Read as an int32 by the addon.
+ */
+const MAX_BACKPRESSURE_BYTES = 1024 * 1024 * 1024;
+/** uWS.WebSocket#send results. */
+const SEND_DROPPED = 2;
+/** Close code for remaining sockets when the engine closes. */
+const GOING_AWAY = 1001;
+
+interface SocketState<C> {
+  readonly context: C;
+  ws: Uws.WebSocket<UserData<C>> | undefined;
+  handle: SocketHandle | undefined;
+  listener: SocketListener | undefined;
+  closed: boolean;
+  notified: boolean;
+  /** Depth of handle calls in progress: uWS runs the close handler synchronously inside end(). */
+  inCall: number;
+}
+
+interface UserData<C> {
+  readonly state: SocketState<C>;
+}
+
+export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
+  const uws = loadUwsNative();
+  const app = uws.App();
+  const maxBody = options.maxBodyBytes;
+  const openSockets = new Set<SocketState<C>>();
+  let listenSocket: Uws.us_listen_socket | undefined;
+  let stopped = false;
+
+  // ---- WebSocket ------------------------------------------------------------------------------
+
+  const notifyClosed = (state: SocketState<C>, code: number): void => {
+    if (state.notified || !state.listener) return;
+    state.notified = true;
+    state.listener.closed(code);
+  };
+
+  const makeHandle = (state: SocketState<C>, ws: Uws.WebSocket<UserData<C>>): SocketHandle => ({
+    send(text) {
+      if (state.closed) return false;
+      return ws.send(text, false) !== SEND_DROPPED;
+    },
+    bufferedAmount() {
+      return state.closed ? 0 : ws.getBufferedAmount();
+    },
+    ping() {
+      if (!state.closed) ws.ping();
+    },
+    close(code, reason) {
+      if (state.closed) return;
+      state.inCall++;
+      try {
+        ws.end(closeCode(code), closeReason(reason));
+      } finally {
+        state.inCall--;
+      }
+    },
+  });
+
+  app.ws<UserData<C>>(options.wsPath, {
+    maxPayloadLength: maxBody,
+    idleTimeout: 0,
+    maxBackpressure: MAX_BACKPRESSURE_BYTES,
+    // The addon reads it as a boolean; the shipped typings say number.
+    closeOnBackpressureLimit: 0,
+    sendPingsAutomatically: false,
+    compression: uws.DISABLED,
+
+    upgrade: (res, req, context) => {
+      // Copy everything off the stack-allocated request before any await.
+      const path = req.getUrl();
+      const query = new URLSearchParams(req.getQuery() ?? "");
+      const headers = copyHeaders(req);
+      const key = headers["sec-websocket-key"] ?? "";
+      const extensions = headers["sec-websocket-extensions"] ?? "";
+      const offered = parseProtocols(headers["sec-websocket-protocol"]);
+      let done = false;
+      res.onAborted(() => {
+        done = true;
+      });
+      const finish = (decision: UpgradeDecision<C>): void => {
+        if (done) return;
+        done = true;
+        if (decision.accept) {
+          const protocol = decision.protocol !== undefined && offered.includes(decision.protocol) ? decision.protocol : "";
+          const state: SocketState<C> = {
+            context: decision.context,
+            ws: undefined,
+            handle: undefined,
+            listener: undefined,
+            closed: false,
+            notified: false,
+            inCall: 0,
+          };
+          res.cork(() => res.upgrade<UserData<C>>({ state }, key, protocol, extensions, context));
+        } else {
+          const out = normalizeOr500(decision.response);
+          res.cork(() => writeResponse(res, "GET", out, true));
+        }
+      };
+      const fail = (err: unknown): void => {
+        if (done) return;
+        done = true;
+        const out = errorOutgoing(asRoutingError(err));
+        res.cork(() => writeResponse(res, "GET", out, true));
+      };
+      Promise.resolve()
+        .then(() => options.sockets.upgrade({ path, query, headers }))
+        .then(finish, fail);
+    },
+
+    open: (ws) => {
+      const state = ws.getUserData().state;
+      state.ws = ws;
+      state.handle = makeHandle(state, ws);
+      openSockets.add(state);
+      try {
+        state.listener = options.sockets.open(state.handle, state.context);
+      } catch (err) {
+        state.handle.close(1011, "internal error");
+        reportAsync(err);
+      }
+    },
+
+    message: (ws, message, isBinary) => {
+      const state = ws.getUserData().state;
+      // Decoding copies: the ArrayBuffer is neutered when this callback returns.
+      const text = isBinary ? null : Buffer.from(message).toString("utf8");
+      state.listener?.message(text);
+    },
+
+    pong: (ws) => {
+      ws.getUserData().state.listener?.pong();
+    },
+
+    drain: (ws) => {
+      const state = ws.getUserData().state;
+      if (!state.closed) state.listener?.drain();
+    },
+
+    close: (ws, code) => {
+      const state = ws.getUserData().state;
+      state.closed = true;
+      openSockets.delete(state);
+      // Never re-enter the listener from inside one of its own handle calls (or before open()
+      // returned it): deliver on the next microtask instead.
+      if (state.inCall > 0 || !state.listener) queueMicrotask(() => notifyClosed(state, code));
+      else notifyClosed(state, code);
+    },
+  });
+
+  // ---- HTTP -----------------------------------------------------------------------------------
+
+  app.any("/*", (res, req) => {
+    const method = req.getMethod().toUpperCase();
+    const path = req.getUrl();
+    const rawQuery = req.getQuery() ?? "";
+    const headers = copyHeaders(req);
+
+    // An upgrade that did not reach the WebSocket route: another path, or a handshake uWS rejected.
+    if (isUpgradeAttempt(headers)) {
+      const err =
+        path === options.wsPath
+          ? new RoutingError("INVALID_REQUEST", "invalid WebSocket handshake")
+          : new RoutingError("NOT_FOUND", `no WebSocket endpoint at ${path}`);
+      writeResponse(res, method, errorOutgoing(err), true);
+      return;
+    }
+
+    const declared = headers["content-length"];
+    if (declared !== undefined && Number(declared) > maxBody) {
+      writeResponse(res, method, tooLarge(maxBody), true);
+      return;
+    }
+
+    let aborted = false;
+    let done = false;
+    res.onAborted(() => {
+      aborted = true;
+    });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    res.onData((chunk, isLast) => {
+      if (done || aborted) return;
+      size += chunk.byteLength;
+      if (size > maxBody) {
+        done = true;
+        chunks.length = 0;
+        res.cork(() => writeResponse(res, method, tooLarge(maxBody), true));
+        return;
+      }
+      // Copy: the chunk is neutered when this callback returns.
+      if (chunk.byteLength > 0) chunks.push(Buffer.from(new Uint8Array(chunk)));
+      if (!isLast) return;
+      done = true;
+      const request: HttpRequest = { method, path, query: new URLSearchParams(rawQuery), headers, body: Buffer.concat(chunks, size) };
+      Promise.resolve()
+        .then(() => options.http(request))
+        .then(normalizeOr500, (err: unknown) => errorOutgoing(asRoutingError(err)))
+        .then((out) => {
+          if (aborted) return;
+          res.cork(() => writeResponse(res, method, out, false));
+        });
+    });
+  });
+
+  // ---- lifecycle ------------------------------------------------------------------------------
+
+  return {
+    name: "uws",
+    listen(host, port) {
+      if (stopped) return Promise.reject(new Error("the uws engine is closed"));
+      if (listenSocket) return Promise.reject(new Error("the uws engine is already listening"));
+      return new Promise<number>((resolve, reject) => {
+        app.listen(host, port, (socket) => {
+          if (socket) {
+            listenSocket = socket;
+            resolve(uws.us_socket_local_port(socket as unknown as Uws.us_socket));
+          } else {
+            // uWS only says `false`: ask the OS why with a plain bind on the same address.
+            void diagnoseListenFailure(host, port).then(reject);
+          }
+        });
+      });
+    },
+    async close() {
+      stopped = true;
+      if (listenSocket) {
+        uws.us_listen_socket_close(listenSocket);
+        listenSocket = undefined;
+      }
+      // Sessions close their sockets first; whatever is left goes away now.
+      for (const state of [...openSockets]) state.handle?.close(GOING_AWAY, "server closing");
+      // Not in the shipped typings: closes every remaining connection (idle keep-alive HTTP included).
+      (app as Uws.TemplatedApp & { close?: () => void }).close?.();
+    },
+  };
+}
+
+// ---- helpers (kept local: the ws engine has its own copies, engines share only engine.ts) -----
+
+interface Outgoing {
+  readonly status: number;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly body: Buffer;
+}
+
+/** Headers the engine owns: framing and connection management. */
+const ENGINE_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
+
+function copyHeaders(req: Uws.HttpRequest): Record<string, string> {
+  const headers: Record<string, string> = {};
+  req.forEach((key, value) => {
+    const name = key.toLowerCase();
+    headers[name] = headers[name] === undefined ? value : `${headers[name]}, ${value}`;
+  });
+  return headers;
+}
+
+function isUpgradeAttempt(headers: Readonly<Record<string, string>>): boolean {
+  const connection = headers["connection"];
+  return (
+    !!headers["upgrade"] &&
+    connection !== undefined &&
+    connection.split(",").some((token) => token.trim().toLowerCase() === "upgrade")
+  );
+}
+
+function parseProtocols(header: string | undefined): string[] {
+  if (!header) return [];
+  return header
+    .split(",")
+    .map((p) => p.trim())
+    .filter((p) => p.length > 0);
+}
+
+/** Validates a handler's response (throws on a bad status or header) into what is written. */
+function normalize(response: HttpResponse): Outgoing {
+  const status = response.status;
+  if (!Number.isInteger(status) || status < 200 || status > 599) throw new RangeError(`invalid HTTP status ${status}`);
+  const headers: Array<readonly [string, string]> = [];
+  for (const [name, value] of Object.entries(response.headers ?? {})) {
+    if (ENGINE_HEADERS.has(name.toLowerCase())) continue;
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+    headers.push([name, value]);
+  }
+  const raw = response.body ?? "";
+  const body = status === 204 || status === 304 ? Buffer.alloc(0) : typeof raw === "string" ? Buffer.from(raw, "utf8") : raw;
+  return { status, headers, body };
+}
+
+function normalizeOr500(response: HttpResponse): Outgoing {
+  try {
+    return normalize(response);
+  } catch (err) {
+    return errorOutgoing(asRoutingError(err));
+  }
+}
+
+function errorOutgoing(err: RoutingError): Outgoing {
+  return {
+    status: err.status,
+    headers: [["content-type", "application/json"]],
+    body: Buffer.from(JSON.stringify(err.toBody()), "utf8"),
+  };
+}
+
+function tooLarge(maxBody: number): Outgoing {
+  return errorOutgoing(new RoutingError("ENVELOPE_TOO_LARGE", `the request body exceeds the limit of ${maxBody} bytes`));
+}
+
+function statusLine(status: number): string {
+  return `${status} ${STATUS_CODES[status] ?? "Unknown"}`;
+}
+
+/** Writes a whole response; call synchronously in a handler or inside `res.cork()`. */
+function writeResponse(res: Uws.HttpResponse, method: string, out: Outgoing, closeConnection: boolean): void {
+  res.writeStatus(statusLine(out.status));
+  for (const [name, value] of out.headers) res.writeHeader(name, value);
+  if (out.status === 204 || out.status === 304) res.endWithoutBody(undefined, closeConnection);
+  else if (method === "HEAD") res.endWithoutBody(out.body.length, closeConnection);
+  else res.end(out.body, closeConnection);
+}
+
+/** A WebSocket close code a peer accepts; anything else becomes 1011 (internal error). */
+function closeCode(code: number): number {
+  const valid =
+    Number.isInteger(code) &&
+    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999));
+  return valid ? code : 1011;
+}
+
+/** A close reason fits 123 bytes of UTF-8; cut on a character boundary. */
+function closeReason(reason: string): string {
+  if (Buffer.byteLength(reason, "utf8") <= 123) return reason;
+  let out = "";
+  let bytes = 0;
+  for (const ch of reason) {
+    const n = Buffer.byteLength(ch, "utf8");
+    if (bytes + n > 123) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
+}
+
+/** Why uWS could not listen: bind the same address with node:net and report its error code. */
+function diagnoseListenFailure(host: string, port: number): Promise<Error> {
+  const failure = (code: string, cause?: unknown): Error =>
+    Object.assign(new Error(`listen ${code}: uWS could not bind ${host}:${port}`, { cause }), {
+      code,
+      syscall: "listen",
+      address: host,
+      port,
+    });
+  return new Promise((resolve) => {
+    const probe = net.createServer();
+    probe.once("error", (err: NodeJS.ErrnoException) => resolve(failure(err.code ?? "EADDRINUSE", err)));
+    // The probe bound, so the port was freed in between (or uWS failed for another reason): report
+    // the usual cause rather than guess.
+    probe.listen({ host, port, exclusive: true }, () => probe.close(() => resolve(failure("EADDRINUSE"))));
+  });
+}
+
+/** Surfaces a bug from inside a native callback without unwinding through uWS. */
+function reportAsync(err: unknown): void {
+  queueMicrotask(() => {
+    throw err;
+  });
+}

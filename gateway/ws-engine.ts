@@ -1,0 +1,335 @@
+/**
+ * The `ws` engine: node:http plus the `ws` package. Portable (no native code); the reference the
+ * `uws` engine is held to by the shared end-to-end suite.
+ */
+import http, { STATUS_CODES, validateHeaderName, validateHeaderValue } from "node:http";
+import type { AddressInfo } from "node:net";
+import type { Duplex } from "node:stream";
+import { WebSocket, WebSocketServer, type RawData } from "ws";
+import { RoutingError, asRoutingError } from "../core/errors.ts";
+import type { EngineOptions, GatewayEngine, HttpRequest, HttpResponse, SocketHandle, SocketListener, UpgradeDecision } from "./engine.ts";
+
+/** Close code for remaining sockets when the engine closes. */
+const GOING_AWAY = 1001;
+/** How long close() lets remaining sockets finish their closing handshake before cutting them. */
+const CLOSE_GRACE_MS = 2_000;
+
+export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
+  const maxBody = options.maxBodyBytes;
+  /** The subprotocol each accepted upgrade echoes (read back by handleProtocols). */
+  const chosenProtocol = new WeakMap<http.IncomingMessage, string>();
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: maxBody,
+    perMessageDeflate: false,
+    clientTracking: true,
+    // Echo only the decision's protocol, and only if the client offered it (RFC 6455 4.2.2).
+    handleProtocols: (offered, req) => {
+      const protocol = chosenProtocol.get(req);
+      return protocol !== undefined && offered.has(protocol) ? protocol : false;
+    },
+  });
+
+  const server = http.createServer((req, res) => onRequest(req, res));
+  server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head));
+
+  // ---- HTTP -----------------------------------------------------------------------------------
+
+  function onRequest(req: http.IncomingMessage, res: http.ServerResponse): void {
+    const method = req.method ?? "GET";
+    const { path, rawQuery } = splitUrl(req.url ?? "/");
+    const headers = joinHeaders(req.headersDistinct);
+    req.on("error", () => {
+      // The client went away mid-body; 'close' on the response covers the rest.
+    });
+
+    const declared = headers["content-length"];
+    if (declared !== undefined && Number(declared) > maxBody) {
+      writeResponse(res, tooLarge(maxBody), true);
+      req.resume();
+      return;
+    }
+
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let over = false;
+    req.on("data", (chunk: Buffer) => {
+      if (over) return;
+      size += chunk.length;
+      if (size > maxBody) {
+        over = true;
+        chunks.length = 0;
+        writeResponse(res, tooLarge(maxBody), true);
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on("end", () => {
+      if (over) return;
+      const request: HttpRequest = { method, path, query: new URLSearchParams(rawQuery), headers, body: Buffer.concat(chunks, size) };
+      Promise.resolve()
+        .then(() => options.http(request))
+        .then(normalizeOr500, (err: unknown) => errorOutgoing(asRoutingError(err)))
+        .then((out) => writeResponse(res, out, false));
+    });
+  }
+
+  // ---- WebSocket ------------------------------------------------------------------------------
+
+  function onUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+    const { path, rawQuery } = splitUrl(req.url ?? "/");
+    const headers = joinHeaders(req.headersDistinct);
+    const swallow = (): void => {};
+    socket.on("error", swallow);
+
+    if (path !== options.wsPath) {
+      rejectUpgrade(socket, errorOutgoing(new RoutingError("NOT_FOUND", `no WebSocket endpoint at ${path}`)));
+      return;
+    }
+    if (!isWebSocketHandshake(req.method, headers)) {
+      rejectUpgrade(socket, errorOutgoing(new RoutingError("INVALID_REQUEST", "invalid WebSocket handshake")));
+      return;
+    }
+
+    let gone = false;
+    socket.once("close", () => {
+      gone = true;
+    });
+    const finish = (decision: UpgradeDecision<C>): void => {
+      if (gone || socket.destroyed) return;
+      if (!decision.accept) {
+        rejectUpgrade(socket, normalizeOr500(decision.response));
+        return;
+      }
+      if (decision.protocol !== undefined) chosenProtocol.set(req, decision.protocol);
+      wss.handleUpgrade(req, socket, head, (ws) => {
+        socket.off("error", swallow);
+        onOpen(ws, socket, decision.context);
+      });
+    };
+    const fail = (err: unknown): void => {
+      if (gone || socket.destroyed) return;
+      rejectUpgrade(socket, errorOutgoing(asRoutingError(err)));
+    };
+    Promise.resolve()
+      .then(() => options.sockets.upgrade({ path, query: new URLSearchParams(rawQuery), headers }))
+      .then(finish, fail);
+  }
+
+  function onOpen(ws: WebSocket, socket: Duplex, context: C): void {
+    let listener: SocketListener | undefined;
+    let notified = false;
+    const handle: SocketHandle = {
+      send(text) {
+        if (ws.readyState !== WebSocket.OPEN) return false;
+        ws.send(text);
+        return true;
+      },
+      bufferedAmount() {
+        return ws.bufferedAmount;
+      },
+      ping() {
+        if (ws.readyState === WebSocket.OPEN) ws.ping();
+      },
+      close(code, reason) {
+        if (ws.readyState !== WebSocket.OPEN) return;
+        ws.close(closeCode(code), closeReason(reason));
+      },
+    };
+    ws.on("message", (data: RawData, isBinary: boolean) => listener?.message(isBinary ? null : rawText(data)));
+    ws.on("pong", () => listener?.pong());
+    // ws writes frames straight to the socket (no compression), so the socket's drain is ours.
+    socket.on("drain", () => {
+      if (ws.readyState === WebSocket.OPEN) listener?.drain();
+    });
+    ws.on("error", () => {
+      // Protocol errors (too big, invalid UTF-8): ws closes the socket and emits 'close' next.
+    });
+    ws.on("close", (code: number) => {
+      if (notified || !listener) return;
+      notified = true;
+      listener.closed(code);
+    });
+    try {
+      listener = options.sockets.open(handle, context);
+    } catch (err) {
+      handle.close(1011, "internal error");
+      reportAsync(err);
+    }
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------------
+
+  let closing: Promise<void> | undefined;
+
+  return {
+    name: "ws",
+    listen(host, port) {
+      if (closing) return Promise.reject(new Error("the ws engine is closed"));
+      return new Promise<number>((resolve, reject) => {
+        const onError = (err: Error): void => {
+          server.off("listening", onListening);
+          reject(err);
+        };
+        const onListening = (): void => {
+          server.off("error", onError);
+          resolve((server.address() as AddressInfo).port);
+        };
+        server.once("error", onError);
+        server.once("listening", onListening);
+        server.listen({ host, port, exclusive: true });
+      });
+    },
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        const grace = setTimeout(() => {
+          for (const ws of wss.clients) ws.terminate();
+        }, CLOSE_GRACE_MS);
+        grace.unref();
+        // Sessions close their sockets first; whatever is left goes away now.
+        for (const ws of wss.clients) {
+          if (ws.readyState === WebSocket.OPEN) ws.close(GOING_AWAY, "server closing");
+        }
+        wss.close();
+        if (!server.listening) {
+          clearTimeout(grace);
+          resolve();
+          return;
+        }
+        server.close(() => {
+          clearTimeout(grace);
+          resolve();
+        });
+        // Idle keep-alive and in-flight HTTP connections; upgraded sockets close above.
+        server.closeAllConnections();
+      });
+      return closing;
+    },
+  };
+}
+
+// ---- helpers (kept local: the uws engine has its own copies, engines share only engine.ts) ----
+
+interface Outgoing {
+  readonly status: number;
+  readonly headers: ReadonlyArray<readonly [string, string]>;
+  readonly body: Buffer;
+}
+
+/** Headers the engine owns: framing and connection management. */
+const ENGINE_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
+
+function splitUrl(url: string): { path: string; rawQuery: string } {
+  const q = url.indexOf("?");
+  return q === -1 ? { path: url, rawQuery: "" } : { path: url.slice(0, q), rawQuery: url.slice(q + 1) };
+}
+
+/** Lower-cased names; repeated headers joined with ", " (as the uws engine does). */
+function joinHeaders(distinct: NodeJS.Dict<string[]>): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, values] of Object.entries(distinct)) {
+    if (values !== undefined) headers[name] = values.join(", ");
+  }
+  return headers;
+}
+
+/** The checks uWS makes before it calls its upgrade handler. */
+function isWebSocketHandshake(method: string | undefined, headers: Readonly<Record<string, string>>): boolean {
+  return (
+    method === "GET" &&
+    headers["upgrade"]?.toLowerCase() === "websocket" &&
+    /^[+/0-9A-Za-z]{22}==$/.test(headers["sec-websocket-key"] ?? "")
+  );
+}
+
+function rawText(data: RawData): string {
+  if (Buffer.isBuffer(data)) return data.toString("utf8");
+  if (Array.isArray(data)) return Buffer.concat(data).toString("utf8");
+  return Buffer.from(data).toString("utf8");
+}
+
+/** Validates a handler's response (throws on a bad status or header) into what is written. */
+function normalize(response: HttpResponse): Outgoing {
+  const status = response.status;
+  if (!Number.isInteger(status) || status < 200 || status > 599) throw new RangeError(`invalid HTTP status ${status}`);
+  const headers: Array<readonly [string, string]> = [];
+  for (const [name, value] of Object.entries(response.headers ?? {})) {
+    if (ENGINE_HEADERS.has(name.toLowerCase())) continue;
+    validateHeaderName(name);
+    validateHeaderValue(name, value);
+    headers.push([name, value]);
+  }
+  const raw = response.body ?? "";
+  const body = status === 204 || status === 304 ? Buffer.alloc(0) : typeof raw === "string" ? Buffer.from(raw, "utf8") : raw;
+  return { status, headers, body };
+}
+
+function normalizeOr500(response: HttpResponse): Outgoing {
+  try {
+    return normalize(response);
+  } catch (err) {
+    return errorOutgoing(asRoutingError(err));
+  }
+}
+
+function errorOutgoing(err: RoutingError): Outgoing {
+  return {
+    status: err.status,
+    headers: [["content-type", "application/json"]],
+    body: Buffer.from(JSON.stringify(err.toBody()), "utf8"),
+  };
+}
+
+function tooLarge(maxBody: number): Outgoing {
+  return errorOutgoing(new RoutingError("ENVELOPE_TOO_LARGE", `the request body exceeds the limit of ${maxBody} bytes`));
+}
+
+function writeResponse(res: http.ServerResponse, out: Outgoing, closeConnection: boolean): void {
+  if (res.headersSent || res.destroyed) return;
+  const headers: http.OutgoingHttpHeaders = {};
+  for (const [name, value] of out.headers) headers[name] = value;
+  if (out.status !== 204 && out.status !== 304) headers["content-length"] = out.body.length;
+  if (closeConnection) headers["connection"] = "close";
+  res.writeHead(out.status, STATUS_CODES[out.status] ?? "Unknown", headers);
+  res.end(out.body);
+}
+
+/** Answers an upgrade with a plain HTTP response (never 101) and closes the socket. */
+function rejectUpgrade(socket: Duplex, out: Outgoing): void {
+  if (socket.destroyed) return;
+  const lines = [`HTTP/1.1 ${out.status} ${STATUS_CODES[out.status] ?? "Unknown"}`];
+  for (const [name, value] of out.headers) lines.push(`${name}: ${value}`);
+  lines.push(`Content-Length: ${out.body.length}`, "Connection: close", "", "");
+  socket.once("finish", () => socket.destroy());
+  socket.end(Buffer.concat([Buffer.from(lines.join("\r\n"), "latin1"), out.body]));
+}
+
+/** A WebSocket close code a peer accepts; anything else becomes 1011 (internal error). */
+function closeCode(code: number): number {
+  const valid =
+    Number.isInteger(code) &&
+    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999));
+  return valid ? code : 1011;
+}
+
+/** A close reason fits 123 bytes of UTF-8; cut on a character boundary. */
+function closeReason(reason: string): string {
+  if (Buffer.byteLength(reason, "utf8") <= 123) return reason;
+  let out = "";
+  let bytes = 0;
+  for (const ch of reason) {
+    const n = Buffer.byteLength(ch, "utf8");
+    if (bytes + n > 123) break;
+    out += ch;
+    bytes += n;
+  }
+  return out;
+}
+
+/** Surfaces a bug in the gateway's open() hook the way an EventEmitter listener's throw would. */
+function reportAsync(err: unknown): void {
+  queueMicrotask(() => {
+    throw err;
+  });
+}

@@ -1,0 +1,58 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { PushDue, PushQueue } from "../../backends/push-queue.ts";
+import type { Urn } from "../../core/urn.ts";
+import type { Fixture, FixtureFactory } from "./fixture.ts";
+
+function due(n: number): PushDue {
+  return { recipientId: `urn:sm:user:u${n % 3}` as Urn, messageId: `msg-${n}`, priority: n % 10, dueAt: 1_700_000_000_000 + n };
+}
+
+/** Every guarantee of `PushQueue` (backends/push-queue.ts), for one implementation. */
+export function describePushQueueContract(name: string, factory: FixtureFactory<PushQueue, void>): void {
+  describe(`PushQueue contract: ${name}`, () => {
+    let fx: Fixture<PushQueue, void>;
+    let queue: PushQueue;
+    beforeEach(async () => {
+      fx = await factory();
+      queue = await fx.open();
+    });
+    afterEach(async () => {
+      await fx.teardown();
+    });
+
+    it("returns pending pushes oldest first, unchanged, without removing them", async () => {
+      for (let i = 0; i < 3; i++) await queue.enqueue(due(i));
+      const pending = await queue.pending(10);
+      expect(pending.map(({ seq: _seq, ...rest }) => rest)).toEqual([due(0), due(1), due(2)]);
+      const seqs = pending.map((p) => p.seq);
+      expect([...seqs].sort((a, b) => a - b)).toEqual(seqs);
+      expect(new Set(seqs).size).toBe(3);
+      expect(await queue.pending(10)).toEqual(pending);
+      expect(await queue.count()).toBe(3);
+    });
+
+    it("keeps call order for pushes enqueued together", async () => {
+      await Promise.all([0, 1, 2, 3, 4].map((i) => queue.enqueue(due(i))));
+      expect((await queue.pending(10)).map((p) => p.messageId)).toEqual(["msg-0", "msg-1", "msg-2", "msg-3", "msg-4"]);
+    });
+
+    it("honours limit", async () => {
+      for (let i = 0; i < 5; i++) await queue.enqueue(due(i));
+      expect((await queue.pending(2)).map((p) => p.messageId)).toEqual(["msg-0", "msg-1"]);
+    });
+
+    it("complete removes, idempotently, and ignores unknown seqs", async () => {
+      for (let i = 0; i < 4; i++) await queue.enqueue(due(i));
+      const [a, b, c, d] = await queue.pending(10);
+      await queue.complete([a.seq, c.seq]);
+      await queue.complete([a.seq, c.seq, 999_999]);
+      await queue.complete([]);
+      expect(await queue.pending(10)).toEqual([b, d]);
+      expect(await queue.count()).toBe(2);
+      await queue.enqueue(due(9));
+      const after = await queue.pending(10);
+      expect(after.map((p) => p.messageId)).toEqual(["msg-1", "msg-3", "msg-9"]);
+      expect(after[2].seq).toBeGreaterThan(d.seq);
+    });
+  });
+}

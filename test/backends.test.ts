@@ -161,6 +161,18 @@ describe("SqliteDb", () => {
     await mailbox.close();
   });
 
+  it("rejects a publish it could not commit with BACKEND_UNAVAILABLE, accepting nothing", async () => {
+    const bus = createSqliteIngressBus(db, { maxAttempts: 3, retryBaseMs: 5 });
+    db.close();
+    const err = await bus.publish(busRecord(1)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(RoutingError);
+    expect((err as RoutingError).code).toBe("BACKEND_UNAVAILABLE");
+    expect((err as RoutingError).message).not.toContain("c1ph3r");
+    expect(await bus.stats()).toMatchObject({ backlog: 0, inFlight: 0 });
+    expect(await bus.ready()).toBe(false);
+    await bus.close();
+  });
+
   it("keeps data and schema across re-open", async () => {
     const devices = createSqliteDeviceStore(db);
     await devices.register("urn:sm:user:a" as Urn, "tok", "fcm");

@@ -20,7 +20,7 @@ function percentile(sorted: number[], p: number): number {
 }
 
 async function runEngine(engine: "uws" | "ws") {
-  const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine, ROUTING_LOG_LEVEL: "warn" });
+  const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine });
   try {
     const receivers = await Promise.all(
       Array.from({ length: RECEIVERS }, async (_, i) => {

@@ -389,7 +389,10 @@ function statusLine(status: number): string {
 function writeResponse(res: Uws.HttpResponse, method: string, out: Outgoing, closeConnection: boolean): void {
   res.writeStatus(statusLine(out.status));
   for (const [name, value] of out.headers) res.writeHeader(name, value);
-  if (out.status === 204 || out.status === 304) res.endWithoutBody(undefined, closeConnection);
+  // endWithoutBody(undefined, ...) writes "Content-Length: 9223372036854775808" and leaves the
+  // response open: only ever call it with no argument or with a number.
+  if ((out.status === 204 || out.status === 304) && !closeConnection) res.endWithoutBody();
+  else if (out.status === 204 || out.status === 304) res.end(undefined, true);
   else if (method === "HEAD") res.endWithoutBody(out.body.length, closeConnection);
   else res.end(out.body, closeConnection);
 }

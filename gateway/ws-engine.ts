@@ -18,6 +18,8 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   const maxBody = options.maxBodyBytes;
   /** The subprotocol each accepted upgrade echoes (read back by handleProtocols). */
   const chosenProtocol = new WeakMap<http.IncomingMessage, string>();
+  /** Upgrade sockets waiting for the hook's decision. */
+  const pending = new Set<Duplex>();
 
   const wss = new WebSocketServer({
     noServer: true,
@@ -92,24 +94,48 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       return;
     }
 
+    // While the hook decides, keep reading: Node leaves an upgraded socket unread, so a client that
+    // gives up (FIN) would go unnoticed and hold server.close() forever. A client sends nothing
+    // before the 101 (RFC 6455 4.1); anything that does come is kept for ws, within a bound.
     let gone = false;
-    socket.once("close", () => {
+    const early: Buffer[] = [];
+    let earlyBytes = 0;
+    const onData = (chunk: Buffer): void => {
+      earlyBytes += chunk.length;
+      if (earlyBytes > maxBody) socket.destroy();
+      else early.push(chunk);
+    };
+    const onGone = (): void => {
       gone = true;
-    });
+      pending.delete(socket);
+      socket.destroy();
+    };
+    socket.on("data", onData);
+    socket.once("end", onGone);
+    socket.once("close", onGone);
+    pending.add(socket);
+    const settle = (): boolean => {
+      socket.off("data", onData);
+      socket.off("end", onGone);
+      socket.off("close", onGone);
+      pending.delete(socket);
+      return !gone && !socket.destroyed;
+    };
     const finish = (decision: UpgradeDecision<C>): void => {
-      if (gone || socket.destroyed) return;
+      if (!settle()) return;
       if (!decision.accept) {
         rejectUpgrade(socket, normalizeOr500(decision.response));
         return;
       }
       if (decision.protocol !== undefined) chosenProtocol.set(req, decision.protocol);
-      wss.handleUpgrade(req, socket, head, (ws) => {
+      // Synchronous up to ws attaching its own 'data' listener: no chunk can fall in between.
+      wss.handleUpgrade(req, socket, early.length > 0 ? Buffer.concat([head, ...early]) : head, (ws) => {
         socket.off("error", swallow);
         onOpen(ws, socket, decision.context);
       });
     };
     const fail = (err: unknown): void => {
-      if (gone || socket.destroyed) return;
+      if (!settle()) return;
       rejectUpgrade(socket, errorOutgoing(asRoutingError(err)));
     };
     Promise.resolve()
@@ -192,6 +218,8 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
           if (ws.readyState === WebSocket.OPEN) ws.close(GOING_AWAY, "server closing");
         }
         wss.close();
+        for (const socket of pending) socket.destroy();
+        pending.clear();
         if (!server.listening) {
           clearTimeout(grace);
           resolve();

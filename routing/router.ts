@@ -25,14 +25,15 @@ export function createRouter({ mailbox, presence, signals, pushQueue }: RouterDe
   return async function route(record: BusRecord): Promise<RouteOutcome> {
     const recipient = record.recipientId;
     if (record.isEphemeral) {
-      const reached = await signals.signal(recipient, { record, queuedAt: record.acceptedAt });
+      const online = await presence.get(recipient);
+      const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt: record.acceptedAt }, online) : 0;
       return reached > 0 ? "ephemeral_delivered" : "ephemeral_dropped";
     }
     const queuedAt = Date.now();
     const stored = await mailbox.store({ recipientId: recipient, messageId: record.messageId, priority: record.priority, envelope: record.envelope, queuedAt });
     if (stored === "duplicate") return "duplicate";
     const online = await presence.get(recipient);
-    const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt }) : 0;
+    const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt }, online) : 0;
     if (reached > 0) return "delivered_online";
     await pushQueue.enqueue({ recipientId: recipient, messageId: record.messageId, priority: record.priority, dueAt: queuedAt });
     return "push_due";

@@ -1,4 +1,5 @@
-import type { BusRecord } from "../backends/ingress-bus.ts";
+import type { BusRecord, IngressPath } from "../backends/ingress-bus.ts";
+import type { PresenceEntry } from "../backends/presence-store.ts";
 import type { Urn } from "../core/urn.ts";
 
 /** What the router tells a recipient's sessions: a stored message (poke, or the message in push mode) or an ephemeral one. */
@@ -14,11 +15,12 @@ export interface Signal {
  * signal delays a message until the client's next fetch but never loses it (ephemeral messages
  * excepted, which are best effort by contract).
  *
- * Resolves how many sessions it reached (local bridge) or an upper bound of them (remote bridges);
- * 0 means nobody was reached and the router falls back to a push.
+ * `sessions` is the recipient's presence as the router read it. Resolves how many sessions it
+ * reached (local bridge) or an upper bound of them (remote bridges: the sessions on instances it
+ * published to); 0 means nobody can be reached and the router falls back to a push.
  */
 export interface SignalBridge {
-  signal(recipient: Urn, signal: Signal): Promise<number>;
+  signal(recipient: Urn, signal: Signal, sessions: readonly PresenceEntry[]): Promise<number>;
   close(): Promise<void>;
 }
 
@@ -32,5 +34,40 @@ export function createLocalSignalBridge(local: LocalDelivery): SignalBridge {
   return {
     signal: async (recipient, signal) => local.deliver(recipient, signal),
     close: async () => {},
+  };
+}
+
+/**
+ * Wire form of a signal between instances: a one-line JSON header, a newline, then the stored
+ * envelope JSON byte-for-byte (never parsed or re-encoded on the way).
+ */
+export function encodeSignal({ record, queuedAt }: Signal): string {
+  const header = { r: record.recipientId, m: record.messageId, e: record.isEphemeral, p: record.priority, a: record.acceptedAt, q: queuedAt, w: record.path };
+  return `${JSON.stringify(header)}\n${record.envelope}`;
+}
+
+export function decodeSignal(text: string): Signal {
+  const cut = text.indexOf("\n");
+  if (cut < 0) throw new Error("signal without a header line");
+  const h = JSON.parse(text.slice(0, cut)) as { r: Urn; m: string; e: boolean; p: number; a: number; q: number; w: IngressPath };
+  const record: BusRecord = { recipientId: h.r, messageId: h.m, isEphemeral: h.e, priority: h.p, acceptedAt: h.a, path: h.w, envelope: text.slice(cut + 1) };
+  return { record, queuedAt: h.q };
+}
+
+export interface SignalCounters {
+  /** A signal arrived at this instance. */
+  received(): void;
+  /** ...and reached at least one local session (the rest is noise). */
+  delivered(): void;
+}
+
+/** What a remote bridge does with an incoming signal: deliver locally and count signal versus noise. */
+export function createSignalReceiver(local: LocalDelivery, counters: SignalCounters) {
+  return (text: string): number => {
+    counters.received();
+    const signal = decodeSignal(text);
+    const reached = local.deliver(signal.record.recipientId, signal);
+    if (reached > 0) counters.delivered();
+    return reached;
   };
 }

@@ -1,5 +1,5 @@
 import { RoutingError } from "../core/errors.ts";
-import type { PendingPush, PushDue, PushQueue } from "./push-queue.ts";
+import type { PendingPush, PushDeadLetter, PushDue, PushQueue } from "./push-queue.ts";
 
 /** The reference push queue (not durable). */
 export function createMemoryPushQueue(): PushQueue {
@@ -11,6 +11,8 @@ class MemoryPushQueue implements PushQueue {
   #seq = 0;
   /** Insertion order is queue order. */
   #pending = new Map<number, PendingPush>();
+  /** Oldest first; listed newest first. */
+  #dead: PushDeadLetter[] = [];
 
   async enqueue(due: PushDue): Promise<void> {
     this.#check("push enqueue");
@@ -36,6 +38,24 @@ class MemoryPushQueue implements PushQueue {
   async count(): Promise<number> {
     this.#check("push count");
     return this.#pending.size;
+  }
+
+  async deadLetter(seq: number, reason: string): Promise<void> {
+    this.#check("push dead letter");
+    const push = this.#pending.get(seq);
+    if (push === undefined) return;
+    this.#pending.delete(seq);
+    this.#dead.push({ ...push, reason, deadAt: Date.now() });
+  }
+
+  async deadLetters(limit: number): Promise<PushDeadLetter[]> {
+    this.#check("push dead letters");
+    return [...this.#dead].reverse().slice(0, Math.max(0, limit)).map((d) => ({ ...d }));
+  }
+
+  async deadLetterCount(): Promise<number> {
+    this.#check("push dead letter count");
+    return this.#dead.length;
   }
 
   async close(): Promise<void> {

@@ -82,6 +82,19 @@ const MIGRATIONS: readonly string[] = [
     due_at       INTEGER NOT NULL
   );
   `,
+  // 2: push dead letters (issue 6).
+  `
+  CREATE TABLE push_dead_letters (
+    seq          INTEGER PRIMARY KEY,
+    recipient_id TEXT    NOT NULL,
+    message_id   TEXT    NOT NULL,
+    priority     INTEGER NOT NULL,
+    due_at       INTEGER NOT NULL,
+    reason       TEXT    NOT NULL,
+    dead_at      INTEGER NOT NULL
+  );
+  CREATE INDEX push_dead_letters_dead_at ON push_dead_letters (dead_at);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

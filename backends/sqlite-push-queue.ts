@@ -1,5 +1,5 @@
 import type { Urn } from "../core/urn.ts";
-import type { PendingPush, PushDue, PushQueue } from "./push-queue.ts";
+import type { PendingPush, PushDeadLetter, PushDue, PushQueue } from "./push-queue.ts";
 import { guarded, type SqliteDb } from "./sqlite-db.ts";
 
 export function createSqlitePushQueue(db: SqliteDb): PushQueue {
@@ -14,6 +14,15 @@ interface PushRow {
   readonly due_at: number;
 }
 
+interface DeadRow extends PushRow {
+  readonly reason: string;
+  readonly dead_at: number;
+}
+
+function pushOf(row: PushRow): PendingPush {
+  return { seq: row.seq, recipientId: row.recipient_id as Urn, messageId: row.message_id, priority: row.priority, dueAt: row.due_at };
+}
+
 class SqlitePushQueue implements PushQueue {
   #db: SqliteDb;
   #open = true;
@@ -21,6 +30,9 @@ class SqlitePushQueue implements PushQueue {
   #pending;
   #complete;
   #count;
+  #bury;
+  #dead;
+  #deadCount;
 
   constructor(db: SqliteDb) {
     this.#db = db;
@@ -32,6 +44,14 @@ class SqlitePushQueue implements PushQueue {
     );
     this.#complete = db.statement<[string]>("DELETE FROM push_queue WHERE seq IN (SELECT value FROM json_each(?))");
     this.#count = db.statement<[], number>("SELECT count(*) FROM push_queue").pluck();
+    this.#bury = db.statement<[string, number, number]>(
+      `INSERT OR IGNORE INTO push_dead_letters (seq, recipient_id, message_id, priority, due_at, reason, dead_at)
+       SELECT seq, recipient_id, message_id, priority, due_at, ?, ? FROM push_queue WHERE seq = ?`,
+    );
+    this.#dead = db.statement<[number], DeadRow>(
+      "SELECT seq, recipient_id, message_id, priority, due_at, reason, dead_at FROM push_dead_letters ORDER BY dead_at DESC, seq DESC LIMIT ?",
+    );
+    this.#deadCount = db.statement<[], number>("SELECT count(*) FROM push_dead_letters").pluck();
   }
 
   enqueue(due: PushDue): Promise<void> {
@@ -45,13 +65,7 @@ class SqlitePushQueue implements PushQueue {
   pending(limit: number): Promise<PendingPush[]> {
     return guarded("push pending", this.#open, () => {
       if (limit <= 0) return [];
-      return this.#pending.all(limit).map((row) => ({
-        seq: row.seq,
-        recipientId: row.recipient_id as Urn,
-        messageId: row.message_id,
-        priority: row.priority,
-        dueAt: row.due_at,
-      }));
+      return this.#pending.all(limit).map(pushOf);
     });
   }
 
@@ -67,6 +81,27 @@ class SqlitePushQueue implements PushQueue {
 
   count(): Promise<number> {
     return guarded("push count", this.#open, () => this.#count.get() ?? 0);
+  }
+
+  deadLetter(seq: number, reason: string): Promise<void> {
+    return guarded("push dead letter", this.#open, () =>
+      this.#db.write(() => {
+        // One savepoint: the copy and the removal commit together or not at all.
+        this.#bury.run(reason, Date.now(), seq);
+        this.#complete.run(JSON.stringify([seq]));
+      }),
+    );
+  }
+
+  deadLetters(limit: number): Promise<PushDeadLetter[]> {
+    return guarded("push dead letters", this.#open, () => {
+      if (limit <= 0) return [];
+      return this.#dead.all(limit).map((row) => ({ ...pushOf(row), reason: row.reason, deadAt: row.dead_at }));
+    });
+  }
+
+  deadLetterCount(): Promise<number> {
+    return guarded("push dead letter count", this.#open, () => this.#deadCount.get() ?? 0);
   }
 
   async close(): Promise<void> {

@@ -54,5 +54,30 @@ export function describePushQueueContract(name: string, factory: FixtureFactory<
       expect(after.map((p) => p.messageId)).toEqual(["msg-1", "msg-3", "msg-9"]);
       expect(after[2].seq).toBeGreaterThan(d.seq);
     });
+
+    it("deadLetter moves a pending push to the dead letters, newest first, idempotently", async () => {
+      for (let i = 0; i < 4; i++) await queue.enqueue(due(i));
+      const [a, b, c] = await queue.pending(10);
+      const before = Date.now();
+      await queue.deadLetter(a.seq, "apns: ServiceUnavailable");
+      await queue.deadLetter(c.seq, "fcm: messaging/server-unavailable");
+      await queue.deadLetter(a.seq, "again");
+      await queue.deadLetter(999_999, "unknown");
+      expect((await queue.pending(10)).map((p) => p.messageId)).toEqual(["msg-1", "msg-3"]);
+      expect(await queue.count()).toBe(2);
+      expect(await queue.deadLetterCount()).toBe(2);
+      const dead = await queue.deadLetters(10);
+      expect(dead.map(({ deadAt: _deadAt, ...rest }) => rest)).toEqual([
+        { ...c, reason: "fcm: messaging/server-unavailable" },
+        { ...a, reason: "apns: ServiceUnavailable" },
+      ]);
+      for (const d of dead) expect(d.deadAt).toBeGreaterThanOrEqual(before);
+      expect((await queue.deadLetters(1)).map((d) => d.seq)).toEqual([c.seq]);
+      expect(await queue.deadLetters(0)).toEqual([]);
+      // A dead-lettered push is not completed twice nor revived by complete.
+      await queue.complete([a.seq, b.seq]);
+      expect(await queue.deadLetterCount()).toBe(2);
+      expect((await queue.pending(10)).map((p) => p.messageId)).toEqual(["msg-3"]);
+    });
   });
 }

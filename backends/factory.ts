@@ -1,12 +1,18 @@
 import type { Config } from "../config/schema.ts";
 import type { DeviceStore } from "./device-store.ts";
+import { createFirestoreDeviceStore } from "./firestore-device-store.ts";
+import { createFirestoreMailbox, openFirestore } from "./firestore-mailbox.ts";
 import type { IngressBus } from "./ingress-bus.ts";
 import type { Mailbox } from "./mailbox.ts";
 import { createMemoryPresenceStore } from "./memory-presence-store.ts";
+import { openNatsIngressBus } from "./nats-ingress-bus.ts";
 import type { PresenceStore } from "./presence-store.ts";
+import { openPubSubIngressBus } from "./pubsub-ingress-bus.ts";
 import type { PushQueue } from "./push-queue.ts";
+import { createRedisMailbox } from "./redis-mailbox.ts";
+import { createRedisPresenceStore } from "./redis-presence-store.ts";
 import { createSqliteDeviceStore } from "./sqlite-device-store.ts";
-import { openSqliteDb } from "./sqlite-db.ts";
+import { openSqliteDb, type SqliteDb } from "./sqlite-db.ts";
 import { createSqliteIngressBus } from "./sqlite-ingress-bus.ts";
 import { createSqliteMailbox } from "./sqlite-mailbox.ts";
 import { createSqlitePushQueue } from "./sqlite-push-queue.ts";
@@ -24,29 +30,96 @@ export interface Backends {
   close(): Promise<void>;
 }
 
-/**
- * Builds the backends the config names. A plain switch per role: an unknown type stops start-up
- * (the config schema already refuses it; this is the second line of defence).
+/*
+ * One plain factory per role: a switch ending in "unknown ... type". The config schema already
+ * refuses unknown names at start-up; the default branches are the second line of defence.
  */
-export async function createBackends(config: Config): Promise<Backends> {
+
+async function createBus(config: Config, db: SqliteDb): Promise<IngressBus> {
+  const retry = { maxAttempts: config.busMaxAttempts, retryBaseMs: config.busRetryBaseMs };
   switch (config.bus) {
     case "embedded":
-      break;
+      return createSqliteIngressBus(db, retry);
+    case "nats":
+      return openNatsIngressBus({
+        ...retry,
+        servers: config.natsUrl.split(","),
+        stream: `${config.natsPrefix}_INGRESS`,
+        consumer: `${config.natsPrefix}_router`,
+        subjectPrefix: config.natsPrefix,
+        ackWaitMs: config.busAckWaitMs,
+        batchSize: Math.min(256, config.routerMaxInFlight),
+      });
+    case "pubsub":
+      return openPubSubIngressBus({
+        ...retry,
+        projectId: config.gcpProjectId,
+        emulatorHost: config.pubsubEndpoint,
+        topic: config.pubsubTopic,
+        subscription: `${config.pubsubTopic}-router`,
+        maxMessages: config.routerMaxInFlight,
+      });
     default:
       throw new Error(`unknown bus type: ${String(config.bus)}`);
   }
+}
+
+function createMailbox(config: Config, db: SqliteDb, firestore: () => ReturnType<typeof openFirestore>): Mailbox {
+  const dedupTtlMs = config.dedupTtlSeconds * 1000;
   switch (config.store) {
     case "embedded":
-      break;
+      return createSqliteMailbox(db, { dedupTtlMs });
+    case "redis":
+      return createRedisMailbox({ dedupTtlMs, redis: config.redisUrl, keyPrefix: config.redisPrefix });
+    case "firestore":
+      return createFirestoreMailbox({ dedupTtlMs, firestore: firestore() });
     default:
       throw new Error(`unknown store type: ${String(config.store)}`);
   }
+}
+
+function createDeviceStore(config: Config, db: SqliteDb, firestore: () => ReturnType<typeof openFirestore>): DeviceStore {
+  switch (config.deviceStore) {
+    case "embedded":
+      return createSqliteDeviceStore(db);
+    case "firestore":
+      return createFirestoreDeviceStore({ firestore: firestore() });
+    default:
+      throw new Error(`unknown device store type: ${String(config.deviceStore)}`);
+  }
+}
+
+function createPresence(config: Config): PresenceStore {
+  const ttlMs = config.presenceTtlSeconds * 1000;
+  switch (config.presence) {
+    case "memory":
+      return createMemoryPresenceStore({ ttlMs });
+    case "redis":
+      return createRedisPresenceStore({ ttlMs, redis: config.redisUrl, keyPrefix: config.redisPrefix });
+    default:
+      throw new Error(`unknown presence type: ${String(config.presence)}`);
+  }
+}
+
+/**
+ * Builds the backends the config names. The node's own SQLite database always opens: it holds the
+ * embedded roles and the node's push queue (each node pushes what its router decided).
+ */
+export async function createBackends(config: Config): Promise<Backends> {
   const db = openSqliteDb({ dataDir: config.dataDir, sync: config.sqliteSync });
-  const bus = createSqliteIngressBus(db, { maxAttempts: config.busMaxAttempts, retryBaseMs: config.busRetryBaseMs });
-  const mailbox = createSqliteMailbox(db, { dedupTtlMs: config.dedupTtlSeconds * 1000 });
-  const devices = createSqliteDeviceStore(db);
+  let firestoreClient: ReturnType<typeof openFirestore> | undefined;
+  const firestore = () => (firestoreClient ??= openFirestore({ projectId: config.gcpProjectId, emulatorHost: config.firestoreEndpoint }));
+  let bus: IngressBus;
+  try {
+    bus = await createBus(config, db);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  const mailbox = createMailbox(config, db, firestore);
+  const devices = createDeviceStore(config, db, firestore);
   const pushQueue = createSqlitePushQueue(db);
-  const presence = createMemoryPresenceStore({ ttlMs: config.presenceTtlSeconds * 1000 });
+  const presence = createPresence(config);
   const roles = [bus, mailbox, devices, presence] as const;
   return {
     bus,
@@ -54,10 +127,11 @@ export async function createBackends(config: Config): Promise<Backends> {
     devices,
     pushQueue,
     presence,
-    ready: async () => (await Promise.all(roles.map((r) => r.ready()))).every(Boolean),
+    ready: async () => (await Promise.all(roles.map((r) => r.ready().catch(() => false)))).every(Boolean),
     close: async () => {
       await bus.close();
       await Promise.allSettled([mailbox.close(), devices.close(), pushQueue.close(), presence.close()]);
+      await firestoreClient?.terminate();
       db.close();
     },
   };

@@ -15,6 +15,8 @@ const brokerConfig: BrokerOptions = {
     },
   },
   transporter: null,
+  // A call to a node that died fails after this instead of waiting for the heartbeat timeout.
+  requestTimeout: 10_000,
   // Metrics are prom-client's, served at /metrics by the gateway (one metrics system, not two).
   metrics: { enabled: false },
   tracing: { enabled: false },

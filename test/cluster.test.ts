@@ -1,5 +1,7 @@
 import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
 import { ServiceBroker } from "moleculer";
+import { connect as connectNats } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, envelope, http, type QueuedMessageBody, type TestSocket } from "./helpers/clients.ts";
 import { startFirestoreEmulator, startPubSubEmulator, type Emulator } from "./helpers/emulators.ts";
@@ -72,6 +74,18 @@ async function drainMailbox(node: RunningService, tok: string): Promise<string[]
   }
 }
 
+/** Removes what a run created on the shared servers: its Redis keys and its JetStream streams. */
+async function cleanUp(run: string): Promise<void> {
+  const redis = new Redis("redis://127.0.0.1:6379");
+  const keys = await redis.keys(`test-${run}:*`);
+  if (keys.length > 0) await redis.del(...keys);
+  await redis.quit();
+  const nc = await connectNats({ servers: "127.0.0.1:4222" });
+  const jsm = await nc.jetstreamManager();
+  for await (const stream of jsm.streams.list()) if (stream.config.name.startsWith(`test_${run}`)) await jsm.streams.delete(stream.config.name);
+  await nc.close();
+}
+
 function counter(metrics: string, name: string): number {
   return Number(new RegExp(`^${name} (\\d+)`, "m").exec(metrics)?.[1] ?? 0);
 }
@@ -87,7 +101,8 @@ for (const topology of ["nats-redis", "pubsub-firestore"] as const) {
         const env = { ...topologyEnv(topology, run), ROUTING_DELIVERY_STRATEGY: strategy };
         const [a, b, c] = await Promise.all(["a", "b", "c"].map((n) => startService({ ...env, ROUTING_INSTANCE_ID: `node-${n}-${run}` })));
         Object.assign(nodes, { a, b, c });
-        client = new ServiceBroker({ namespace: `test-${run}`, nodeID: `test-client-${run}`, transporter: "nats://127.0.0.1:4222", logger: false });
+        // An integrator's broker: a request timeout so a call routed to a node that just died fails fast.
+        client = new ServiceBroker({ namespace: `test-${run}`, nodeID: `test-client-${run}`, transporter: "nats://127.0.0.1:4222", logger: false, requestTimeout: 2000 });
         await client.start();
         await client.waitForServices(["presence", "mailbox", "gateway"], 20_000);
       }, 120_000);
@@ -98,6 +113,7 @@ for (const topology of ["nats-redis", "pubsub-firestore"] as const) {
           await node.stop();
           removeDir(node.dataDir);
         }
+        await cleanUp(run);
       }, 60_000);
 
       it("a user on node C receives what is sent through node A", async () => {

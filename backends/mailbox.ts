@@ -35,6 +35,11 @@ export interface Mailbox {
   /** Returns how many messages were actually removed. */
   ack(recipientId: Urn, messageIds: readonly string[]): Promise<number>;
   depth(recipientId: Urn): Promise<MailboxDepth>;
+  /**
+   * Unacked messages across every recipient, for the `routing_mailbox_depth` gauge (read once per
+   * scrape). Optional: a store that cannot count cheaply leaves it out and the gauge is not set.
+   */
+  totalDepth?(): Promise<number>;
   ready(): Promise<boolean>;
   close(): Promise<void>;
 }

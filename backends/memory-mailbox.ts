@@ -92,6 +92,14 @@ class MemoryMailbox implements PurgingMailbox {
     return { count: box?.size ?? 0, oldestQueuedAt: oldest };
   }
 
+  /** O(recipients): one size read per non-empty mailbox. */
+  async totalDepth(): Promise<number> {
+    this.#check("mailbox total depth");
+    let total = 0;
+    for (const box of this.#boxes.values()) total += box.size;
+    return total;
+  }
+
   async purgeExpired(): Promise<number> {
     this.#check("mailbox purge");
     const now = this.#now();

@@ -28,6 +28,7 @@ class SqliteMailbox implements PurgingMailbox {
   #fetch;
   #ack;
   #depth;
+  #totalDepth;
   #purge;
 
   constructor(db: SqliteDb, opts: MailboxImplOptions) {
@@ -53,6 +54,8 @@ class SqliteMailbox implements PurgingMailbox {
     this.#depth = db.statement<[Urn], { count: number; oldest: number | null }>(
       "SELECT count(*) AS count, min(queued_at) AS oldest FROM mailbox WHERE recipient_id = ?",
     );
+    // One scan of the smallest index per scrape (WAL readers never block the writer).
+    this.#totalDepth = db.statement<[], { count: number }>("SELECT count(*) AS count FROM mailbox");
     this.#purge = db.statement<[number, number]>(
       `DELETE FROM mailbox_dedup WHERE (recipient_id, message_id) IN
        (SELECT recipient_id, message_id FROM mailbox_dedup WHERE expires_at <= ? LIMIT ?)`,
@@ -102,6 +105,10 @@ class SqliteMailbox implements PurgingMailbox {
       const row = this.#depth.get(recipientId);
       return { count: row?.count ?? 0, oldestQueuedAt: row?.oldest ?? undefined };
     });
+  }
+
+  totalDepth(): Promise<number> {
+    return guarded("mailbox total depth", this.#open, () => this.#totalDepth.get()?.count ?? 0);
   }
 
   purgeExpired(): Promise<number> {

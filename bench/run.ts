@@ -1,87 +1,127 @@
 /**
- * `npm run bench`: a first, small benchmark. For each gateway engine it starts the service as its
- * own process (embedded default, push mode), connects receivers over WebSocket and sends over
- * HTTP POST /send with fixed concurrency, measuring routed messages per second and the latency
- * from the send request to the WebSocket delivery. Prints a table and writes bench/results/*.json.
- * Figures are relative: compare engines within one run, not across machines.
+ * `npm run bench`: the service against its alternatives, side by side in one run.
+ *
+ * Scenarios (bench/plan.ts decides which, how long, how many rounds):
+ * - route: sender/receiver pairs over WebSocket through each contender; WebSocket `send` frames
+ *   or POST /send; push or poke-then-pull; 200 B and 8 KiB payloads; throughput at saturation
+ *   (closed loop) and latency at fixed offered rates (open loop);
+ * - connections: idle WebSocket connections held (10k, then 50k or as many as the open-file limit
+ *   allows); connect rate and server RSS per connection;
+ * - mqtt: MQTT publisher -> subscriber through the service (embedded broker) and through Mosquitto.
+ *
+ * The load runs in worker threads (route, mqtt) and child processes (connections), never in the
+ * servers' processes; every contender is its own process. The machine is shared (2 cores here):
+ * every row reports the CPU the contender and the generator used, and rounds alternate between
+ * contenders so noise lands on all of them. Results: a table on stdout, results/latest.{json,md,svg}
+ * and a timestamped JSON. BENCH_QUICK=1 for a fast look, BENCH_SMOKE=1 for the test's smoke run.
  */
-import { writeFileSync } from "node:fs";
-import { Agent, request } from "undici";
-import { connect } from "../test/helpers/clients.ts";
-import { removeDir, startService, token } from "../test/helpers/service.ts";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { startContender, type Contender, type ContenderName } from "./contenders.ts";
+import { startWorkers } from "./lib/pool.ts";
+import { freeH, machineInfo, raiseNofile } from "./lib/proc.ts";
+import { loadPlan } from "./plan.ts";
+import { chartSvg } from "./report/chart.ts";
+import { markdown } from "./report/markdown.ts";
+import type { Results } from "./report/results.ts";
+import { ratiosOf, targetsOf } from "./report/targets.ts";
+import { runConnections, type ConnRow } from "./scenarios/connections.ts";
+import { runMatrix, type Row, type Skip } from "./scenarios/matrix.ts";
 
-const MESSAGES = Number(process.env.BENCH_MESSAGES ?? 5000);
-const CONCURRENCY = Number(process.env.BENCH_CONCURRENCY ?? 64);
-const RECEIVERS = Number(process.env.BENCH_RECEIVERS ?? 50);
-const PAYLOAD_BYTES = Number(process.env.BENCH_PAYLOAD_BYTES ?? 200);
+const plan = loadPlan();
+const began = performance.now();
+const log = (line: string) => console.log(`[${((performance.now() - began) / 1000).toFixed(0).padStart(4)} s] ${line}`);
+// Children inherit it: the servers and the connection holders are spawned after this.
+const fdLimit = raiseNofile(Math.max(...plan.connections) + 2_000);
+const running = new Set<Contender>();
 
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
+/** Starts contenders in parallel; one that cannot start (no Redis, no Mosquitto) is skipped and said why. */
+async function start(names: readonly ContenderName[], skipped: Skip[], variant: string): Promise<Contender[]> {
+  const started = await Promise.all(
+    names.map((name) =>
+      startContender(name).then(
+        (c) => {
+          running.add(c);
+          return c;
+        },
+        (err: unknown) => {
+          skipped.push({ contender: name, variant, why: `did not start: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}` });
+          return undefined;
+        },
+      ),
+    ),
+  );
+  return started.filter((c): c is Contender => c !== undefined);
 }
 
-async function runEngine(engine: "uws" | "ws") {
-  const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine });
-  try {
-    const receivers = await Promise.all(
-      Array.from({ length: RECEIVERS }, async (_, i) => {
-        const urn = `urn:sm:user:bench-r${i}`;
-        return { urn, socket: await connect(svc.port, { token: await token(urn), delivery: "push" }) };
-      }),
-    );
-    const senderToken = await token("urn:sm:user:bench-sender");
-    const sentAt = new Map<string, number>();
-    const latencies: number[] = [];
-    let received = 0;
-    let allReceived: () => void = () => {};
-    const done = new Promise<void>((resolve) => (allReceived = resolve));
-    for (const { socket } of receivers) {
-      socket.ws.on("message", (data) => {
-        const text = data.toString();
-        const match = /"id":"([^"]+)"/.exec(text);
-        if (!match || !text.startsWith('{"type":"message"')) return;
-        const t0 = sentAt.get(match[1]);
-        if (t0 !== undefined) latencies.push(performance.now() - t0);
-        if (++received === MESSAGES) allReceived();
-      });
+async function stop(contenders: readonly Contender[]): Promise<void> {
+  await Promise.all(contenders.map((c) => c.stop().catch(() => undefined)));
+  for (const c of contenders) running.delete(c);
+}
+
+process.once("SIGINT", () => {
+  void stop([...running]).finally(() => process.exit(130));
+});
+
+const socketContenders = plan.contenders.filter((c) => c !== "mosquitto");
+let route: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
+let mqtt: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
+let connections: { rows: ConnRow[]; cap: number } = { rows: [], cap: 0 };
+
+log(`plan ${plan.profile}: ${[...plan.scenarios].join(", ")}; contenders ${plan.contenders.join(", ")}; open-file limit ${fdLimit.soft}${fdLimit.note ? ` (${fdLimit.note})` : ""}`);
+const pool = startWorkers(plan.workers);
+try {
+  if (plan.scenarios.has("route")) {
+    const skipped: Skip[] = [];
+    const contenders = await start(socketContenders, skipped, "all");
+    try {
+      const out = await runMatrix(plan, plan.route, contenders, plan.pairs, pool, log);
+      route = { rows: out.rows, skipped: [...skipped, ...out.skipped] };
+    } finally {
+      await stop(contenders);
     }
-    const payload = Buffer.alloc(PAYLOAD_BYTES, 7).toString("base64").slice(0, PAYLOAD_BYTES);
-    const dispatcher = new Agent({ connections: CONCURRENCY, pipelining: 1 });
-    let next = 0;
-    const started = performance.now();
-    const worker = async () => {
-      while (next < MESSAGES) {
-        const i = next++;
-        const id = `b-${engine}-${i}`;
-        const body = JSON.stringify({ recipientId: receivers[i % RECEIVERS].urn, messageId: id, encryptedData: payload });
-        sentAt.set(id, performance.now());
-        const res = await request(`${svc.url}/send`, { method: "POST", body, headers: { authorization: `Bearer ${senderToken}`, "content-type": "application/json" }, dispatcher });
-        await res.body.dump();
-        if (res.statusCode !== 202) throw new Error(`send answered ${res.statusCode}`);
-      }
-    };
-    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
-    await Promise.race([done, new Promise((_, reject) => setTimeout(() => reject(new Error(`only ${received}/${MESSAGES} delivered`)), 60_000))]);
-    const elapsed = (performance.now() - started) / 1000;
-    latencies.sort((a, b) => a - b);
-    await Promise.all(receivers.map((r) => r.socket.close()));
-    await dispatcher.close();
-    return {
-      engine,
-      messages: MESSAGES,
-      msgPerSec: Math.round(MESSAGES / elapsed),
-      p50Ms: +percentile(latencies, 50).toFixed(2),
-      p99Ms: +percentile(latencies, 99).toFixed(2),
-    };
-  } finally {
-    await svc.stop();
-    removeDir(svc.dataDir);
   }
+  if (plan.scenarios.has("connections")) {
+    const contenders = await start(socketContenders, [], "connections");
+    try {
+      connections = await runConnections(plan, contenders, fdLimit.soft, log);
+    } finally {
+      await stop(contenders);
+    }
+  }
+  if (plan.scenarios.has("mqtt")) {
+    const skipped: Skip[] = [];
+    const names = (["mosquitto", "service-uws"] as const).filter((n) => plan.contenders.includes(n) || n === "mosquitto");
+    const contenders = await start(names, skipped, "mqtt/push/200B");
+    try {
+      const out = await runMatrix(plan, plan.mqtt, contenders, plan.mqttPairs, pool, log);
+      mqtt = { rows: out.rows, skipped: [...skipped, ...out.skipped] };
+    } finally {
+      await stop(contenders);
+    }
+  }
+} finally {
+  await pool.close();
+  await stop([...running]);
 }
 
-const results = [];
-for (const engine of ["uws", "ws"] as const) results.push(await runEngine(engine));
-const base = results[results.length - 1];
-console.log(`HTTP POST /send -> WebSocket push delivery, ${MESSAGES} msgs, ${CONCURRENCY} concurrent senders, ${RECEIVERS} receivers, ${PAYLOAD_BYTES} B payload`);
-console.log("| engine | msg/s | vs ws | p50 ms | p99 ms |\n|---|---|---|---|---|");
-for (const r of results) console.log(`| ${r.engine} | ${r.msgPerSec} | ${(r.msgPerSec / base.msgPerSec).toFixed(2)}x | ${r.p50Ms} | ${r.p99Ms} |`);
-writeFileSync(new URL(`./results/route-${Date.now()}.json`, import.meta.url), JSON.stringify({ at: new Date().toISOString(), messages: MESSAGES, concurrency: CONCURRENCY, results }, null, 2));
+const results: Results = {
+  at: new Date().toISOString(),
+  seconds: (performance.now() - began) / 1000,
+  machine: { ...machineInfo(), free: freeH() },
+  plan,
+  fdLimit,
+  route,
+  mqtt,
+  connections,
+  ratios: ratiosOf(route.rows, mqtt.rows),
+  targets: targetsOf(route.rows, connections.rows),
+};
+const md = markdown(results);
+mkdirSync(plan.outDir, { recursive: true });
+writeFileSync(join(plan.outDir, `bench-${results.at.replace(/[:.]/g, "-")}.json`), JSON.stringify(results, null, 2));
+writeFileSync(join(plan.outDir, "latest.json"), JSON.stringify(results, null, 2));
+writeFileSync(join(plan.outDir, "latest.md"), md);
+writeFileSync(join(plan.outDir, "latest.svg"), chartSvg(results));
+console.log(`\n${md}`);
+log(`done; results in ${plan.outDir} (latest.json, latest.md, latest.svg)`);

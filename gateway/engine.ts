@@ -60,6 +60,43 @@ export interface SocketHooks<C> {
   open(socket: SocketHandle, context: C): SocketListener;
 }
 
+/**
+ * A WebSocket carrying a byte stream (MQTT over WebSocket): binary frames only. Frame boundaries
+ * mean nothing to such a protocol; the listener sees the bytes in order.
+ */
+export interface BinarySocket {
+  /** Queues the bytes as one binary frame. Returns false if the socket is already closed. */
+  send(data: Uint8Array): boolean;
+  /** Bytes queued but not yet written to the kernel. */
+  bufferedAmount(): number;
+  /** Closes with a code and a short reason; idempotent. */
+  close(code: number, reason: string): void;
+}
+
+export interface BinaryListener {
+  /** A binary frame's bytes (the listener owns this copy). */
+  message(data: Buffer): void;
+  /** The send buffer went down after backpressure. */
+  drain(): void;
+  /** The socket is gone, whoever closed it. Called exactly once, never from inside a handle call. */
+  closed(code: number): void;
+}
+
+/**
+ * A second WebSocket path whose frames the engine hands through as bytes, with no upgrade hook:
+ * the protocol on top authenticates in-band (MQTT's CONNECT). The engine accepts an upgrade only
+ * if the client offers one of `subprotocols`, echoes the first it offered, answers anything else
+ * with 400, closes a socket that sends a text frame with 1003 and one that sends a frame over
+ * `maxFrameBytes` with 1009 (or drops it, as uWS does).
+ */
+export interface BinaryStreamRoute {
+  readonly path: string;
+  readonly subprotocols: readonly string[];
+  /** Largest frame accepted, in bytes. */
+  readonly maxFrameBytes: number;
+  open(socket: BinarySocket, request: UpgradeRequest): BinaryListener;
+}
+
 export interface EngineOptions<C> {
   readonly http: HttpHandler;
   readonly sockets: SocketHooks<C>;
@@ -67,6 +104,8 @@ export interface EngineOptions<C> {
   readonly wsPath: string;
   /** Largest HTTP body and WebSocket frame accepted, in bytes. */
   readonly maxBodyBytes: number;
+  /** Byte-stream WebSocket paths besides `wsPath` (e.g. MQTT at "/mqtt"); none by default. */
+  readonly streams?: readonly BinaryStreamRoute[];
 }
 
 export interface GatewayEngine {

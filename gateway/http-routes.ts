@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import { Type } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import type { DeviceStore } from "../backends/device-store.ts";
@@ -11,16 +12,63 @@ import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import type { HttpHandler, HttpRequest, HttpResponse } from "./engine.ts";
 
-const RegisterDeviceSchema = Type.Object(
+export const RegisterDeviceSchema = Type.Object(
   { token: Type.String({ minLength: 1, maxLength: 4096 }), platform: Type.Union([Type.Literal("fcm"), Type.Literal("apns")]) },
-  { additionalProperties: false },
+  { $id: "RegisterDevice", additionalProperties: false },
 );
-const UnregisterDeviceSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, { additionalProperties: false });
+export const UnregisterDeviceSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, { $id: "UnregisterDevice", additionalProperties: false });
 const registerDevice = TypeCompiler.Compile(RegisterDeviceSchema);
 const unregisterDevice = TypeCompiler.Compile(UnregisterDeviceSchema);
 
 export const DEFAULT_FETCH_LIMIT = 50;
 export const MAX_FETCH_LIMIT = 500;
+
+export type HttpMethod = "GET" | "POST" | "DELETE";
+
+/**
+ * Every HTTP route and its methods. The handler serves exactly these (its handler object's type is
+ * derived from this table) and the OpenAPI document describes exactly these (its type too; a test
+ * checks the served document against the live handler).
+ */
+export const HTTP_ROUTES = {
+  "/send": ["POST"],
+  "/messages": ["GET"],
+  "/messages/ack": ["POST"],
+  "/register-device": ["POST", "DELETE"],
+  "/connect": ["GET"],
+  "/healthz": ["GET"],
+  "/readyz": ["GET"],
+  "/metrics": ["GET"],
+  "/openapi.json": ["GET"],
+  "/asyncapi.json": ["GET"],
+  "/status": ["GET"],
+  "/status.json": ["GET"],
+} as const satisfies Record<string, readonly HttpMethod[]>;
+
+export type RouteTable = typeof HTTP_ROUTES;
+/** One T per route and method of the table, no more, no less. */
+export type PerRoute<T> = { readonly [P in keyof RouteTable]: { readonly [M in RouteTable[P][number]]: T } };
+
+/** Per request: its id (a well-formed incoming `x-request-id`, else a new UUID) and what the route learnt. */
+export interface RequestContext {
+  readonly requestId: string;
+  /** Set by /send once accepted, so the request's log line names the message. */
+  messageId?: string;
+}
+
+/** Operator endpoints (issue 7); without them those routes answer 404. */
+export interface OperatorEndpoints {
+  /** JSON text of the OpenAPI 3.1 document. */
+  readonly openapi: () => string;
+  /** JSON text of the AsyncAPI 3.0 document. */
+  readonly asyncapi: () => string;
+  /** The status page and the Content-Security-Policy admitting its inline script and style. */
+  readonly statusPage: () => { readonly html: string; readonly csp: string };
+  /** The status page's data: counts and node ids only. */
+  readonly status: () => Promise<unknown>;
+}
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 export interface HttpRouteDeps {
   readonly verifier: TokenVerifier;
@@ -31,7 +79,9 @@ export interface HttpRouteDeps {
   /** Every backend reachable and not shutting down. */
   readonly ready: () => Promise<boolean>;
   readonly accepting: () => boolean;
-  readonly log: { error(obj: object, msg: string): void };
+  /** Every line about a request carries its requestId (and the messageId once known); never a body byte. */
+  readonly log: { error(obj: object, msg: string): void; warn?(obj: object, msg: string): void; debug?(obj: object, msg: string): void };
+  readonly operator?: OperatorEndpoints;
 }
 
 const JSON_HEADERS = { "content-type": "application/json" } as const;
@@ -65,13 +115,18 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
 
   const authenticate = async (req: HttpRequest): Promise<Urn> => (await verifier.verify(bearerToken(req.headers))).identity;
 
-  type Route = (req: HttpRequest) => Promise<HttpResponse>;
-  const routes: Record<string, Partial<Record<string, Route>>> = {
+  type Route = (req: HttpRequest, ctx: RequestContext) => Promise<HttpResponse>;
+  const operator = (): OperatorEndpoints => {
+    if (!deps.operator) throw new RoutingError("NOT_FOUND", "operator endpoints are not enabled on this node");
+    return deps.operator;
+  };
+  const routes: PerRoute<Route> = {
     "/send": {
-      POST: async (req) => {
+      POST: async (req, ctx) => {
         const identity = await authenticate(req);
         if (!deps.accepting()) throw new RoutingError("SHUTTING_DOWN", "this instance is shutting down; retry");
         const messageId = await ingress.acceptBytes(req.body, identity, "http");
+        ctx.messageId = messageId;
         return json(202, JSON.stringify({ messageId }));
       },
     },
@@ -119,22 +174,42 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
     "/metrics": {
       GET: async () => ({ status: 200, headers: { "content-type": metrics.registry.contentType }, body: await metrics.scrape() }),
     },
+    "/openapi.json": { GET: async () => json(200, operator().openapi()) },
+    "/asyncapi.json": { GET: async () => json(200, operator().asyncapi()) },
+    "/status": {
+      GET: async () => {
+        const page = operator().statusPage();
+        return { status: 200, headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": page.csp, "cache-control": "no-store" }, body: page.html };
+      },
+    },
+    "/status.json": {
+      GET: async () => ({ status: 200, headers: { ...JSON_HEADERS, "cache-control": "no-store" }, body: JSON.stringify(await operator().status()) }),
+    },
   };
+  const table: Readonly<Record<string, Readonly<Partial<Record<string, Route>>>>> = routes;
 
   return async (req) => {
-    const byMethod = routes[req.path];
+    const started = Date.now();
+    const incoming = req.headers["x-request-id"];
+    const ctx: RequestContext = { requestId: incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID() };
+    const byMethod = Object.hasOwn(table, req.path) ? table[req.path] : undefined;
     const route = byMethod?.[req.method.toUpperCase()];
     let response: HttpResponse;
+    let code: string | undefined;
     try {
       if (!byMethod) throw new RoutingError("NOT_FOUND", `no route ${req.path}`);
       if (!route) throw new RoutingError("METHOD_NOT_ALLOWED", `${req.method} is not allowed on ${req.path}`);
-      response = await route(req);
+      response = await route(req, ctx);
     } catch (err) {
       const error = asRoutingError(err);
-      if (error.code === "INTERNAL") deps.log.error({ err: error.cause, path: req.path }, "request failed");
+      if (error.code === "INTERNAL") deps.log.error({ err: error.cause, requestId: ctx.requestId, method: req.method, path: req.path }, "request failed");
+      else if (error.status >= 500) deps.log.warn?.({ requestId: ctx.requestId, method: req.method, path: req.path, code: error.code }, "request refused");
       response = errorResponse(error);
+      code = error.code;
     }
-    metrics.httpRequest(byMethod ? req.path : "other", response.status);
-    return response;
+    const label = byMethod ? req.path : "other";
+    metrics.httpRequest(label, response.status);
+    deps.log.debug?.({ requestId: ctx.requestId, messageId: ctx.messageId, method: req.method, route: label, status: response.status, code, ms: Date.now() - started }, "http request");
+    return { ...response, headers: { ...response.headers, "x-request-id": ctx.requestId } };
   };
 }

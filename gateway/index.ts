@@ -6,8 +6,8 @@ import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
 import { createEngine } from "./create-engine.ts";
-import type { GatewayEngine, UpgradeDecision, UpgradeRequest } from "./engine.ts";
-import { bearerToken, createHttpRoutes, errorResponse } from "./http-routes.ts";
+import type { BinaryStreamRoute, GatewayEngine, UpgradeDecision, UpgradeRequest } from "./engine.ts";
+import { bearerToken, createHttpRoutes, errorResponse, type OperatorEndpoints } from "./http-routes.ts";
 import type { DeliveryMode, SessionHost } from "./sessions.ts";
 import { createFrameHandler } from "./socket-frames.ts";
 import type { Principal } from "../auth/verifier.ts";
@@ -22,7 +22,11 @@ export interface GatewayDeps {
   readonly metrics: Metrics;
   readonly maxEnvelopeBytes: number;
   readonly ready: () => Promise<boolean>;
-  readonly log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+  readonly log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void; debug?(obj: object, msg: string): void };
+  /** /openapi.json, /asyncapi.json, /status, /status.json (operator tools, issue 7). */
+  readonly operator?: OperatorEndpoints;
+  /** Byte-stream WebSocket paths on the same port: MQTT over WebSocket (issue 4). */
+  readonly streams?: readonly BinaryStreamRoute[];
 }
 
 interface SocketContext {
@@ -57,6 +61,7 @@ export function createGateway(deps: GatewayDeps) {
     http,
     wsPath: "/connect",
     maxBodyBytes: deps.maxEnvelopeBytes + 4 * STAMP_ALLOWANCE_BYTES,
+    streams: deps.streams,
     sockets: {
       async upgrade(req): Promise<UpgradeDecision<SocketContext>> {
         try {

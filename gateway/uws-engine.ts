@@ -17,6 +17,9 @@ import { dirname, join } from "node:path";
 import type * as Uws from "uWebSockets.js";
 import { RoutingError, asRoutingError } from "../core/errors.ts";
 import type {
+  BinaryListener,
+  BinarySocket,
+  BinaryStreamRoute,
   EngineOptions,
   GatewayEngine,
   HttpRequest,
@@ -24,6 +27,7 @@ import type {
   SocketHandle,
   SocketListener,
   UpgradeDecision,
+  UpgradeRequest,
 } from "./engine.ts";
 
 type UwsModule = typeof Uws;
@@ -74,6 +78,8 @@ const MAX_BACKPRESSURE_BYTES = 1024 * 1024 * 1024;
 const SEND_DROPPED = 2;
 /** Close code for remaining sockets when the engine closes. */
 const GOING_AWAY = 1001;
+/** Close code for a text frame on a binary stream route. */
+const UNSUPPORTED_DATA = 1003;
 
 interface SocketState<C> {
   readonly context: C;
@@ -88,6 +94,16 @@ interface SocketState<C> {
 
 interface UserData<C> {
   readonly state: SocketState<C>;
+}
+
+/** A socket on a binary stream route (see BinaryStreamRoute). */
+interface BinaryState {
+  readonly request: UpgradeRequest;
+  handle: BinarySocket | undefined;
+  listener: BinaryListener | undefined;
+  closed: boolean;
+  notified: boolean;
+  inCall: number;
 }
 
 export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
@@ -163,7 +179,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
             notified: false,
             inCall: 0,
           };
-          res.cork(() => res.upgrade<UserData<C>>({ state }, key, protocol, extensions, context));
+          res.upgrade<UserData<C>>({ state }, key, protocol, extensions, context);
         } else {
           const out = normalizeOr500(decision.response);
           res.cork(() => writeResponse(res, "GET", out, true));
@@ -220,6 +236,90 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     },
   });
 
+  // ---- binary stream routes (MQTT over WebSocket) -------------------------------------------
+
+  const openStreams = new Set<BinaryState>();
+
+  const notifyBinaryClosed = (state: BinaryState, code: number): void => {
+    if (state.notified || !state.listener) return;
+    state.notified = true;
+    state.listener.closed(code);
+  };
+
+  const binaryHandle = (state: BinaryState, ws: Uws.WebSocket<{ state: BinaryState }>): BinarySocket => ({
+    send(data) {
+      if (state.closed) return false;
+      return ws.send(data, true) !== SEND_DROPPED;
+    },
+    bufferedAmount() {
+      return state.closed ? 0 : ws.getBufferedAmount();
+    },
+    close(code, reason) {
+      if (state.closed) return;
+      state.inCall++;
+      try {
+        ws.end(closeCode(code), closeReason(reason));
+      } finally {
+        state.inCall--;
+      }
+    },
+  });
+
+  const streamRoute = (route: BinaryStreamRoute): void => {
+    app.ws<{ state: BinaryState }>(route.path, {
+      maxPayloadLength: route.maxFrameBytes,
+      idleTimeout: 0,
+      maxBackpressure: MAX_BACKPRESSURE_BYTES,
+      closeOnBackpressureLimit: 0,
+      sendPingsAutomatically: false,
+      compression: uws.DISABLED,
+      // Synchronous: there is no hook to wait for, so the request never outlives this call.
+      upgrade: (res, req, context) => {
+        const headers = copyHeaders(req);
+        const request: UpgradeRequest = { path: req.getUrl(), query: new URLSearchParams(req.getQuery() ?? ""), headers };
+        const protocol = parseProtocols(headers["sec-websocket-protocol"]).find((p) => route.subprotocols.includes(p));
+        if (protocol === undefined) {
+          writeResponse(res, "GET", errorOutgoing(missingSubprotocol(route)), true);
+          return;
+        }
+        const state: BinaryState = { request, handle: undefined, listener: undefined, closed: false, notified: false, inCall: 0 };
+        res.upgrade({ state }, headers["sec-websocket-key"] ?? "", protocol, headers["sec-websocket-extensions"] ?? "", context);
+      },
+      open: (ws) => {
+        const state = ws.getUserData().state;
+        state.handle = binaryHandle(state, ws);
+        openStreams.add(state);
+        try {
+          state.listener = route.open(state.handle, state.request);
+        } catch (err) {
+          state.handle.close(1011, "internal error");
+          reportAsync(err);
+        }
+      },
+      message: (ws, message, isBinary) => {
+        const state = ws.getUserData().state;
+        if (!isBinary) {
+          state.handle?.close(UNSUPPORTED_DATA, "binary frames only");
+          return;
+        }
+        // Copy: the ArrayBuffer is neutered when this callback returns.
+        state.listener?.message(Buffer.from(new Uint8Array(message)));
+      },
+      drain: (ws) => {
+        const state = ws.getUserData().state;
+        if (!state.closed) state.listener?.drain();
+      },
+      close: (ws, code) => {
+        const state = ws.getUserData().state;
+        state.closed = true;
+        openStreams.delete(state);
+        if (state.inCall > 0 || !state.listener) queueMicrotask(() => notifyBinaryClosed(state, code));
+        else notifyBinaryClosed(state, code);
+      },
+    });
+  };
+  for (const route of options.streams ?? []) streamRoute(route);
+
   // ---- HTTP -----------------------------------------------------------------------------------
 
   app.any("/*", (res, req) => {
@@ -231,7 +331,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     // An upgrade that did not reach the WebSocket route: another path, or a handshake uWS rejected.
     if (isUpgradeAttempt(headers)) {
       const err =
-        path === options.wsPath
+        path === options.wsPath || options.streams?.some((route) => route.path === path)
           ? new RoutingError("INVALID_REQUEST", "invalid WebSocket handshake")
           : new RoutingError("NOT_FOUND", `no WebSocket endpoint at ${path}`);
       writeResponse(res, method, errorOutgoing(err), true);
@@ -302,6 +402,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       }
       // Sessions close their sockets first; whatever is left goes away now.
       for (const state of [...openSockets]) state.handle?.close(GOING_AWAY, "server closing");
+      for (const state of [...openStreams]) state.handle?.close(GOING_AWAY, "server closing");
       // Not in the shipped typings: closes every remaining connection (idle keep-alive HTTP included).
       (app as Uws.TemplatedApp & { close?: () => void }).close?.();
     },
@@ -375,6 +476,10 @@ function errorOutgoing(err: RoutingError): Outgoing {
     headers: [["content-type", "application/json"]],
     body: Buffer.from(JSON.stringify(err.toBody()), "utf8"),
   };
+}
+
+function missingSubprotocol(route: BinaryStreamRoute): RoutingError {
+  return new RoutingError("INVALID_REQUEST", `the WebSocket at ${route.path} needs the subprotocol ${route.subprotocols.join(" or ")}`);
 }
 
 function tooLarge(maxBody: number): Outgoing {

@@ -7,12 +7,26 @@ import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocket, WebSocketServer, type RawData } from "ws";
 import { RoutingError, asRoutingError } from "../core/errors.ts";
-import type { EngineOptions, GatewayEngine, HttpRequest, HttpResponse, SocketHandle, SocketListener, UpgradeDecision } from "./engine.ts";
+import type {
+  BinaryListener,
+  BinarySocket,
+  BinaryStreamRoute,
+  EngineOptions,
+  GatewayEngine,
+  HttpRequest,
+  HttpResponse,
+  SocketHandle,
+  SocketListener,
+  UpgradeDecision,
+  UpgradeRequest,
+} from "./engine.ts";
 
 /** Close code for remaining sockets when the engine closes. */
 const GOING_AWAY = 1001;
 /** How long close() lets remaining sockets finish their closing handshake before cutting them. */
 const CLOSE_GRACE_MS = 2_000;
+/** Close code for a text frame on a binary stream route. */
+const UNSUPPORTED_DATA = 1003;
 
 export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   const maxBody = options.maxBodyBytes;
@@ -32,6 +46,19 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       return protocol !== undefined && offered.has(protocol) ? protocol : false;
     },
   });
+
+  /** One server per binary stream route: each has its own frame limit and subprotocols. */
+  const streams = new Map<string, { readonly route: BinaryStreamRoute; readonly wss: WebSocketServer }>();
+  for (const route of options.streams ?? []) {
+    const streamWss = new WebSocketServer({
+      noServer: true,
+      maxPayload: route.maxFrameBytes,
+      perMessageDeflate: false,
+      clientTracking: true,
+      handleProtocols: (offered) => [...offered].find((p) => route.subprotocols.includes(p)) ?? false,
+    });
+    streams.set(route.path, { route, wss: streamWss });
+  }
 
   const server = http.createServer((req, res) => onRequest(req, res));
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head));
@@ -85,12 +112,27 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     const swallow = (): void => {};
     socket.on("error", swallow);
 
-    if (path !== options.wsPath) {
+    const stream = streams.get(path);
+    if (path !== options.wsPath && stream === undefined) {
       rejectUpgrade(socket, errorOutgoing(new RoutingError("NOT_FOUND", `no WebSocket endpoint at ${path}`)));
       return;
     }
     if (!isWebSocketHandshake(req.method, headers)) {
       rejectUpgrade(socket, errorOutgoing(new RoutingError("INVALID_REQUEST", "invalid WebSocket handshake")));
+      return;
+    }
+    if (stream !== undefined) {
+      // No hook to wait for: upgrade at once (the protocol on top authenticates in-band).
+      const offered = (headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim());
+      if (!offered.some((p) => stream.route.subprotocols.includes(p))) {
+        rejectUpgrade(socket, errorOutgoing(missingSubprotocol(stream.route)));
+        return;
+      }
+      const request: UpgradeRequest = { path, query: new URLSearchParams(rawQuery), headers };
+      stream.wss.handleUpgrade(req, socket, head, (ws) => {
+        socket.off("error", swallow);
+        onStreamOpen(ws, socket, stream.route, request);
+      });
       return;
     }
 
@@ -185,6 +227,47 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     }
   }
 
+  function onStreamOpen(ws: WebSocket, socket: Duplex, route: BinaryStreamRoute, request: UpgradeRequest): void {
+    let listener: BinaryListener | undefined;
+    let notified = false;
+    const handle: BinarySocket = {
+      send(data) {
+        if (ws.readyState !== WebSocket.OPEN) return false;
+        ws.send(data, { binary: true });
+        return true;
+      },
+      bufferedAmount() {
+        return ws.bufferedAmount;
+      },
+      close(code, reason) {
+        if (ws.readyState !== WebSocket.OPEN) return;
+        ws.close(closeCode(code), closeReason(reason));
+      },
+    };
+    ws.on("message", (data: RawData, isBinary: boolean) => {
+      if (!isBinary) handle.close(UNSUPPORTED_DATA, "binary frames only");
+      else listener?.message(rawBytes(data));
+    });
+    socket.on("drain", () => {
+      if (ws.readyState === WebSocket.OPEN) listener?.drain();
+    });
+    ws.on("error", () => {
+      // Protocol errors (too big): ws closes the socket and emits 'close' next.
+    });
+    ws.on("close", (code: number) => {
+      if (notified || !listener) return;
+      notified = true;
+      // ws may emit 'close' synchronously inside handle.close(): never re-enter the listener there.
+      queueMicrotask(() => listener?.closed(code));
+    });
+    try {
+      listener = route.open(handle, request);
+    } catch (err) {
+      handle.close(1011, "internal error");
+      reportAsync(err);
+    }
+  }
+
   // ---- lifecycle ------------------------------------------------------------------------------
 
   let closing: Promise<void> | undefined;
@@ -209,15 +292,18 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     },
     close() {
       closing ??= new Promise<void>((resolve) => {
+        const servers = [wss, ...[...streams.values()].map((s) => s.wss)];
         const grace = setTimeout(() => {
-          for (const ws of wss.clients) ws.terminate();
+          for (const server of servers) for (const ws of server.clients) ws.terminate();
         }, CLOSE_GRACE_MS);
         grace.unref();
         // Sessions close their sockets first; whatever is left goes away now.
-        for (const ws of wss.clients) {
-          if (ws.readyState === WebSocket.OPEN) ws.close(GOING_AWAY, "server closing");
+        for (const server of servers) {
+          for (const ws of server.clients) {
+            if (ws.readyState === WebSocket.OPEN) ws.close(GOING_AWAY, "server closing");
+          }
+          server.close();
         }
-        wss.close();
         for (const socket of pending) socket.destroy();
         pending.clear();
         if (!server.listening) {
@@ -269,6 +355,16 @@ function isWebSocketHandshake(method: string | undefined, headers: Readonly<Reco
     headers["upgrade"]?.toLowerCase() === "websocket" &&
     /^[+/0-9A-Za-z]{22}==$/.test(headers["sec-websocket-key"] ?? "")
   );
+}
+
+function rawBytes(data: RawData): Buffer {
+  if (Buffer.isBuffer(data)) return data;
+  if (Array.isArray(data)) return Buffer.concat(data);
+  return Buffer.from(data);
+}
+
+function missingSubprotocol(route: BinaryStreamRoute): RoutingError {
+  return new RoutingError("INVALID_REQUEST", `the WebSocket at ${route.path} needs the subprotocol ${route.subprotocols.join(" or ")}`);
 }
 
 function rawText(data: RawData): string {

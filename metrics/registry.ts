@@ -1,6 +1,9 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from "prom-client";
+import type { PushPlatform } from "../backends/device-store.ts";
 import type { IngressPath } from "../backends/ingress-bus.ts";
 import type { ErrorCode } from "../core/errors.ts";
+import type { PushResult } from "../push/sender.ts";
+import type { SignalCounters } from "../routing/signals.ts";
 
 export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivered" | "ephemeral_dropped" | "duplicate";
 
@@ -28,6 +31,18 @@ export function createMetrics() {
   const busDead = new Gauge({ name: "routing_bus_dead_letters", help: "Ingress records in the dead-letter place.", labelNames: ["bus"] as const, registers: [registry] });
   const busOldest = new Gauge({ name: "routing_bus_oldest_unacked_seconds", help: "Age of the oldest unacked ingress record.", labelNames: ["bus"] as const, registers: [registry] });
   const http = new Counter({ name: "routing_http_requests_total", help: "HTTP requests by route and status.", labelNames: ["route", "status"] as const, registers: [registry] });
+  const push = new Counter({ name: "routing_push_total", help: "Push provider answers, per platform and result (sent, retry, invalidToken, failed).", labelNames: ["platform", "result"] as const, registers: [registry] });
+  // operator tools (issue 7)
+  const mailboxDepth = new Gauge({ name: "routing_mailbox_depth", help: "Unacked messages in every mailbox of the store, read once per scrape.", registers: [registry] });
+  const signalsReceived = new Counter({ name: "routing_signals_received_total", help: "Signals from other instances that arrived here.", registers: [registry] });
+  const signalsDelivered = new Counter({ name: "routing_signals_delivered_total", help: "Arrived signals that reached at least one local session (received minus delivered is noise).", registers: [registry] });
+  // Every path and outcome exists from the start (at 0), so rate() and dashboards work before the first event.
+  const paths: Record<IngressPath, true> = { http: true, ws: true, mqtt: true, action: true };
+  const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true };
+  for (const path of Object.keys(paths)) accepted.inc({ path }, 0);
+  for (const outcome of Object.keys(outcomes)) routed.inc({ outcome }, 0);
+  /** Plain running totals beside the counters, for the status page's throughput (no async registry read). */
+  const totals = { accepted: 0, routed: 0 };
   const refreshers: Array<() => Promise<void>> = [];
   return {
     registry,
@@ -42,15 +57,25 @@ export function createMetrics() {
     busDead,
     busOldest,
     sessions,
-    accepted: (path: IngressPath) => accepted.inc({ path }),
+    accepted: (path: IngressPath) => {
+      accepted.inc({ path });
+      totals.accepted++;
+    },
     rejected: (path: IngressPath, code: ErrorCode) => rejected.inc({ path, code }),
     routed: (outcome: RouteOutcome, acceptedAt: number) => {
       routed.inc({ outcome });
       latency.observe((Date.now() - acceptedAt) / 1000);
+      totals.routed++;
     },
     routeFailed: () => routeFailures.inc(),
     sessionClosed: (code: number) => closes.inc({ code: String(code) }),
     httpRequest: (route: string, status: number) => http.inc({ route, status: String(status) }),
+    pushed: (platform: PushPlatform, result: PushResult["kind"]) => push.inc({ platform, result }),
+    mailboxDepth,
+    /** Envelopes accepted and bus records routed by this node since it started. */
+    totals: (): { readonly accepted: number; readonly routed: number } => ({ ...totals }),
+    /** The counters `createSignalReceiver` takes: a signal arrived; it reached a local session. */
+    signalCounters: (): SignalCounters => ({ received: () => signalsReceived.inc(), delivered: () => signalsDelivered.inc() }),
   };
 }
 

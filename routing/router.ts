@@ -13,6 +13,15 @@ export interface RouterDeps {
 }
 
 /**
+ * The outcome once the durable steps are done (stored, not a duplicate, for non-ephemeral records),
+ * given how many sessions the signal reached. One rule for `createRouter` and `explainRoute`.
+ */
+export function outcomeAfterSignal(isEphemeral: boolean, reached: number): RouteOutcome {
+  if (isEphemeral) return reached > 0 ? "ephemeral_delivered" : "ephemeral_dropped";
+  return reached > 0 ? "delivered_online" : "push_due";
+}
+
+/**
  * The routing rules for one bus record. Resolves once everything durable is done (the caller acks
  * the bus record then); rejects if a durable step failed (the caller nacks: redelivery, and the
  * de-duplication record makes the retry safe).
@@ -27,14 +36,14 @@ export function createRouter({ mailbox, presence, signals, pushQueue }: RouterDe
     if (record.isEphemeral) {
       const online = await presence.get(recipient);
       const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt: record.acceptedAt }, online) : 0;
-      return reached > 0 ? "ephemeral_delivered" : "ephemeral_dropped";
+      return outcomeAfterSignal(true, reached);
     }
     const queuedAt = Date.now();
     const stored = await mailbox.store({ recipientId: recipient, messageId: record.messageId, priority: record.priority, envelope: record.envelope, queuedAt });
     if (stored === "duplicate") return "duplicate";
     const online = await presence.get(recipient);
     const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt }, online) : 0;
-    if (reached > 0) return "delivered_online";
+    if (reached > 0) return outcomeAfterSignal(false, reached);
     await pushQueue.enqueue({ recipientId: recipient, messageId: record.messageId, priority: record.priority, dueAt: queuedAt });
     return "push_due";
   };

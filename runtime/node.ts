@@ -1,21 +1,30 @@
-import { ServiceBroker } from "moleculer";
+import { ServiceBroker, type BrokerOptions } from "moleculer";
 import brokerConfig from "../moleculer.config.ts";
 import { devSecretNotice, resolveAuth } from "../auth/index.ts";
 import { createBackends, type Backends } from "../backends/factory.ts";
 import type { Config, } from "../config/schema.ts";
 import type { ExplicitSettings } from "../config/load.ts";
+import { buildAsyncApi } from "../docs-api/asyncapi.ts";
+import { buildOpenApi } from "../docs-api/openapi.ts";
+import { createMqtt } from "../broker/index.ts";
 import { createGateway } from "../gateway/index.ts";
+import type { OperatorEndpoints } from "../gateway/http-routes.ts";
 import { createSessionHost } from "../gateway/sessions.ts";
 import { createMetrics } from "../metrics/registry.ts";
+import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
 import { createIngress } from "../routing/ingress.ts";
 import { createRouter } from "../routing/router.ts";
-import { createLocalSignalBridge } from "../routing/signals.ts";
+import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { createDevicesService } from "../services/devices.service.ts";
 import { createGatewayService } from "../services/gateway.service.ts";
 import { createIngressService } from "../services/ingress.service.ts";
 import { createMailboxService } from "../services/mailbox.service.ts";
 import { createPresenceService } from "../services/presence.service.ts";
+import { createPushService } from "../services/push.service.ts";
 import { createRouterService } from "../services/router.service.ts";
+import { createStatusService } from "../services/status.service.ts";
+import { statusPage } from "../status/page.ts";
+import { createThroughput } from "../status/throughput.ts";
 
 export interface RoutingNode {
   readonly broker: ServiceBroker;
@@ -27,18 +36,28 @@ export interface RoutingNode {
   shutdown(): Promise<void>;
 }
 
+/** What a caller hosting the node adds (the REPL: a middleware redacting payloads from what it prints). */
+export interface NodeExtras {
+  readonly middlewares?: BrokerOptions["middlewares"];
+}
+
 /**
  * The composition root: builds the backends the config selects, wires them into the services'
  * functions, hosts the services on one ServiceBroker and starts it. Nothing else constructs
  * backends or reads the config.
  */
-export async function startNode(config: Config, explicit: ExplicitSettings): Promise<RoutingNode> {
+export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
   const broker = new ServiceBroker({
     ...brokerConfig,
+    middlewares: [...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
     nodeID: config.instanceId,
+    // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
+    namespace: config.namespace,
+    transporter: config.transporter ?? null,
     logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
   });
   const log = broker.getLogger("routing");
+  const pushSenders = createPushSenders(config, log);
   const backends = await createBackends(config);
   const auth = resolveAuth(config);
   if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
@@ -54,10 +73,43 @@ export async function startNode(config: Config, explicit: ExplicitSettings): Pro
     drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 2),
     log,
   });
-  const signals = createLocalSignalBridge(sessions);
+  const signals = await createSignalBridge(config, sessions, metrics.signalCounters());
   const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics });
-  const route = createRouter({ mailbox: backends.mailbox, presence: backends.presence, signals, pushQueue: backends.pushQueue });
+  // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
+  const mqtt = createMqtt({
+    instanceId: config.instanceId,
+    host: config.host,
+    port: config.mqttPort,
+    portExplicit: explicit.has("mqttPort"),
+    url: config.mqttUrl,
+    topics: { ingest: config.mqttIngestTopic, receive: config.mqttReceiveTopic, ack: config.mqttAckTopic },
+    shareGroup: config.mqttShareGroup,
+    wsPath: config.mqttWsPath,
+    maxEnvelopeBytes: config.maxEnvelopeBytes,
+    connectTimeoutMs: config.authTimeoutMs,
+    verifier: auth.verifier,
+    ingress,
+    mailbox: backends.mailbox,
+    sessions,
+    log,
+  });
+  const reach = mqtt.reach({ presence: backends.presence, signals });
+  const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
+  // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
+  let documents: { openapi: string; asyncapi: string } | undefined;
+  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
+  const operator: OperatorEndpoints = {
+    openapi: () => docs().openapi,
+    asyncapi: () => docs().asyncapi,
+    statusPage,
+    status: () => broker.call("status.snapshot", {}, { nodeID: broker.nodeID }),
+  };
+  metrics.onScrape(async () => {
+    const depth = await backends.mailbox.totalDepth?.();
+    if (depth !== undefined) metrics.mailboxDepth.set(depth);
+  });
   const gateway = createGateway({
+    operator,
     engine: config.gatewayEngine,
     verifier: auth.verifier,
     ingress,
@@ -68,6 +120,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings): Pro
     maxEnvelopeBytes: config.maxEnvelopeBytes,
     ready: backends.ready,
     log,
+    streams: mqtt.streams,
   });
   const router = createRouterService({
     bus: backends.bus,
@@ -76,6 +129,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings): Pro
     metrics,
     maxInFlight: config.routerMaxInFlight,
     drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 2),
+    presence: backends.presence,
   });
 
   let httpPort = 0;
@@ -84,26 +138,37 @@ export async function startNode(config: Config, explicit: ExplicitSettings): Pro
   broker.createService(createDevicesService({ devices: backends.devices }));
   broker.createService(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }));
   broker.createService(router.schema);
+  broker.createService(createStatusService({ throughput: createThroughput(metrics.totals) }));
+  // Stopped with the broker, so its actor stops (finishing the batch in progress) before backends close.
+  broker.createService(
+    createPushService({ queue: backends.pushQueue, presence: backends.presence, mailbox: backends.mailbox, devices: backends.devices, senders: pushSenders, metrics, ...pushSettings(config) }),
+  );
   broker.createService(
     createGatewayService({ gateway, sessions, host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }),
   );
 
+  let mqttReady = "";
   try {
+    mqttReady = await mqtt.start();
     await broker.start();
   } catch (err) {
     await broker.stop().catch(() => {});
+    await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
     await backends.close();
     throw err;
   }
-  log.info(`routing ready: http=${httpPort} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
+  log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = () =>
     (shuttingDown ??= (async () => {
       gateway.stopAccepting();
+      mqtt.stopAccepting();
       await sessions.drainAll(Math.floor(config.shutdownTimeoutMs / 2));
       await router.stop();
+      // After the router: with an external broker, in-flight routing still publishes deliveries there.
+      await mqtt.close();
       await broker.stop();
       await gateway.close();
       await signals.close();

@@ -2,9 +2,13 @@ import type { Context, ServiceSchema } from "moleculer";
 import { createActor, type ActorRefFrom } from "xstate";
 import { routerMachine, type RouterMachine } from "../actors/router/machine.ts";
 import type { BusSubscription, Delivery, IngressBus } from "../backends/ingress-bus.ts";
+import type { PresenceStore } from "../backends/presence-store.ts";
+import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
+import { explainRoute, type SessionView } from "../routing/explain.ts";
 import type { Route } from "../routing/router.ts";
 import { mapped } from "./errors.ts";
+import { urnParam } from "./mailbox.service.ts";
 
 export interface RouterServiceDeps {
   readonly bus: IngressBus;
@@ -13,6 +17,14 @@ export interface RouterServiceDeps {
   readonly metrics: Metrics;
   readonly maxInFlight: number;
   readonly drainTimeoutMs: number;
+  /** The presence the router reads, for `router.explain` (operator tools, issue 7). */
+  readonly presence?: PresenceStore;
+}
+
+/** Lines about a message carry its id; never a payload byte. */
+interface RouterLog {
+  warn(obj: object, msg: string): void;
+  debug(obj: object, msg: string): void;
 }
 
 /**
@@ -26,11 +38,12 @@ export function createRouterService(deps: RouterServiceDeps) {
   let actor: ActorRefFrom<RouterMachine> | undefined;
   let stopped: Promise<void> = Promise.resolve();
 
-  async function work(delivery: Delivery, log: { warn(obj: object, msg: string): void }): Promise<void> {
+  async function work(delivery: Delivery, log: RouterLog): Promise<void> {
     try {
       const outcome = await route(delivery.record);
       await delivery.ack();
       metrics.routed(outcome, delivery.record.acceptedAt);
+      log.debug({ messageId: delivery.record.messageId, outcome, path: delivery.record.path, attempt: delivery.attempt }, "routed");
     } catch (err) {
       metrics.routeFailed();
       log.warn({ err, messageId: delivery.record.messageId, attempt: delivery.attempt }, "routing failed; the record goes back to the bus");
@@ -58,6 +71,16 @@ export function createRouterService(deps: RouterServiceDeps) {
           mapped(async () => {
             const snapshot = actor?.getSnapshot();
             return { state: snapshot?.value ?? "stopped", inFlight: snapshot?.context.inFlight ?? 0, routed: snapshot?.context.settled ?? 0, bus: await bus.stats() };
+          }),
+      },
+      /** What the router would do now with a message to `urn`, and why (presence and the routing rules; no mailbox read). */
+      explain: {
+        params: { urn: urnParam },
+        handler: (ctx: Context<{ urn: Urn }>) =>
+          mapped(async () => {
+            const presence = deps.presence;
+            if (!presence) throw new Error("router.explain needs the presence store");
+            return explainRoute(ctx.params.urn, presence, (nodeID) => ctx.call<SessionView[], { urn: Urn }>("gateway.sessions", { urn: ctx.params.urn }, { nodeID }));
           }),
       },
     },

@@ -10,6 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import WebSocket from "ws";
 import { createEngine } from "../gateway/create-engine.ts";
 import type {
+  BinarySocket,
   GatewayEngine,
   HttpRequest,
   HttpResponse,
@@ -23,6 +24,8 @@ import { loadUwsNative, uwsNativePath } from "../gateway/uws-engine.ts";
 const HOST = "127.0.0.1";
 const WS_PATH = "/connect";
 const MAX = 64 * 1024;
+/** The binary stream route (MQTT over WebSocket in the service). */
+const STREAM_PATH = "/mqtt";
 
 interface Ctx {
   readonly id: number;
@@ -33,6 +36,14 @@ interface ServerSocket {
   readonly context: Ctx;
   readonly messages: Array<string | null>;
   pongs: number;
+  drains: number;
+  readonly closed: number[];
+}
+
+interface ServerStream {
+  readonly handle: BinarySocket;
+  readonly request: UpgradeRequest;
+  readonly messages: Buffer[];
   drains: number;
   readonly closed: number[];
 }
@@ -52,11 +63,13 @@ function harness(kind: "uws" | "ws") {
   const requests: HttpRequest[] = [];
   const upgrades: UpgradeRequest[] = [];
   const sockets: ServerSocket[] = [];
+  const streams: ServerStream[] = [];
   let nextId = 1;
   const h = {
     requests,
     upgrades,
     sockets,
+    streams,
     http: async (_request: HttpRequest): Promise<HttpResponse> => ({ status: 200, body: "ok" }),
     upgrade: async (_request: UpgradeRequest): Promise<UpgradeDecision<Ctx>> => ({ accept: true, context: { id: nextId++ } }),
     engine: undefined as unknown as GatewayEngine,
@@ -85,6 +98,22 @@ function harness(kind: "uws" | "ws") {
         };
       },
     },
+    streams: [
+      {
+        path: STREAM_PATH,
+        subprotocols: ["mqtt", "mqttv3.1"],
+        maxFrameBytes: MAX,
+        open: (handle, request) => {
+          const s: ServerStream = { handle, request, messages: [], drains: 0, closed: [] };
+          streams.push(s);
+          return {
+            message: (data) => s.messages.push(data),
+            drain: () => s.drains++,
+            closed: (code) => s.closed.push(code),
+          };
+        },
+      },
+    ],
   });
   return h;
 }
@@ -506,6 +535,116 @@ for (const kind of ["uws", "ws"] as const) {
         await until(() => received === frames, "all frames delivered", 20_000);
         await until(() => server.handle.bufferedAmount() === 0, "buffer empty");
         expect(server.drains).toBeGreaterThan(0);
+      });
+    });
+
+    // ---- binary stream route (MQTT over WebSocket) --------------------------------------------
+
+    describe("binary stream route", () => {
+      async function openStream(protocols: string[] = ["mqtt"], path = `${STREAM_PATH}?x=1`): Promise<{ client: WebSocket; server: ServerStream }> {
+        const before = h.streams.length;
+        const client = track(new WebSocket(`${wsBase}${path}`, protocols));
+        await new Promise<void>((resolve, reject) => {
+          client.once("open", () => resolve());
+          client.once("error", reject);
+          client.once("unexpected-response", (_req, res) => reject(new Error(`unexpected response ${res.statusCode}`)));
+        });
+        await until(() => h.streams.length > before, "stream open()");
+        return { client, server: h.streams[h.streams.length - 1]! };
+      }
+
+      it("echoes the subprotocol, passes the request, carries bytes both ways without the socket hooks", async () => {
+        const { client, server } = await openStream(["other", "mqtt"]);
+        expect(client.protocol).toBe("mqtt");
+        expect(server.request.path).toBe(STREAM_PATH);
+        expect(server.request.query.get("x")).toBe("1");
+        expect(server.request.headers["sec-websocket-protocol"]).toBe("other,mqtt");
+        expect(h.upgrades).toHaveLength(0);
+        expect(h.sockets).toHaveLength(0);
+        const received: Array<{ data: Buffer; binary: boolean }> = [];
+        client.on("message", (data, isBinary) => received.push({ data: data as Buffer, binary: isBinary }));
+        client.send(Buffer.from([0x10, 0x00, 0xff]));
+        client.send(Buffer.from([0x01]));
+        await until(() => server.messages.length === 2, "server bytes");
+        expect(server.messages.map((b) => [...b])).toEqual([[0x10, 0x00, 0xff], [0x01]]);
+        expect(server.handle.send(Buffer.from([0x20, 0x02, 0x00, 0x00]))).toBe(true);
+        await until(() => received.length === 1, "client bytes");
+        expect(received[0]!.binary).toBe(true);
+        expect([...received[0]!.data]).toEqual([0x20, 0x02, 0x00, 0x00]);
+      });
+
+      it("echoes mqttv3.1 for old clients", async () => {
+        const { client } = await openStream(["mqttv3.1"]);
+        expect(client.protocol).toBe("mqttv3.1");
+      });
+
+      it("answers 400 (no 101) when the client offers none of the route's subprotocols", async () => {
+        for (const protocols of [[], ["graphql-ws"]]) {
+          const status = await new Promise<number>((resolve, reject) => {
+            const client = track(new WebSocket(`${wsBase}${STREAM_PATH}`, protocols));
+            client.once("open", () => reject(new Error("the socket opened")));
+            client.once("unexpected-response", (req, res) => {
+              resolve(res.statusCode ?? 0);
+              req.destroy();
+            });
+            client.once("error", reject);
+          });
+          expect(status).toBe(400);
+        }
+        expect(h.streams).toHaveLength(0);
+      });
+
+      it("closes a socket that sends a text frame with 1003", async () => {
+        const { client, server } = await openStream();
+        const closed = closeOf(client);
+        client.send("not bytes");
+        expect((await closed).code).toBe(1003);
+        await until(() => server.closed.length === 1, "closed()");
+        expect(server.messages).toHaveLength(0);
+      });
+
+      it("calls closed() exactly once when the client goes, and the handle is then inert", async () => {
+        const { client, server } = await openStream();
+        client.close(1000);
+        await until(() => server.closed.length === 1, "closed()");
+        await sleep(50);
+        expect(server.closed).toEqual([1000]);
+        expect(server.handle.send(Buffer.from([1]))).toBe(false);
+        expect(server.handle.bufferedAmount()).toBe(0);
+        expect(() => server.handle.close(1000, "again")).not.toThrow();
+      });
+
+      it("never calls closed() from inside handle.close(); the client sees the code", async () => {
+        const { client, server } = await openStream();
+        const closed = closeOf(client);
+        server.handle.close(1001, "bye");
+        expect(server.closed).toEqual([]);
+        expect((await closed).code).toBe(1001);
+        await until(() => server.closed.length === 1, "closed()");
+      });
+
+      it("grows bufferedAmount while the client does not read, then drains", async () => {
+        const { client, server } = await openStream();
+        let received = 0;
+        client.on("message", () => received++);
+        const clientSocket = (client as unknown as { _socket: net.Socket })._socket;
+        clientSocket.pause();
+        const chunk = Buffer.alloc(64 * 1024, 7);
+        for (let i = 0; i < 320; i++) expect(server.handle.send(chunk)).toBe(true);
+        await sleep(100);
+        expect(server.handle.bufferedAmount()).toBeGreaterThan(0);
+        clientSocket.resume();
+        await until(() => received === 320, "all frames delivered", 20_000);
+        await until(() => server.handle.bufferedAmount() === 0, "buffer empty");
+        expect(server.drains).toBeGreaterThan(0);
+      });
+
+      it("close() closes stream sockets with 1001", async () => {
+        const { client, server } = await openStream();
+        const closed = closeOf(client);
+        await h.engine.close();
+        expect((await closed).code).toBe(1001);
+        await until(() => server.closed.length === 1, "closed()");
       });
     });
 

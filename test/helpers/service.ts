@@ -10,6 +10,8 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 
 export interface RunningService {
   readonly port: number;
+  /** The embedded MQTT broker's TCP port (`mqtt=<port>` in the ready line); undefined with an external broker. */
+  readonly mqttPort: number | undefined;
   readonly url: string;
   readonly dataDir: string;
   readonly proc: ChildProcess;
@@ -25,9 +27,12 @@ export interface RunningService {
  * Starts the service the way the README does (`npm start` runs `tsx bin/main.ts`), as its own
  * process on ephemeral ports, and waits for its one ready line.
  */
-export async function startService(env: Record<string, string> = {}, dataDir?: string): Promise<RunningService> {
+export async function startService(env: Record<string, string> = {}, dataDir?: string, options: { entry?: string } = {}): Promise<RunningService> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "routing-e2e-"));
-  const proc = spawn(process.execPath, ["--import", "tsx", "bin/main.ts"], {
+  // SERVICE_NODE_ARGS (in the caller's environment) adds node flags, e.g. "--cpu-prof" for profiling.
+  const nodeArgs = process.env.SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  // options.entry: another entry point with the same ready line, e.g. "bin/mqtt-bridge.ts".
+  const proc = spawn(process.execPath, [...nodeArgs, "--import", "tsx", options.entry ?? "bin/main.ts"], {
     cwd: ROOT,
     env: {
       PATH: process.env.PATH,
@@ -36,6 +41,8 @@ export async function startService(env: Record<string, string> = {}, dataDir?: s
       ROUTING_HOST: "127.0.0.1",
       ROUTING_DATA_DIR: dir,
       ROUTING_JWT_SECRET: TEST_SECRET,
+      // Ephemeral, like the HTTP port: Mosquitto holds the default 1883 on test machines.
+      ROUTING_MQTT_PORT: "0",
       ROUTING_LOG_LEVEL: "info",
       ...env,
     },
@@ -47,7 +54,8 @@ export async function startService(env: Record<string, string> = {}, dataDir?: s
     const timer = setTimeout(() => reject(new Error(`service did not become ready:\n${out}`)), 30_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
-      const match = /routing ready: http=(\d+)/.exec(out);
+      // The whole line (a chunk may end inside a port number).
+      const match = /routing ready: http=(\d+)[^\n]*\n/.exec(out);
       if (match) {
         clearTimeout(timer);
         resolve(Number(match[1]));
@@ -60,8 +68,10 @@ export async function startService(env: Record<string, string> = {}, dataDir?: s
       reject(new Error(`service exited (${code}) before ready:\n${out}`));
     });
   });
+  const mqttPort = /routing ready: http=\d+ mqtt=(\d+)/.exec(out)?.[1];
   return {
     port,
+    mqttPort: mqttPort === undefined ? undefined : Number(mqttPort),
     url: `http://127.0.0.1:${port}`,
     dataDir: dir,
     proc,

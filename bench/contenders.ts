@@ -1,0 +1,140 @@
+/**
+ * The contenders a scenario runs side by side, each in its own process:
+ * - relay-uws / relay-ws: the ceiling on each WebSocket engine (no auth, no storage);
+ * - socketio: Socket.IO 4 + @socket.io/redis-adapter over the local Redis, JWT auth;
+ * - service-uws / service-ws: the service (embedded default) on each gateway engine;
+ * - mosquitto: the local Mosquitto relaying MQTT publisher to subscriber (the MQTT ceiling).
+ */
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { Redis } from "ioredis";
+import mqtt from "mqtt";
+import { removeDir, startService, TEST_SECRET } from "../test/helpers/service.ts";
+import { spawnServer } from "./lib/spawn-server.ts";
+import type { TargetSpec, Variant } from "./workers/messages.ts";
+
+export type ContenderName = "relay-uws" | "relay-ws" | "socketio" | "service-uws" | "service-ws" | "mosquitto";
+export const ALL_CONTENDERS: readonly ContenderName[] = ["relay-uws", "relay-ws", "socketio", "service-uws", "service-ws", "mosquitto"];
+
+export interface Contender {
+  readonly name: ContenderName;
+  /** The process whose RSS is the contender's. */
+  readonly pid: number;
+  /** Every process whose CPU counts for the contender (Socket.IO: its server and Redis). */
+  readonly cpuPids: readonly number[];
+  readonly needsTokens: boolean;
+  /** Where clients reach it for a variant, or why it does not take part. */
+  target(variant: Variant): TargetSpec | { readonly unsupported: string };
+  stop(): Promise<void>;
+}
+
+export const REDIS_URL = process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379";
+export const MQTT_URL = process.env.BENCH_MQTT_URL ?? "mqtt://127.0.0.1:1883";
+/** Unique per run: Redis and Mosquitto are shared with other work on the machine. */
+export const RUN_ID = `bench-${Date.now().toString(36)}-${randomBytes(3).toString("hex")}`;
+
+async function redisPid(): Promise<number> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1, retryStrategy: () => null });
+  try {
+    await redis.connect();
+    const info = await redis.info("server");
+    return Number(/process_id:(\d+)/.exec(info)?.[1] ?? 0);
+  } finally {
+    redis.disconnect();
+  }
+}
+
+function pidOf(program: string): number {
+  try {
+    return Number(execFileSync("pidof", ["-s", program], { encoding: "utf8" }).trim()) || 0;
+  } catch {
+    return 0;
+  }
+}
+
+async function mosquittoReachable(): Promise<boolean> {
+  try {
+    const client = await mqtt.connectAsync(MQTT_URL, { connectTimeout: 2000, reconnectPeriod: 0, clientId: `${RUN_ID}-probe` });
+    await client.endAsync(true);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const wsOnly = (variant: Variant, why: string) => (variant.ingress === "mqtt" ? why : undefined);
+
+export async function startContender(name: ContenderName): Promise<Contender> {
+  switch (name) {
+    case "relay-uws":
+    case "relay-ws": {
+      const server = await spawnServer(`bench/servers/${name}.ts`);
+      const base = `127.0.0.1:${server.port}`;
+      return {
+        name,
+        pid: server.pid,
+        cpuPids: [server.pid],
+        needsTokens: false,
+        target: (v) => {
+          const no = wsOnly(v, "a WebSocket relay") ?? (v.mode === "poke" ? "no storage: nothing to pull" : undefined);
+          return no ? { unsupported: no } : { protocol: "frames", wsUrl: `ws://${base}`, httpUrl: `http://${base}`, auth: "query" };
+        },
+        stop: () => server.stop(),
+      };
+    }
+    case "socketio": {
+      const redis = await redisPid();
+      const server = await spawnServer("bench/servers/socketio.ts", { BENCH_JWT_SECRET: TEST_SECRET, BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY: `${RUN_ID}-sio` });
+      return {
+        name,
+        pid: server.pid,
+        cpuPids: redis ? [server.pid, redis] : [server.pid],
+        needsTokens: true,
+        target: (v) => {
+          if (v.ingress !== "ws") return { unsupported: "Socket.IO events only (no HTTP or MQTT ingress)" };
+          if (v.mode === "poke") return { unsupported: "no storage: nothing to pull" };
+          return { protocol: "socketio", url: `http://127.0.0.1:${server.port}` };
+        },
+        stop: () => server.stop(),
+      };
+    }
+    case "service-uws":
+    case "service-ws": {
+      const engine = name === "service-uws" ? "uws" : "ws";
+      const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine, ROUTING_MQTT_PORT: "0" });
+      const mqttPort = /routing ready:.*\bmqtt=(\d+)/.exec(svc.output())?.[1];
+      const pid = svc.proc.pid ?? 0;
+      return {
+        name,
+        pid,
+        cpuPids: [pid],
+        needsTokens: true,
+        target: (v) => {
+          if (v.ingress === "mqtt") {
+            if (mqttPort === undefined) return { unsupported: "pending: the service's ready line has no mqtt= port (embedded broker, issue 4)" };
+            return { protocol: "mqtt", url: `mqtt://127.0.0.1:${mqttPort}`, topics: "service", topicPrefix: RUN_ID };
+          }
+          return { protocol: "frames", wsUrl: `ws://127.0.0.1:${svc.port}`, httpUrl: svc.url, auth: "jwt" };
+        },
+        async stop() {
+          await svc.stop();
+          // For debugging a run: the service's own log lines.
+          if (process.env.BENCH_SERVICE_LOG === "1") process.stderr.write(svc.output());
+          removeDir(svc.dataDir);
+        },
+      };
+    }
+    case "mosquitto": {
+      if (!(await mosquittoReachable())) throw new Error(`no MQTT broker at ${MQTT_URL}`);
+      const pid = pidOf("mosquitto");
+      return {
+        name,
+        pid,
+        cpuPids: pid ? [pid] : [],
+        needsTokens: false,
+        target: (v) => (v.ingress !== "mqtt" ? { unsupported: "MQTT only" } : { protocol: "mqtt", url: MQTT_URL, topics: "direct", topicPrefix: RUN_ID }),
+        stop: async () => {},
+      };
+    }
+  }
+}

@@ -1,0 +1,84 @@
+/** The run as Markdown: printed at the end of `npm run bench`, written to results/latest.md, pasted into the README. */
+import type { ConnRow } from "../scenarios/connections.ts";
+import type { Row, Skip } from "../scenarios/matrix.ts";
+import { fmt, fmtMs, fmtSpread } from "./format.ts";
+import type { Results } from "./results.ts";
+
+function routeTable(rows: readonly Row[]): string {
+  const head = "| variant | load | contender | delivered msg/s | p50 ms | p99 ms | p99.9 ms | server CPU % | server µs/msg | generator CPU % | errors / lost |";
+  const lines = rows.map(
+    (r) =>
+      `| ${r.variant} | ${r.load} | ${r.contender} | ${fmtSpread(r.throughput)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p999)} | ` +
+      `${fmt(r.serverCpuPct.median)} | ${fmt(r.serverUsPerMsg.median)} | ${fmt(r.generatorCpuPct.median)} | ${r.errors} / ${r.lost} |`,
+  );
+  return [head, "|---|---|---|---|---|---|---|---|---|---|---|", ...lines].join("\n");
+}
+
+function connTable(rows: readonly ConnRow[]): string {
+  const head = "| contender | asked | held | connect rate conn/s | server RSS MiB | RSS per connection KiB | notes |";
+  const lines = rows.map((r) => {
+    const notes = [
+      r.target < r.requested ? `capped at ${fmt(r.target)} (open-file limit)` : "",
+      r.failed ? `${r.failed} failed: ${r.firstError ?? ""}` : "",
+      r.reopened ? `${r.reopened} closed after the handshake, reopened` : "",
+    ]
+      .filter(Boolean)
+      .join("; ");
+    return `| ${r.contender} | ${fmt(r.requested)} | ${fmtSpread(r.held)} | ${fmtSpread(r.connectRate)} | ${fmtSpread(r.rssMiB)} | ${fmtSpread(r.rssPerConnKiB, 2)} | ${notes} |`;
+  });
+  return [head, "|---|---|---|---|---|---|---|", ...lines].join("\n");
+}
+
+function skips(skipped: readonly Skip[]): string {
+  const seen = new Set<string>();
+  const lines: string[] = [];
+  for (const s of skipped) {
+    const line = `- ${s.contender}, ${s.variant}: ${s.why}`;
+    if (!seen.has(line)) lines.push(line);
+    seen.add(line);
+  }
+  return lines.join("\n");
+}
+
+export function markdown(r: Results): string {
+  const m = r.machine;
+  const reopened = [...r.route.rows, ...r.mqtt.rows].filter((x) => x.reopened > 0);
+  return [
+    `Run ${r.at} (${Math.round(r.seconds)} s, profile \`${r.plan.profile}\`), ${m.nproc} cores (${m.cpuModel}), ${m.memTotal} RAM, Node ${m.node}, kernel ${m.kernel}.`,
+    `Each figure is the median of ${r.plan.rounds} rounds of ${r.plan.roundMs / 1000} s (range in brackets), contenders alternating within each round after a ${r.plan.warmupMs / 1000} s warm-up; ` +
+      `${r.plan.pairs} sender/receiver pairs on ${r.plan.workers} generator threads; "max" is a closed loop with ${r.plan.window} messages per pair in flight end to end, ` +
+      `the fixed rates are an open loop (latency from the scheduled send time). Server CPU is the contender's processes (Socket.IO: its server and Redis), ` +
+      `generator CPU the load generator's threads, both in % of one core.`,
+    "",
+    "**Targets**",
+    "",
+    ...r.targets.map((t) => `- ${t.holds === undefined ? "not measured" : t.holds ? "holds" : "does not hold"}: ${t.name}: ${t.measured}`),
+    "",
+    "**Ratios** (delivered msg/s at saturation)",
+    "",
+    ...r.ratios.map((x) => `- ${x.name}: ${x.value.toFixed(2)}`),
+    "",
+    "**Route** (N pairs over WebSocket; ingress/delivery/payload)",
+    "",
+    routeTable(r.route.rows),
+    "",
+    ...(r.route.skipped.length ? ["Not applicable:", "", skips(r.route.skipped), ""] : []),
+    ...(reopened.length
+      ? [
+          `Sockets closed by the server right after their handshake and reopened before measuring: ${reopened.map((x) => `${x.contender} ${x.variant} ${x.reopened}`).join(", ")} ` +
+            "(the uws engine's asynchronous upgrade inside res.cork(); see bench/workers/frames-channel.ts).",
+          "",
+        ]
+      : []),
+    "**Connections** (idle WebSocket connections held)",
+    "",
+    r.fdLimit.note ? `Open-file limit: ${r.fdLimit.note}.\n` : `Open-file limit: ${r.fdLimit.soft}.\n`,
+    connTable(r.connections.rows),
+    "",
+    "**MQTT** (publisher to subscriber, QoS 1)",
+    "",
+    r.mqtt.rows.length ? routeTable(r.mqtt.rows) : "No MQTT rows.",
+    "",
+    ...(r.mqtt.skipped.length ? [skips(r.mqtt.skipped), ""] : []),
+  ].join("\n");
+}

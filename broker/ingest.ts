@@ -1,0 +1,81 @@
+import type { Mailbox } from "../backends/mailbox.ts";
+import { MESSAGE_ID_PATTERN, parseJson } from "../core/envelope.ts";
+import { asRoutingError, RoutingError } from "../core/errors.ts";
+import { errorFrame, isAckBody } from "../core/frames.ts";
+import type { Urn } from "../core/urn.ts";
+import type { Ingress } from "../routing/ingress.ts";
+
+/**
+ * What became of one MQTT publish on the ingest or ack topic:
+ * - `accepted`: durable (the bus took the envelope, or the mailbox the ack): acknowledge it;
+ * - `rejected`: permanently refused (malformed, too large, sender mismatch): acknowledge it too, so
+ *   the client does not resend what can never succeed, and publish `frame` (an `error` frame) to
+ *   the client's receive topic. This is MQTT 3.1.1's form of a negative PUBACK.
+ * A retryable failure (bus or store unavailable, shutting down) rejects instead: then nothing may
+ * be acknowledged, and the caller drops the connection so the client resends.
+ */
+export type PublishOutcome = { readonly kind: "accepted" } | { readonly kind: "rejected"; readonly frame: string };
+
+export interface MqttIngestOptions {
+  readonly ingress: Ingress;
+  readonly mailbox: Mailbox;
+  readonly log: { info(obj: object, msg: string): void; warn(obj: object, msg: string): void };
+}
+
+const ACCEPTED: PublishOutcome = { kind: "accepted" };
+const MESSAGE_ID = new RegExp(MESSAGE_ID_PATTERN);
+
+/**
+ * The envelope's own messageId, so an error frame can name what it refuses. Only read for refusals
+ * that parsed (invalid fields, sender mismatch); only a header field, never payload.
+ */
+function messageIdOf(payload: Buffer): string | undefined {
+  try {
+    const value = parseJson(payload) as { messageId?: unknown } | null;
+    const id = value?.messageId;
+    return typeof id === "string" && MESSAGE_ID.test(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Ingest and ack handling shared by the embedded broker and the external-broker bridge. */
+export function createMqttIngest({ ingress, mailbox, log }: MqttIngestOptions) {
+  function refused(err: unknown, payload: Buffer, what: "envelope" | "ack"): PublishOutcome {
+    const error = asRoutingError(err);
+    // Logged with the code and sizes only: payload bytes appear in no log line.
+    if (error.retryable) {
+      log.warn({ code: error.code, bytes: payload.length, what }, "mqtt publish not accepted (retryable): no acknowledgement");
+      throw error;
+    }
+    const ref = error.code === "INVALID_ENVELOPE" || error.code === "SENDER_MISMATCH" ? messageIdOf(payload) : undefined;
+    log.info({ code: error.code, bytes: payload.length, what, messageId: ref }, "mqtt publish dropped");
+    return { kind: "rejected", frame: errorFrame(ref, error.code, error.message) };
+  }
+
+  return {
+    /** A SecureEnvelope published by `identity`: accepted only once the ingress bus has it. */
+    async envelope(payload: Buffer, identity: Urn): Promise<PublishOutcome> {
+      try {
+        await ingress.acceptBytes(payload, identity, "mqtt");
+        return ACCEPTED;
+      } catch (err) {
+        return refused(err, payload, "envelope");
+      }
+    },
+
+    /** `{"messageIds": [...]}` published to `identity`'s ack topic: accepted once the ack is durable. */
+    async ack(payload: Buffer, identity: Urn): Promise<PublishOutcome> {
+      try {
+        const body = parseJson(payload);
+        if (!isAckBody(body)) throw new RoutingError("INVALID_FRAME", 'an ack is {"messageIds": [...]} with 1..500 ids');
+        await mailbox.ack(identity, body.messageIds);
+        return ACCEPTED;
+      } catch (err) {
+        return refused(err, payload, "ack");
+      }
+    },
+  };
+}
+
+export type MqttIngest = ReturnType<typeof createMqttIngest>;

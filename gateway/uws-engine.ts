@@ -8,7 +8,9 @@
  * - an HttpResponse must get `onAborted` when not answered synchronously, and is never written
  *   after it aborted; writes after an await happen inside `res.cork()`;
  * - ArrayBuffers handed to callbacks are neutered on return: copied (body) or decoded (frames) at once;
- * - calling a method of a closed uWS WebSocket throws: every handle method checks the closed flag.
+ * - calling a method of a closed uWS WebSocket throws: every handle method checks the closed flag;
+ * - no application code runs inside the `res.cork()` that completes an upgrade (see `finish` in the
+ *   upgrade handler): the socket's listener is opened only after that cork returned.
  */
 import { createRequire } from "node:module";
 import { STATUS_CODES, validateHeaderName, validateHeaderValue } from "node:http";
@@ -144,6 +146,38 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     },
   });
 
+  /**
+   * uWS `open` only records the socket here; `finish` (below) opens the listener once `res.upgrade()`
+   * and the cork around it returned. Why: uWS 20.30's HttpResponse::cork(), after its callback,
+   * decides whether to close "this HTTP response" by reading HttpResponseData::state at `this`. An
+   * async upgrade reallocates the socket in place (realloc() shrinks it, same address) and frees the
+   * tail where that state lived, so cork() reads freed heap: whatever a malloc() made inside the
+   * callback wrote there. With the CONNECTION_CLOSE bit set (and RESPONSE_PENDING clear) it calls
+   * shutdown() + close() on the new WebSocket right after the 101: no close frame, 1006 on both
+   * sides. Session set-up (allocations, first-run JIT) inside `open` wrote there often enough to drop
+   * about 1 connection in a few hundred, mostly early in the process' life. So nothing but this
+   * builtin runs in that window: no JS to compile on the first connection, nothing that mallocs.
+   */
+  const upgraded: Array<Uws.WebSocket<UserData<C>>> = [];
+  const recordUpgraded = upgraded.push.bind(upgraded) as (ws: Uws.WebSocket<UserData<C>>) => void;
+
+  /** Opens the listener of a socket `res.upgrade()` just created (if it is still open). */
+  const openUpgraded = (state: SocketState<C>): void => {
+    const ws = upgraded.pop();
+    upgraded.length = 0;
+    // Closed inside the upgrade (close handler ran, no listener to tell), or never opened.
+    if (ws === undefined || state.closed) return;
+    state.ws = ws;
+    state.handle = makeHandle(state, ws);
+    openSockets.add(state);
+    try {
+      state.listener = options.sockets.open(state.handle, state.context);
+    } catch (err) {
+      state.handle.close(1011, "internal error");
+      reportAsync(err);
+    }
+  };
+
   app.ws<UserData<C>>(options.wsPath, {
     maxPayloadLength: maxBody,
     idleTimeout: 0,
@@ -179,7 +213,11 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
             notified: false,
             inCall: 0,
           };
-          res.upgrade<UserData<C>>({ state }, key, protocol, extensions, context);
+          // Inside uWS's parser (the hook settled in the microtask drain after this handler) the
+          // socket is already corked and cork() only runs the callback; after an await it corks,
+          // and then only uWS code may run until it returns (see `recordUpgraded`).
+          res.cork(() => res.upgrade<UserData<C>>({ state }, key, protocol, extensions, context));
+          openUpgraded(state);
         } else {
           const out = normalizeOr500(decision.response);
           res.cork(() => writeResponse(res, "GET", out, true));
@@ -196,18 +234,8 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
         .then(finish, fail);
     },
 
-    open: (ws) => {
-      const state = ws.getUserData().state;
-      state.ws = ws;
-      state.handle = makeHandle(state, ws);
-      openSockets.add(state);
-      try {
-        state.listener = options.sockets.open(state.handle, state.context);
-      } catch (err) {
-        state.handle.close(1011, "internal error");
-        reportAsync(err);
-      }
-    },
+    // Runs inside res.upgrade(): see `recordUpgraded`; the listener is opened by `openUpgraded`.
+    open: recordUpgraded,
 
     message: (ws, message, isBinary) => {
       const state = ws.getUserData().state;

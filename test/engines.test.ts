@@ -72,6 +72,8 @@ function harness(kind: "uws" | "ws") {
     streams,
     http: async (_request: HttpRequest): Promise<HttpResponse> => ({ status: 200, body: "ok" }),
     upgrade: async (_request: UpgradeRequest): Promise<UpgradeDecision<Ctx>> => ({ accept: true, context: { id: nextId++ } }),
+    /** Runs at the start of every sockets.open(). */
+    onOpen: (): void => {},
     engine: undefined as unknown as GatewayEngine,
     port: 0,
   };
@@ -88,6 +90,7 @@ function harness(kind: "uws" | "ws") {
         return h.upgrade(request);
       },
       open: (handle, context): SocketListener => {
+        h.onOpen();
         const s: ServerSocket = { handle, context, messages: [], pongs: 0, drains: 0, closed: [] };
         sockets.push(s);
         return {
@@ -402,6 +405,35 @@ for (const kind of ["uws", "ws"] as const) {
         expect(wire).toContain('"code":"INVALID_REQUEST"');
         expect(h.upgrades).toHaveLength(0);
         expect(h.requests).toHaveLength(0);
+      });
+
+      it("keeps sockets whose accept arrives on a later task while open() allocates", async () => {
+        // Regression (uws): the cork around an async res.upgrade() read freed heap after its callback
+        // and, when open() had malloc'd bytes with CONNECTION_CLOSE set there, shut the new socket
+        // down right after the 101 (1006 on both sides). Buffers of 0x10 bytes in open() stand in
+        // for the service's session set-up and make that nearly every time.
+        h.upgrade = async () => {
+          await sleep(1);
+          return { accept: true, context: { id: 1 } };
+        };
+        const garbage: Buffer[] = [];
+        h.onOpen = () => {
+          for (let n = 16; n <= 512; n += 8) garbage.push(Buffer.allocUnsafeSlow(n).fill(0x10));
+        };
+        const dropped: number[] = [];
+        for (let k = 0; k < 25; k++) {
+          const { client, server } = await connect();
+          await sleep(15);
+          if (client.readyState !== WebSocket.OPEN || server.closed.length > 0) dropped.push(k);
+          client.terminate();
+        }
+        expect(dropped).toEqual([]);
+        // Same-drain accepts (inside uWS's parser) take the other path; they stay up as well.
+        h.upgrade = async () => ({ accept: true, context: { id: 2 } });
+        const { client, server } = await connect();
+        await sleep(15);
+        expect(client.readyState).toBe(WebSocket.OPEN);
+        expect(server.closed).toEqual([]);
       });
 
       it("drops an accept that arrives after the client gave up", async () => {

@@ -163,6 +163,13 @@ export class SqliteDb {
     try {
       this.#db.pragma("journal_mode = WAL");
       this.#db.pragma(`synchronous = ${opts.sync === "full" ? "FULL" : "NORMAL"}`);
+      // Performance only, durability unchanged. Each write's savepoint keeps a statement journal;
+      // past 64 KiB a group's journal spilled to a temp file, about six extra pwrite(2) calls per
+      // message: keep it in memory. And checkpoint every 10000 WAL pages instead of 1000: the hot
+      // pages (bus tail, per-recipient index leaves) are copied to the database once per
+      // checkpoint, so fewer checkpoints copy far less (README, "Performance").
+      this.#db.pragma("temp_store = MEMORY");
+      this.#db.pragma("wal_autocheckpoint = 10000");
       migrate(this.#db);
     } catch (err) {
       this.#db.close();

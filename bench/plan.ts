@@ -86,8 +86,8 @@ export function loadPlan(): Plan {
     mqtt: [{ variant: v("mqtt", "push", 200), loads: profile === "quick" ? [sat(window)] : [sat(window), rate(1000), rate(5000)] }],
     mqttPairs: num("BENCH_MQTT_PAIRS", profile === "smoke" ? 4 : 32),
     connections: (list("BENCH_CONNECTIONS") ?? (profile === "smoke" ? ["50"] : profile === "quick" ? ["1000", "2000"] : ["10000", "50000"])).map(Number),
-    connectionRounds: num("BENCH_CONNECTION_ROUNDS", profile === "default" || profile === "full" ? 2 : 1),
-    connectionsPerHolder: num("BENCH_CONNECTIONS_PER_HOLDER", 10_000),
+    connectionRounds: num("BENCH_CONNECTION_ROUNDS", profile === "full" ? 2 : 1),
+    connectionsPerHolder: num("BENCH_CONNECTIONS_PER_HOLDER", 5_000),
     outDir: env.BENCH_OUT ?? new URL("./results/", import.meta.url).pathname,
   };
 }

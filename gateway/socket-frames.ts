@@ -2,7 +2,7 @@ import type { Mailbox } from "../backends/mailbox.ts";
 import { asRoutingError, RoutingError } from "../core/errors.ts";
 import { errorFrame, isClientFrame, messagesFrame, queuedMessageJson, refOf, sentFrame, type ClientFrame } from "../core/frames.ts";
 import type { Ingress } from "../routing/ingress.ts";
-import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
+import { STAMP_ALLOWANCE_BYTES, utf8Exceeds } from "../routing/ingress.ts";
 import { DEFAULT_FETCH_LIMIT } from "./http-routes.ts";
 import type { Session } from "./sessions.ts";
 
@@ -24,7 +24,21 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
    */
   const pendingAcks = new WeakMap<Session, Promise<unknown>>();
 
+  /** Answers a frame that failed with an `error` frame, carrying the frame's ref when it had one. */
+  function fail(session: Session, ref: string | undefined, err: unknown): void {
+    const error = asRoutingError(err);
+    session.send(errorFrame(ref, error.code, error.message));
+  }
+
   async function handle(session: Session, frame: ClientFrame): Promise<void> {
+    try {
+      await serve(session, frame);
+    } catch (err) {
+      fail(session, frame.ref, err);
+    }
+  }
+
+  async function serve(session: Session, frame: ClientFrame): Promise<void> {
     switch (frame.type) {
       case "send": {
         const messageId = await ingress.accept(frame.envelope, session.identity, "ws");
@@ -47,9 +61,12 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
     }
   }
 
+  // Checks run synchronously and `handle` answers its own failures: a frame costs one promise
+  // chain and no closures (every message passes here).
   return function onText(session: Session, text: string | null): void {
     let ref: string | undefined;
-    const run = async () => {
+    let frame: ClientFrame;
+    try {
       if (text === null) throw new RoutingError("INVALID_FRAME", "frames are JSON text; binary frames are not accepted");
       let value: unknown;
       try {
@@ -59,16 +76,16 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
       }
       ref = refOf(value);
       // The engine's hard cap bounds what gets parsed; this is the contract's limit, answered with the ref.
-      if (Buffer.byteLength(text) > maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES) {
+      if (utf8Exceeds(text, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
         throw new RoutingError("ENVELOPE_TOO_LARGE", `frame exceeds the envelope limit of ${maxEnvelopeBytes} bytes`);
       }
       if (!isClientFrame(value)) throw new RoutingError("INVALID_FRAME", "frame must be send {ref, envelope}, fetch {ref, limit?} or ack {messageIds}");
       if (!session.isOnline()) throw new RoutingError("SHUTTING_DOWN", "this session is closing");
-      await handle(session, value);
-    };
-    run().catch((err: unknown) => {
-      const error = asRoutingError(err);
-      session.send(errorFrame(ref, error.code, error.message));
-    });
+      frame = value;
+    } catch (err) {
+      fail(session, ref, err);
+      return;
+    }
+    void handle(session, frame);
   };
 }

@@ -1,12 +1,22 @@
 import { randomUUID } from "node:crypto";
 import type { IngressBus, IngressPath } from "../backends/ingress-bus.ts";
-import { parseEnvelopeBytes, stampEnvelope } from "../core/envelope.ts";
+import { parseEnvelopeBytes, stampEnvelopeJson } from "../core/envelope.ts";
 import { asRoutingError, RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 
 /** Room for what stamping adds (senderId, messageId, defaults) on top of the client's envelope. */
 export const STAMP_ALLOWANCE_BYTES = 512;
+
+/**
+ * Whether `text` is more than `limit` bytes as UTF-8. A UTF-16 code unit is 1 to 3 UTF-8 bytes, so
+ * most envelopes are decided by their length alone, without a pass over the payload.
+ */
+export function utf8Exceeds(text: string, limit: number): boolean {
+  if (text.length > limit) return true;
+  if (text.length * 3 <= limit) return false;
+  return Buffer.byteLength(text) > limit;
+}
 
 export interface IngressOptions {
   readonly bus: IngressBus;
@@ -23,22 +33,21 @@ export interface IngressOptions {
 export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID }: IngressOptions) {
   async function accept(value: unknown, identity: Urn, path: IngressPath): Promise<string> {
     try {
-      const envelope = stampEnvelope(value, identity, newId);
-      const json = JSON.stringify(envelope);
-      if (Buffer.byteLength(json) > maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES) {
+      const { header, json } = stampEnvelopeJson(value, identity, newId);
+      if (utf8Exceeds(json, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
         throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
       }
       await bus.publish({
-        recipientId: envelope.recipientId,
-        messageId: envelope.messageId,
-        isEphemeral: envelope.isEphemeral,
-        priority: envelope.priority,
+        recipientId: header.recipientId,
+        messageId: header.messageId,
+        isEphemeral: header.isEphemeral,
+        priority: header.priority,
         envelope: json,
         acceptedAt: Date.now(),
         path,
       });
       metrics.accepted(path);
-      return envelope.messageId;
+      return header.messageId;
     } catch (err) {
       const error = asRoutingError(err);
       metrics.rejected(path, error.code);

@@ -8,7 +8,7 @@ function routeTable(rows: readonly Row[]): string {
   const head = "| variant | load | contender | delivered msg/s | p50 ms | p99 ms | p99.9 ms | server CPU % | server µs/msg | generator CPU % | errors / lost |";
   const lines = rows.map(
     (r) =>
-      `| ${r.variant} | ${r.load} | ${r.contender} | ${fmtSpread(r.throughput)} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p999)} | ` +
+      `| ${r.variant} | ${r.load} | ${r.contender} | ${fmtSpread(r.throughput)}${r.saturated ? " (saturated)" : ""} | ${fmtMs(r.p50)} | ${fmtMs(r.p99)} | ${fmtMs(r.p999)} | ` +
       `${fmt(r.serverCpuPct.median)} | ${fmt(r.serverUsPerMsg.median)} | ${fmt(r.generatorCpuPct.median)} | ${r.errors} / ${r.lost} |`,
   );
   return [head, "|---|---|---|---|---|---|---|---|---|---|---|", ...lines].join("\n");

@@ -29,6 +29,8 @@ export interface Row {
   readonly lost: number;
   /** Client sockets closed by the server right after their handshake, reopened before measuring. */
   readonly reopened: number;
+  /** A fixed rate the contender did not keep up with (median delivered < 90% of offered). */
+  readonly saturated: boolean;
 }
 
 export interface Skip {
@@ -133,11 +135,12 @@ export async function runMatrix(plan: Plan, variants: readonly VariantPlan[], co
       }
       for (const { contender, reopened } of open) {
         const rs = rounds.get(contender.name) ?? [];
+        const throughput = spread(rs.map((x) => x.throughput));
         const row: Row = {
           variant: vname,
           load: loadName(load),
           contender: contender.name,
-          throughput: spread(rs.map((x) => x.throughput)),
+          throughput,
           p50: spread(rs.map((x) => x.p50)),
           p99: spread(rs.map((x) => x.p99)),
           p999: spread(rs.map((x) => x.p999)),
@@ -148,6 +151,7 @@ export async function runMatrix(plan: Plan, variants: readonly VariantPlan[], co
           errors: rs.reduce((n, x) => n + x.errors, 0),
           lost: rs.reduce((n, x) => n + x.lost, 0),
           reopened,
+          saturated: load.kind === "rate" && throughput.median < 0.9 * load.perSecond,
         };
         rows.push(row);
         log(

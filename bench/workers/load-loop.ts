@@ -11,6 +11,8 @@ import type { Channel, Sink } from "./channel.ts";
 import type { Load, RunResult } from "./messages.ts";
 
 const TICK_MS = 1;
+/** Open loop: at most this many seconds' worth of messages in flight (see `tick`). */
+const MAX_QUEUE_SECONDS = 0.5;
 
 class Samples {
   #buf = new Float64Array(1 << 14);
@@ -96,11 +98,15 @@ export function runLoad(channel: Channel, pairs: number, setSink: (sink: Sink) =
     setTimeout(stop, spec.durationMs);
   } else {
     const perMs = spec.load.perSecond / 1000;
+    // An overloaded contender must not build an unbounded backlog that later rounds (and other
+    // contenders) would pay for: past MAX_QUEUE_SECONDS of the rate in flight, sending waits. The
+    // waiting messages keep their scheduled times, so the wait shows in their latency.
+    const maxOutstanding = Math.max(500, Math.ceil(spec.load.perSecond * MAX_QUEUE_SECONDS));
     const tick = () => {
       const now = performance.now();
       const end = Math.min(now, windowEnd);
       const due = Math.floor((end - t0) * perMs);
-      while (sent < due) sendOne(sent % pairs, t0 + sent / perMs);
+      while (sent < due && sent - received - errors < maxOutstanding) sendOne(sent % pairs, t0 + sent / perMs);
       if (now >= windowEnd) stop();
       else setTimeout(tick, TICK_MS);
     };

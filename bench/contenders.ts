@@ -3,17 +3,22 @@
  * - relay-uws / relay-ws: the ceiling on each WebSocket engine (no auth, no storage);
  * - socketio: Socket.IO 4 + @socket.io/redis-adapter over the local Redis, JWT auth;
  * - service-uws / service-ws: the service (embedded default) on each gateway engine;
- * - mosquitto: the local Mosquitto relaying MQTT publisher to subscriber (the MQTT ceiling).
+ * - mosquitto: the local Mosquitto relaying MQTT publisher to subscriber (the MQTT ceiling);
+ * - baseline-uws (only when named in BENCH_CONTENDERS): the service on uws from another checkout,
+ *   BENCH_BASELINE_ROOT, for before/after figures measured in the same run.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import mqtt from "mqtt";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { removeDir, startService, TEST_SECRET } from "../test/helpers/service.ts";
 import { spawnServer } from "./lib/spawn-server.ts";
 import type { TargetSpec, Variant } from "./workers/messages.ts";
 
-export type ContenderName = "relay-uws" | "relay-ws" | "socketio" | "service-uws" | "service-ws" | "mosquitto";
+export type ContenderName = "relay-uws" | "relay-ws" | "socketio" | "service-uws" | "service-ws" | "mosquitto" | "baseline-uws";
 export const ALL_CONTENDERS: readonly ContenderName[] = ["relay-uws", "relay-ws", "socketio", "service-uws", "service-ws", "mosquitto"];
 
 export interface Contender {
@@ -64,6 +69,12 @@ async function mosquittoReachable(): Promise<boolean> {
 
 const wsOnly = (variant: Variant, why: string) => (variant.ingress === "mqtt" ? why : undefined);
 
+/** BENCH_SERVICE_ENV="ROUTING_SQLITE_SYNC=normal ROUTING_X=y": settings for the service contenders (experiments). */
+function serviceEnv(): Record<string, string> {
+  const pairs = (process.env.BENCH_SERVICE_ENV ?? "").split(/\s+/).filter(Boolean);
+  return Object.fromEntries(pairs.map((pair) => [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)]));
+}
+
 export async function startContender(name: ContenderName): Promise<Contender> {
   switch (name) {
     case "relay-uws":
@@ -101,7 +112,7 @@ export async function startContender(name: ContenderName): Promise<Contender> {
     case "service-uws":
     case "service-ws": {
       const engine = name === "service-uws" ? "uws" : "ws";
-      const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine, ROUTING_MQTT_PORT: "0" });
+      const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine, ROUTING_MQTT_PORT: "0", ...serviceEnv() });
       const mqttPort = /routing ready:.*\bmqtt=(\d+)/.exec(svc.output())?.[1];
       const pid = svc.proc.pid ?? 0;
       return {
@@ -121,6 +132,34 @@ export async function startContender(name: ContenderName): Promise<Contender> {
           // For debugging a run: the service's own log lines.
           if (process.env.BENCH_SERVICE_LOG === "1") process.stderr.write(svc.output());
           removeDir(svc.dataDir);
+        },
+      };
+    }
+    case "baseline-uws": {
+      const root = process.env.BENCH_BASELINE_ROOT;
+      if (!root) throw new Error("baseline-uws needs BENCH_BASELINE_ROOT (a checkout to compare with)");
+      const dataDir = mkdtempSync(join(tmpdir(), "routing-baseline-"));
+      const env = {
+        ROUTING_HTTP_PORT: "0",
+        ROUTING_MQTT_PORT: "0",
+        ROUTING_HOST: "127.0.0.1",
+        ROUTING_DATA_DIR: dataDir,
+        ROUTING_JWT_SECRET: TEST_SECRET,
+        ROUTING_LOG_LEVEL: "info",
+        ROUTING_GATEWAY_ENGINE: "uws",
+        ...serviceEnv(),
+      };
+      const server = await spawnServer("bin/main.ts", env, { cwd: root, ready: /routing ready: http=(\d+)/ });
+      const base = `127.0.0.1:${server.port}`;
+      return {
+        name,
+        pid: server.pid,
+        cpuPids: [server.pid],
+        needsTokens: true,
+        target: (v) => (v.ingress === "mqtt" ? { unsupported: "not compared over MQTT" } : { protocol: "frames", wsUrl: `ws://${base}`, httpUrl: `http://${base}`, auth: "jwt" }),
+        async stop() {
+          await server.stop();
+          removeDir(dataDir);
         },
       };
     }

@@ -14,10 +14,18 @@ export interface BenchServer {
   stop(): Promise<void>;
 }
 
-export async function spawnServer(file: string, env: Record<string, string> = {}): Promise<BenchServer> {
+export interface SpawnOptions {
+  /** Directory the file is relative to (default: this checkout). */
+  readonly cwd?: string;
+  /** The ready line; its first group is the port. */
+  readonly ready?: RegExp;
+}
+
+export async function spawnServer(file: string, env: Record<string, string> = {}, opts: SpawnOptions = {}): Promise<BenchServer> {
   const nodeArgs = process.env.SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
+  const ready = opts.ready ?? /bench server ready: port=(\d+)/;
   const proc = spawn(process.execPath, [...nodeArgs, "--import", "tsx", file], {
-    cwd: ROOT,
+    cwd: opts.cwd ?? ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ["ignore", "pipe", "pipe"],
   });
@@ -27,7 +35,7 @@ export async function spawnServer(file: string, env: Record<string, string> = {}
     const timer = setTimeout(() => reject(new Error(`${file} did not become ready:\n${out}`)), 30_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
-      const match = /bench server ready: port=(\d+)/.exec(out);
+      const match = ready.exec(out);
       if (match) {
         clearTimeout(timer);
         resolve(Number(match[1]));

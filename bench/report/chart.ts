@@ -18,6 +18,7 @@ const COLORS: Record<string, string> = {
   "service-uws": "#2f6db5",
   "service-ws": "#6d9fd8",
   mosquitto: "#9aa5b1",
+  "baseline-uws": "#b9c9de",
 };
 
 const W = 760;
@@ -55,7 +56,7 @@ function panel(title: string, unit: string, bars: readonly Bar[], y0: number, di
   return { svg: parts.join("\n"), height: 24 + bars.length * ROW + 16 };
 }
 
-const ORDER = ["relay-uws", "relay-ws", "socketio", "service-uws", "service-ws"];
+const ORDER = ["relay-uws", "relay-ws", "socketio", "service-uws", "service-ws", "baseline-uws"];
 
 export function chartSvg(r: Results): string {
   const pick = (load: string) =>

@@ -19,6 +19,7 @@ export function ratiosOf(route: readonly Row[], mqtt: readonly Row[]): Ratio[] {
     ["service-ws", "socketio"],
     ["relay-uws", "relay-ws"],
     ["service-uws", "service-ws"],
+    ["service-uws", "baseline-uws"],
   ];
   for (const variant of variants) {
     for (const [a, b] of pairs) {

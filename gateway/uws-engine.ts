@@ -13,7 +13,7 @@
  *   upgrade handler): the socket's listener is opened only after that cork returned.
  */
 import { createRequire } from "node:module";
-import { STATUS_CODES, validateHeaderName, validateHeaderValue } from "node:http";
+import { STATUS_CODES } from "node:http";
 import net from "node:net";
 import { dirname, join } from "node:path";
 import type * as Uws from "uWebSockets.js";
@@ -25,12 +25,12 @@ import type {
   EngineOptions,
   GatewayEngine,
   HttpRequest,
-  HttpResponse,
   SocketHandle,
   SocketListener,
   UpgradeDecision,
   UpgradeRequest,
 } from "./engine.ts";
+import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 type UwsModule = typeof Uws;
 
@@ -437,16 +437,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   };
 }
 
-// ---- helpers (kept local: the ws engine has its own copies, engines share only engine.ts) -----
-
-interface Outgoing {
-  readonly status: number;
-  readonly headers: ReadonlyArray<readonly [string, string]>;
-  readonly body: Buffer;
-}
-
-/** Headers the engine owns: framing and connection management. */
-const ENGINE_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
+// ---- helpers ------------------------------------------------------------------------------------
 
 function copyHeaders(req: Uws.HttpRequest): Record<string, string> {
   const headers: Record<string, string> = {};
@@ -474,46 +465,6 @@ function parseProtocols(header: string | undefined): string[] {
     .filter((p) => p.length > 0);
 }
 
-/** Validates a handler's response (throws on a bad status or header) into what is written. */
-function normalize(response: HttpResponse): Outgoing {
-  const status = response.status;
-  if (!Number.isInteger(status) || status < 200 || status > 599) throw new RangeError(`invalid HTTP status ${status}`);
-  const headers: Array<readonly [string, string]> = [];
-  for (const [name, value] of Object.entries(response.headers ?? {})) {
-    if (ENGINE_HEADERS.has(name.toLowerCase())) continue;
-    validateHeaderName(name);
-    validateHeaderValue(name, value);
-    headers.push([name, value]);
-  }
-  const raw = response.body ?? "";
-  const body = status === 204 || status === 304 ? Buffer.alloc(0) : typeof raw === "string" ? Buffer.from(raw, "utf8") : raw;
-  return { status, headers, body };
-}
-
-function normalizeOr500(response: HttpResponse): Outgoing {
-  try {
-    return normalize(response);
-  } catch (err) {
-    return errorOutgoing(asRoutingError(err));
-  }
-}
-
-function errorOutgoing(err: RoutingError): Outgoing {
-  return {
-    status: err.status,
-    headers: [["content-type", "application/json"]],
-    body: Buffer.from(JSON.stringify(err.toBody()), "utf8"),
-  };
-}
-
-function missingSubprotocol(route: BinaryStreamRoute): RoutingError {
-  return new RoutingError("INVALID_REQUEST", `the WebSocket at ${route.path} needs the subprotocol ${route.subprotocols.join(" or ")}`);
-}
-
-function tooLarge(maxBody: number): Outgoing {
-  return errorOutgoing(new RoutingError("ENVELOPE_TOO_LARGE", `the request body exceeds the limit of ${maxBody} bytes`));
-}
-
 function statusLine(status: number): string {
   return `${status} ${STATUS_CODES[status] ?? "Unknown"}`;
 }
@@ -528,28 +479,6 @@ function writeResponse(res: Uws.HttpResponse, method: string, out: Outgoing, clo
   else if (out.status === 204 || out.status === 304) res.end(undefined, true);
   else if (method === "HEAD") res.endWithoutBody(out.body.length, closeConnection);
   else res.end(out.body, closeConnection);
-}
-
-/** A WebSocket close code a peer accepts; anything else becomes 1011 (internal error). */
-function closeCode(code: number): number {
-  const valid =
-    Number.isInteger(code) &&
-    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999));
-  return valid ? code : 1011;
-}
-
-/** A close reason fits 123 bytes of UTF-8; cut on a character boundary. */
-function closeReason(reason: string): string {
-  if (Buffer.byteLength(reason, "utf8") <= 123) return reason;
-  let out = "";
-  let bytes = 0;
-  for (const ch of reason) {
-    const n = Buffer.byteLength(ch, "utf8");
-    if (bytes + n > 123) break;
-    out += ch;
-    bytes += n;
-  }
-  return out;
 }
 
 /** Why uWS could not listen: bind the same address with node:net and report its error code. */
@@ -570,9 +499,3 @@ function diagnoseListenFailure(host: string, port: number): Promise<Error> {
   });
 }
 
-/** Surfaces a bug from inside a native callback without unwinding through uWS. */
-function reportAsync(err: unknown): void {
-  queueMicrotask(() => {
-    throw err;
-  });
-}

@@ -2,7 +2,7 @@
  * The `ws` engine: node:http plus the `ws` package. Portable (no native code); the reference the
  * `uws` engine is held to by the shared end-to-end suite.
  */
-import http, { STATUS_CODES, validateHeaderName, validateHeaderValue } from "node:http";
+import http, { STATUS_CODES } from "node:http";
 import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocket, WebSocketServer, type RawData } from "ws";
@@ -14,12 +14,12 @@ import type {
   EngineOptions,
   GatewayEngine,
   HttpRequest,
-  HttpResponse,
   SocketHandle,
   SocketListener,
   UpgradeDecision,
   UpgradeRequest,
 } from "./engine.ts";
+import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 /** Close code for remaining sockets when the engine closes. */
 const GOING_AWAY = 1001;
@@ -325,15 +325,6 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
 
 // ---- helpers (kept local: the uws engine has its own copies, engines share only engine.ts) ----
 
-interface Outgoing {
-  readonly status: number;
-  readonly headers: ReadonlyArray<readonly [string, string]>;
-  readonly body: Buffer;
-}
-
-/** Headers the engine owns: framing and connection management. */
-const ENGINE_HEADERS = new Set(["content-length", "transfer-encoding", "connection"]);
-
 function splitUrl(url: string): { path: string; rawQuery: string } {
   const q = url.indexOf("?");
   return q === -1 ? { path: url, rawQuery: "" } : { path: url.slice(0, q), rawQuery: url.slice(q + 1) };
@@ -363,50 +354,10 @@ function rawBytes(data: RawData): Buffer {
   return Buffer.from(data);
 }
 
-function missingSubprotocol(route: BinaryStreamRoute): RoutingError {
-  return new RoutingError("INVALID_REQUEST", `the WebSocket at ${route.path} needs the subprotocol ${route.subprotocols.join(" or ")}`);
-}
-
 function rawText(data: RawData): string {
   if (Buffer.isBuffer(data)) return data.toString("utf8");
   if (Array.isArray(data)) return Buffer.concat(data).toString("utf8");
   return Buffer.from(data).toString("utf8");
-}
-
-/** Validates a handler's response (throws on a bad status or header) into what is written. */
-function normalize(response: HttpResponse): Outgoing {
-  const status = response.status;
-  if (!Number.isInteger(status) || status < 200 || status > 599) throw new RangeError(`invalid HTTP status ${status}`);
-  const headers: Array<readonly [string, string]> = [];
-  for (const [name, value] of Object.entries(response.headers ?? {})) {
-    if (ENGINE_HEADERS.has(name.toLowerCase())) continue;
-    validateHeaderName(name);
-    validateHeaderValue(name, value);
-    headers.push([name, value]);
-  }
-  const raw = response.body ?? "";
-  const body = status === 204 || status === 304 ? Buffer.alloc(0) : typeof raw === "string" ? Buffer.from(raw, "utf8") : raw;
-  return { status, headers, body };
-}
-
-function normalizeOr500(response: HttpResponse): Outgoing {
-  try {
-    return normalize(response);
-  } catch (err) {
-    return errorOutgoing(asRoutingError(err));
-  }
-}
-
-function errorOutgoing(err: RoutingError): Outgoing {
-  return {
-    status: err.status,
-    headers: [["content-type", "application/json"]],
-    body: Buffer.from(JSON.stringify(err.toBody()), "utf8"),
-  };
-}
-
-function tooLarge(maxBody: number): Outgoing {
-  return errorOutgoing(new RoutingError("ENVELOPE_TOO_LARGE", `the request body exceeds the limit of ${maxBody} bytes`));
 }
 
 function writeResponse(res: http.ServerResponse, out: Outgoing, closeConnection: boolean): void {
@@ -429,31 +380,3 @@ function rejectUpgrade(socket: Duplex, out: Outgoing): void {
   socket.end(Buffer.concat([Buffer.from(lines.join("\r\n"), "latin1"), out.body]));
 }
 
-/** A WebSocket close code a peer accepts; anything else becomes 1011 (internal error). */
-function closeCode(code: number): number {
-  const valid =
-    Number.isInteger(code) &&
-    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999));
-  return valid ? code : 1011;
-}
-
-/** A close reason fits 123 bytes of UTF-8; cut on a character boundary. */
-function closeReason(reason: string): string {
-  if (Buffer.byteLength(reason, "utf8") <= 123) return reason;
-  let out = "";
-  let bytes = 0;
-  for (const ch of reason) {
-    const n = Buffer.byteLength(ch, "utf8");
-    if (bytes + n > 123) break;
-    out += ch;
-    bytes += n;
-  }
-  return out;
-}
-
-/** Surfaces a bug in the gateway's open() hook the way an EventEmitter listener's throw would. */
-function reportAsync(err: unknown): void {
-  queueMicrotask(() => {
-    throw err;
-  });
-}

@@ -4,6 +4,7 @@ import type { Urn } from "../core/urn.ts";
 import type { DeviceStore, DeviceToken, PushPlatform } from "./device-store.ts";
 import { docId, openFirestore, type FirestoreConnectionOptions } from "./firestore-mailbox.ts";
 import { byRegistration } from "./memory-device-store.ts";
+import { readyWithin } from "./readiness.ts";
 
 export interface FirestoreDeviceStoreOptions {
   /** A client the caller owns (shared with other roles; never closed here), or how to open one (closed on `close`). */
@@ -107,13 +108,7 @@ class FirestoreDeviceStore implements DeviceStore {
 
   async ready(): Promise<boolean> {
     if (!this.#open) return false;
-    const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref());
-    const read = this.#db
-      .collection("devices")
-      .limit(1)
-      .get()
-      .then(() => true, () => false);
-    return Promise.race([read, timeout]);
+    return readyWithin(this.#db.collection("devices").limit(1).get());
   }
 
   async close(): Promise<void> {

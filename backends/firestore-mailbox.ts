@@ -3,6 +3,7 @@ import { Firestore, Timestamp, type CollectionReference, type DocumentReference 
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Mailbox, MailboxDepth, MailboxEntry, MailboxOptions, StoreOutcome } from "./mailbox.ts";
+import { readyWithin } from "./readiness.ts";
 
 /** How to reach Firestore when no client is passed in. */
 export interface FirestoreConnectionOptions {
@@ -187,13 +188,7 @@ class FirestoreMailbox implements Mailbox {
 
   async ready(): Promise<boolean> {
     if (!this.#open) return false;
-    const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref());
-    const read = this.#db
-      .collection("mailboxes")
-      .limit(1)
-      .get()
-      .then(() => true, () => false);
-    return Promise.race([read, timeout]);
+    return readyWithin(this.#db.collection("mailboxes").limit(1).get());
   }
 
   async close(): Promise<void> {

@@ -3,6 +3,7 @@ import { Redis } from "ioredis";
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Mailbox, MailboxDepth, MailboxEntry, MailboxOptions, StoreOutcome } from "./mailbox.ts";
+import { readyWithin } from "./readiness.ts";
 
 export interface RedisMailboxOptions extends MailboxOptions {
   /**
@@ -173,9 +174,7 @@ class RedisMailbox implements Mailbox {
   /** Reachable: a PING answered within 2 s (a connection still being set up gets that long). */
   async ready(): Promise<boolean> {
     if (!this.#open) return false;
-    const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref());
-    const ping = this.#redis.ping().then((pong) => pong === "PONG", () => false);
-    return Promise.race([ping, timeout]);
+    return readyWithin(this.#redis.ping(), (pong) => pong === "PONG");
   }
 
   async close(): Promise<void> {

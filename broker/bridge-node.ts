@@ -1,5 +1,4 @@
 import http from "node:http";
-import type { AddressInfo } from "node:net";
 import { ServiceBroker } from "moleculer";
 import brokerConfig from "../moleculer.config.ts";
 import { createBackends } from "../backends/factory.ts";
@@ -9,7 +8,7 @@ import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { createIngress } from "../routing/ingress.ts";
 import { createRouter } from "../routing/router.ts";
 import { createLocalSignalBridge } from "../routing/signals.ts";
-import { listenWithFallback } from "../runtime/ports.ts";
+import { listenServer, listenWithFallback } from "../runtime/ports.ts";
 import { createRouterService } from "../services/router.service.ts";
 import { createExternalLink } from "./external.ts";
 import { withExternalDelivery } from "./external-routing.ts";
@@ -43,21 +42,6 @@ function createOpsServer(metrics: Metrics, ready: () => Promise<boolean>): http.
   });
 }
 
-function listen(server: http.Server, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const onError = (err: Error): void => {
-      server.off("listening", onListening);
-      reject(err);
-    };
-    const onListening = (): void => {
-      server.off("error", onError);
-      resolve((server.address() as AddressInfo).port);
-    };
-    server.once("error", onError);
-    server.once("listening", onListening);
-    server.listen({ host, port, exclusive: true });
-  });
-}
 
 /**
  * The `mqtt-bridge` role (`npm run start:mqtt-bridge`): a member of the external broker's share
@@ -115,7 +99,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
   try {
     await link.start();
     await broker.start();
-    httpPort = await listenWithFallback("http", (p) => listen(ops, config.host, p), config.httpPort, explicit.has("httpPort"), log);
+    httpPort = await listenWithFallback("http", (p) => listenServer(ops, config.host, p), config.httpPort, explicit.has("httpPort"), log);
   } catch (err) {
     await link.close().catch(() => {});
     await broker.stop().catch(() => {});

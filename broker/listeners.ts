@@ -1,6 +1,7 @@
-import net, { type AddressInfo } from "node:net";
+import net from "node:net";
 import type { Duplex } from "node:stream";
 import { CLOSE } from "../core/close-codes.ts";
+import { listenServer } from "../runtime/ports.ts";
 import type { BinaryStreamRoute } from "../gateway/engine.ts";
 import { packetSizeGuard } from "./packet-limit.ts";
 import { binarySocketStream } from "./ws-stream.ts";
@@ -47,19 +48,7 @@ export function createTcpListener(host: string, sink: ConnectionSink) {
   return {
     /** Resolves the bound port; rejects with EADDRINUSE when it is taken. */
     listen(port: number): Promise<number> {
-      return new Promise((resolve, reject) => {
-        const onError = (err: Error): void => {
-          server.off("listening", onListening);
-          reject(err);
-        };
-        const onListening = (): void => {
-          server.off("error", onError);
-          resolve((server.address() as AddressInfo).port);
-        };
-        server.once("error", onError);
-        server.once("listening", onListening);
-        server.listen({ host, port, exclusive: true });
-      });
+      return listenServer(server, host, port);
     },
     /** Stops listening; resolves once every connection is gone (`dropAll` ends the stragglers). */
     stopListening(): Promise<void> {

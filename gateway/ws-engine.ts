@@ -3,7 +3,6 @@
  * `uws` engine is held to by the shared end-to-end suite.
  */
 import http, { STATUS_CODES } from "node:http";
-import type { AddressInfo } from "node:net";
 import type { Duplex } from "node:stream";
 import { WebSocket, WebSocketServer, type RawData } from "ws";
 import { RoutingError, asRoutingError } from "../core/errors.ts";
@@ -19,6 +18,7 @@ import type {
   UpgradeDecision,
   UpgradeRequest,
 } from "./engine.ts";
+import { listenServer } from "../runtime/ports.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 /** Close code for remaining sockets when the engine closes. */
@@ -276,19 +276,7 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     name: "ws",
     listen(host, port) {
       if (closing) return Promise.reject(new Error("the ws engine is closed"));
-      return new Promise<number>((resolve, reject) => {
-        const onError = (err: Error): void => {
-          server.off("listening", onListening);
-          reject(err);
-        };
-        const onListening = (): void => {
-          server.off("error", onError);
-          resolve((server.address() as AddressInfo).port);
-        };
-        server.once("error", onError);
-        server.once("listening", onListening);
-        server.listen({ host, port, exclusive: true });
-      });
+      return listenServer(server, host, port);
     },
     close() {
       closing ??= new Promise<void>((resolve) => {

@@ -1,3 +1,5 @@
+import type { AddressInfo, Server } from "node:net";
+
 /** How many ports past a taken default are tried, as dev servers do. */
 const FALLBACK_TRIES = 20;
 
@@ -27,4 +29,21 @@ export async function listenWithFallback(
       if (tries >= FALLBACK_TRIES) throw new Error(`${name} ports ${port}..${candidate} are all in use`, { cause: err });
     }
   }
+}
+
+/** Binds a node:net (or http) server; resolves the bound port, rejects with the bind error (EADDRINUSE when taken). */
+export function listenServer(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const onError = (err: Error): void => {
+      server.off("listening", onListening);
+      reject(err);
+    };
+    const onListening = (): void => {
+      server.off("error", onError);
+      resolve((server.address() as AddressInfo).port);
+    };
+    server.once("error", onError);
+    server.once("listening", onListening);
+    server.listen({ host, port, exclusive: true });
+  });
 }

@@ -40,7 +40,7 @@ class SqliteDeviceStore implements DeviceStore {
   register(owner: Urn, token: string, platform: PushPlatform): Promise<void> {
     return guarded("device register", this.#open, () => {
       const now = this.#now();
-      return this.#db.write(() => {
+      return this.#db.writeStatement(() => {
         this.#upsert.run(token, owner, platform, now);
       });
     });
@@ -48,7 +48,7 @@ class SqliteDeviceStore implements DeviceStore {
 
   unregister(owner: Urn, token: string): Promise<void> {
     return guarded("device unregister", this.#open, () =>
-      this.#db.write(() => {
+      this.#db.writeStatement(() => {
         this.#unregister.run(token, owner);
       }),
     );
@@ -56,7 +56,7 @@ class SqliteDeviceStore implements DeviceStore {
 
   removeToken(token: string): Promise<void> {
     return guarded("device remove", this.#open, () =>
-      this.#db.write(() => {
+      this.#db.writeStatement(() => {
         this.#remove.run(token);
       }),
     );

@@ -79,17 +79,17 @@ class SqliteBusJournal implements BusJournal {
   }
 
   append(record: BusRecord, enqueuedAt: number): Promise<number> {
-    return this.#db.write(() => Number(this.#insert.run(...columnsOf(record), enqueuedAt).lastInsertRowid));
+    return this.#db.writeStatement(() => Number(this.#insert.run(...columnsOf(record), enqueuedAt).lastInsertRowid));
   }
 
   remove(seq: number): Promise<void> {
-    return this.#db.write(() => {
+    return this.#db.writeStatement(() => {
       this.#delete.run(seq);
     });
   }
 
   setAttempts(seq: number, attempts: number): Promise<void> {
-    return this.#db.write(() => {
+    return this.#db.writeStatement(() => {
       this.#setAttempts.run(attempts, seq);
     });
   }

@@ -96,7 +96,7 @@ class SqliteMailbox implements PurgingMailbox {
     return guarded("mailbox ack", this.#open, () => {
       if (messageIds.length === 0) return 0;
       const ids = JSON.stringify(messageIds);
-      return this.#db.write(() => this.#ack.run(recipientId, ids).changes);
+      return this.#db.writeStatement(() => this.#ack.run(recipientId, ids).changes);
     });
   }
 
@@ -116,7 +116,7 @@ class SqliteMailbox implements PurgingMailbox {
       const now = this.#now();
       let total = 0;
       for (;;) {
-        const removed = await this.#db.write(() => this.#purge.run(now, PURGE_BATCH).changes);
+        const removed = await this.#db.writeStatement(() => this.#purge.run(now, PURGE_BATCH).changes);
         total += removed;
         if (removed < PURGE_BATCH) return total;
       }

@@ -56,7 +56,7 @@ class SqlitePushQueue implements PushQueue {
 
   enqueue(due: PushDue): Promise<void> {
     return guarded("push enqueue", this.#open, () =>
-      this.#db.write(() => {
+      this.#db.writeStatement(() => {
         this.#insert.run(due.recipientId, due.messageId, due.priority, due.dueAt);
       }),
     );
@@ -73,7 +73,7 @@ class SqlitePushQueue implements PushQueue {
     return guarded("push complete", this.#open, async () => {
       if (seqs.length === 0) return;
       const list = JSON.stringify(seqs);
-      await this.#db.write(() => {
+      await this.#db.writeStatement(() => {
         this.#complete.run(list);
       });
     });

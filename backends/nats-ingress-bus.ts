@@ -16,6 +16,7 @@ import {
   type StreamConfig,
 } from "nats";
 import { RoutingError } from "../core/errors.ts";
+import { decodeRecord, HeldDeliveries, type Held } from "./held-deliveries.ts";
 import {
   retryDelayMs,
   type BusOptions,
@@ -161,16 +162,6 @@ async function ensureConsumer(jsm: JetStreamManager, opts: NatsIngressBusOptions
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-function decodeRecord(data: Uint8Array): BusRecord | undefined {
-  try {
-    const r = JSON.parse(decoder.decode(data)) as Partial<BusRecord>;
-    if (typeof r.recipientId !== "string" || typeof r.messageId !== "string" || typeof r.envelope !== "string") return undefined;
-    return r as BusRecord;
-  } catch {
-    return undefined;
-  }
-}
-
 function numberHeader(msg: JsMsg, name: string): number | undefined {
   const raw = msg.headers?.get(name);
   const n = raw ? Number(raw) : NaN;
@@ -186,24 +177,8 @@ function returnToStream(msg: JsMsg, delayMs: number): void {
   }
 }
 
-/** A message this instance holds: waiting for its backoff, ready for the handler, or in flight. */
-interface Held {
-  readonly msg: JsMsg;
-  readonly record: BusRecord;
-  readonly failures: number;
-  readonly enqueuedAt: number;
-  state: "waiting" | "ready" | "inflight" | "done";
-  timer: NodeJS.Timeout | undefined;
-  acked: Promise<void> | undefined;
-}
-
 interface LocalConsumer {
-  readonly handler: (delivery: Delivery) => void;
-  paused: boolean;
-  closed: boolean;
-  readonly held: Set<Held>;
-  ready: Held[];
-  scheduled: boolean;
+  readonly deliveries: HeldDeliveries<JsMsg>;
   pull: ConsumerMessages | undefined;
   /** When the server drops the pull request under way (undefined when none is). */
   pullEndsAt: number | undefined;
@@ -260,12 +235,13 @@ class NatsIngressBus implements IngressBus {
     if (this.#closed) throw unavailable("ingress bus: closed");
     if (this.#local !== undefined) throw new Error("ingress bus: one consumer per bus instance");
     const c: LocalConsumer = {
-      handler,
-      paused: false,
-      closed: false,
-      held: new Set(),
-      ready: [],
-      scheduled: false,
+      deliveries: new HeldDeliveries<JsMsg>({
+        handler,
+        retryBaseMs: this.#retryBaseMs,
+        ack: (h) => this.#ack(h),
+        nack: (h, reason) => this.#nack(h, reason),
+        onRoom: () => this.#wake(c),
+      }),
       pull: undefined,
       pullEndsAt: undefined,
       returnDelayMs: 0,
@@ -278,24 +254,13 @@ class NatsIngressBus implements IngressBus {
     // Held messages (backoff, paused, slow handler) must not hit the ack wait and be redelivered.
     c.working = setInterval(() => {
       try {
-        for (const h of c.held) if (h.state !== "done") h.msg.working();
+        for (const h of c.deliveries.held) if (h.state !== "done") h.message.working();
       } catch {
         // Connection closed: the server redelivers after the ack wait, as for a crash.
       }
     }, Math.max(1_000, this.#ackWaitMs / 3));
     c.working.unref();
-    return {
-      pause: () => {
-        c.paused = true;
-      },
-      resume: () => {
-        if (c.closed) return;
-        c.paused = false;
-        this.#schedule(c);
-        this.#wake(c);
-      },
-      close: () => this.#release(c),
-    };
+    return c.deliveries.subscription(() => this.#release(c));
   }
 
   async stats(): Promise<BusStats> {
@@ -304,7 +269,7 @@ class NatsIngressBus implements IngressBus {
       const dead = await this.#jsm.streams.info(deadStreamOf(this.#stream));
       const { backlog, oldestEnqueuedAt } = await this.#backlog();
       let inFlight = 0;
-      for (const h of this.#local?.held ?? []) if (h.state === "inflight") inFlight++;
+      for (const h of this.#local?.deliveries.held ?? []) if (h.state === "inflight") inFlight++;
       return {
         backlog,
         inFlight,
@@ -369,9 +334,9 @@ class NatsIngressBus implements IngressBus {
   }
 
   async #pullLoop(c: LocalConsumer): Promise<void> {
-    while (!c.closed) {
+    while (!c.deliveries.closed) {
       // Pull only when the previous batch is handed out: a paused consumer buffers at most one batch.
-      if (c.paused || c.ready.length > 0) {
+      if (!c.deliveries.hasRoom) {
         await new Promise<void>((resolve) => (c.wake = resolve));
         continue;
       }
@@ -381,7 +346,7 @@ class NatsIngressBus implements IngressBus {
         c.pullEndsAt = started + FETCH_EXPIRES_MS + EXPIRY_MARGIN_MS;
         const pull = await this.#consumer.fetch({ max_messages: this.#batch, expires: FETCH_EXPIRES_MS });
         c.pull = pull;
-        if (c.closed) pull.stop();
+        if (c.deliveries.closed) pull.stop();
         for await (const msg of pull) {
           received++;
           this.#accept(c, msg);
@@ -391,10 +356,10 @@ class NatsIngressBus implements IngressBus {
       } finally {
         c.pull = undefined;
         // Ended by itself (expired or filled): the server no longer holds it.
-        if (!c.closed) c.pullEndsAt = undefined;
+        if (!c.deliveries.closed) c.pullEndsAt = undefined;
       }
       // A pull that failed or ended at once with nothing (server trouble) is retried after a pause.
-      if (!c.closed && received === 0 && Date.now() - started < FETCH_EXPIRES_MS / 2) await this.#pause(c, FETCH_RETRY_MS);
+      if (!c.deliveries.closed && received === 0 && Date.now() - started < FETCH_EXPIRES_MS / 2) await this.#pause(c, FETCH_RETRY_MS);
     }
   }
 
@@ -412,11 +377,11 @@ class NatsIngressBus implements IngressBus {
   }
 
   #accept(c: LocalConsumer, msg: JsMsg): void {
-    if (c.closed) {
+    if (c.deliveries.closed) {
       returnToStream(msg, c.returnDelayMs);
       return;
     }
-    const record = decodeRecord(msg.data);
+    const record = decodeRecord(decoder.decode(msg.data));
     if (record === undefined) {
       // Not a record this service published: it can never be handled, so it must not block the queue.
       try {
@@ -426,86 +391,25 @@ class NatsIngressBus implements IngressBus {
       }
       return;
     }
-    const failures = numberHeader(msg, FAILURES) ?? 0;
-    const h: Held = {
-      msg,
-      record,
-      failures,
+    c.deliveries.hold(msg, record, {
+      failures: numberHeader(msg, FAILURES) ?? 0,
       enqueuedAt: numberHeader(msg, ENQUEUED_AT) ?? Date.now(),
-      state: "ready",
-      timer: undefined,
-      acked: undefined,
-    };
-    c.held.add(h);
-    const failedAt = numberHeader(msg, FAILED_AT);
-    const wait = failures > 0 && failedAt !== undefined ? failedAt + retryDelayMs(this.#retryBaseMs, failures) - Date.now() : 0;
-    if (wait > 0) {
-      h.state = "waiting";
-      h.timer = setTimeout(() => {
-        h.timer = undefined;
-        if (h.state !== "waiting" || c.closed) return;
-        h.state = "ready";
-        c.ready.push(h);
-        this.#schedule(c);
-      }, wait);
-      h.timer.unref();
-      return;
-    }
-    c.ready.push(h);
-    this.#schedule(c);
-  }
-
-  /** Hands ready messages to the handler on a later turn, never from inside consume or publish. */
-  #schedule(c: LocalConsumer): void {
-    if (c.scheduled || c.paused || c.closed || c.ready.length === 0) return;
-    c.scheduled = true;
-    setImmediate(() => {
-      c.scheduled = false;
-      while (!c.paused && !c.closed) {
-        const h = c.ready.shift();
-        if (h === undefined) break;
-        if (h.state === "ready") this.#deliver(c, h);
-      }
-      if (c.ready.length === 0) this.#wake(c);
+      failedAt: numberHeader(msg, FAILED_AT),
     });
   }
 
-  #deliver(c: LocalConsumer, h: Held): void {
-    h.state = "inflight";
-    const delivery: Delivery = {
-      record: h.record,
-      attempt: h.failures + 1,
-      ack: () => this.#ack(c, h),
-      nack: (reason: string) => this.#nack(c, h, reason),
-    };
-    try {
-      c.handler(delivery);
-    } catch {
-      // A throwing handler failed this attempt, like a nack.
-      this.#nack(c, h, "handler threw").catch(() => undefined);
-    }
-  }
-
-  /** Idempotent; a delivery returned by a closed subscription still acks: the work was done. */
-  #ack(c: LocalConsumer, h: Held): Promise<void> {
-    if (h.acked !== undefined) return h.acked;
-    this.#forget(c, h);
-    const acked = this.#settle(h.msg.ackAck()).then(
+  /** A delivery returned by a closed subscription still acks: the work was done. */
+  #ack(h: Held<JsMsg>): Promise<void> {
+    return this.#settle(h.message.ackAck()).then(
       () => undefined,
       (err: unknown) => {
-        h.acked = undefined;
         // The server redelivers it after the ack wait: nothing is lost, the work may be repeated.
         throw unavailable("ingress bus: ack failed", err);
       },
     );
-    h.acked = acked;
-    return acked;
   }
 
-  async #nack(c: LocalConsumer, h: Held, reason: string): Promise<void> {
-    // Only the current delivery can fail a record; a returned or settled one is ignored.
-    if (h.state !== "inflight") return;
-    this.#forget(c, h);
+  async #nack(h: Held<JsMsg>, reason: string): Promise<void> {
     const failures = h.failures + 1;
     const now = Date.now();
     const work =
@@ -516,44 +420,37 @@ class NatsIngressBus implements IngressBus {
   }
 
   /** Republishes the record with its failure count, then acks the failed delivery. */
-  async #retry(h: Held, failures: number, now: number): Promise<void> {
+  async #retry(h: Held<JsMsg>, failures: number, now: number): Promise<void> {
     const hdrs = headers();
     hdrs.set(ENQUEUED_AT, String(h.enqueuedAt));
     hdrs.set(FAILURES, String(failures));
     hdrs.set(FAILED_AT, String(now));
     try {
-      await this.#js.publish(this.#ingress, h.msg.data, { headers: hdrs, msgID: `retry-${h.msg.seq}` });
+      await this.#js.publish(this.#ingress, h.message.data, { headers: hdrs, msgID: `retry-${h.message.seq}` });
     } catch (err) {
-      returnToStream(h.msg, retryDelayMs(this.#retryBaseMs, failures));
+      returnToStream(h.message, retryDelayMs(this.#retryBaseMs, failures));
       throw unavailable("ingress bus: nack failed", err);
     }
     await this.#ackAfterMove(h, "nack");
   }
 
-  async #deadLetter(h: Held, dead: DeadLetter): Promise<void> {
+  async #deadLetter(h: Held<JsMsg>, dead: DeadLetter): Promise<void> {
     try {
-      await this.#js.publish(this.#dead, encoder.encode(JSON.stringify(dead)), { msgID: `dead-${h.msg.seq}` });
+      await this.#js.publish(this.#dead, encoder.encode(JSON.stringify(dead)), { msgID: `dead-${h.message.seq}` });
     } catch (err) {
-      returnToStream(h.msg, retryDelayMs(this.#retryBaseMs, dead.attempts));
+      returnToStream(h.message, retryDelayMs(this.#retryBaseMs, dead.attempts));
       throw unavailable("ingress bus: dead-lettering failed", err);
     }
     await this.#ackAfterMove(h, "dead-lettering");
   }
 
   /** The record is safe elsewhere; a lost ack only means one more (de-duplicated) copy. */
-  async #ackAfterMove(h: Held, what: string): Promise<void> {
+  async #ackAfterMove(h: Held<JsMsg>, what: string): Promise<void> {
     try {
-      await h.msg.ackAck();
+      await h.message.ackAck();
     } catch (err) {
       throw unavailable(`ingress bus: ${what} failed to ack the delivery`, err);
     }
-  }
-
-  #forget(c: LocalConsumer, h: Held): void {
-    if (h.timer !== undefined) clearTimeout(h.timer);
-    h.timer = undefined;
-    h.state = "done";
-    c.held.delete(h);
   }
 
   #settle<T>(work: Promise<T>): Promise<T> {
@@ -571,21 +468,14 @@ class NatsIngressBus implements IngressBus {
    * delay until that request has expired: at most FETCH_EXPIRES_MS.
    */
   async #release(c: LocalConsumer): Promise<void> {
-    if (c.closed) return;
-    c.closed = true;
+    if (c.deliveries.closed) return;
+    const held = c.deliveries.close();
     if (this.#local === c) this.#local = undefined;
     if (c.working !== undefined) clearInterval(c.working);
     c.pull?.stop();
     c.returnDelayMs = c.pullEndsAt === undefined ? 0 : Math.max(0, c.pullEndsAt - Date.now());
     this.#wake(c);
-    for (const h of c.held) {
-      if (h.timer !== undefined) clearTimeout(h.timer);
-      h.timer = undefined;
-      h.state = "done";
-      returnToStream(h.msg, c.returnDelayMs);
-    }
-    c.held.clear();
-    c.ready = [];
+    for (const h of held) returnToStream(h.message, c.returnDelayMs);
     await c.loop;
     // The naks are plain publishes: make sure the server has them before the caller goes on.
     await this.#nc.flush().catch(() => undefined);

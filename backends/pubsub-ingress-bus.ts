@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { Duration, PubSub, protos, v1, type ClientConfig, type Message, type Subscription, type Topic } from "@google-cloud/pubsub";
 import { RoutingError } from "../core/errors.ts";
+import { decodeRecord, HeldDeliveries, type Held } from "./held-deliveries.ts";
 import {
-  retryDelayMs,
   type BusOptions,
   type BusRecord,
   type BusStats,
@@ -168,16 +168,6 @@ async function ensureSubscription(topic: Topic, name: string, options: Parameter
   }
 }
 
-function decodeRecord(data: Buffer): BusRecord | undefined {
-  try {
-    const r = JSON.parse(data.toString("utf8")) as Partial<BusRecord>;
-    if (typeof r.recipientId !== "string" || typeof r.messageId !== "string" || typeof r.envelope !== "string") return undefined;
-    return r as BusRecord;
-  } catch {
-    return undefined;
-  }
-}
-
 function numberAttribute(message: Message, name: string): number | undefined {
   const raw = message.attributes[name];
   const n = raw ? Number(raw) : NaN;
@@ -197,7 +187,7 @@ function deadLetterOf(received: protos.google.pubsub.v1.IReceivedMessage): DeadL
       return undefined;
     }
   }
-  const record = decodeRecord(data);
+  const record = decodeRecord(data.toString("utf8"));
   if (record === undefined) return undefined;
   const deliveries = Number(attributes.CloudPubSubDeadLetterSourceDeliveryCount ?? 0);
   const seconds = Number(m.publishTime?.seconds ?? 0);
@@ -209,25 +199,9 @@ function deadLetterOf(received: protos.google.pubsub.v1.IReceivedMessage): DeadL
   };
 }
 
-/** A message this instance holds: waiting for its backoff, ready for the handler, or in flight. */
-interface Held {
-  readonly message: Message;
-  readonly record: BusRecord;
-  readonly failures: number;
-  readonly enqueuedAt: number;
-  state: "waiting" | "ready" | "inflight" | "done";
-  timer: NodeJS.Timeout | undefined;
-  acked: Promise<void> | undefined;
-}
-
 interface LocalConsumer {
-  readonly handler: (delivery: Delivery) => void;
+  readonly deliveries: HeldDeliveries<Message>;
   readonly subscription: Subscription;
-  paused: boolean;
-  closed: boolean;
-  readonly held: Set<Held>;
-  ready: Held[];
-  scheduled: boolean;
   /** When the stream last brought a message (epoch ms). */
   lastArrival: number;
   /** Retry copies this consumer published and has not seen arrive: copyId -> published at (epoch ms). */
@@ -280,22 +254,22 @@ class PubSubIngressBus implements IngressBus {
       batching: { maxMessages: 100, maxMilliseconds: 10 },
       maxExtensionTime: Duration.from({ minutes: 60 }),
     });
-    const c: LocalConsumer = { handler, subscription, paused: false, closed: false, held: new Set(), ready: [], scheduled: false, lastArrival: 0, copies: new Map() };
+    const c: LocalConsumer = {
+      deliveries: new HeldDeliveries<Message>({
+        handler,
+        retryBaseMs: this.#retryBaseMs,
+        ack: (h) => this.#ack(h),
+        nack: (h, reason) => this.#nack(c, h, reason),
+      }),
+      subscription,
+      lastArrival: 0,
+      copies: new Map(),
+    };
     this.#local = c;
     subscription.on("message", (message: Message) => this.#accept(c, message));
     // The client library reconnects by itself; an error here is informational.
     subscription.on("error", () => undefined);
-    return {
-      pause: () => {
-        c.paused = true;
-      },
-      resume: () => {
-        if (c.closed) return;
-        c.paused = false;
-        this.#schedule(c);
-      },
-      close: () => this.#release(c),
-    };
+    return c.deliveries.subscription(() => this.#release(c));
   }
 
   async stats(): Promise<BusStats> {
@@ -303,7 +277,7 @@ class PubSubIngressBus implements IngressBus {
     let backlog = 0;
     let inFlight = 0;
     let oldest: number | undefined;
-    for (const h of this.#local?.held ?? []) {
+    for (const h of this.#local?.deliveries.held ?? []) {
       backlog++;
       if (h.state === "inflight") inFlight++;
       if (oldest === undefined || h.enqueuedAt < oldest) oldest = h.enqueuedAt;
@@ -383,85 +357,27 @@ class PubSubIngressBus implements IngressBus {
     const copyId = message.attributes[COPY_ID];
     if (copyId !== undefined) c.copies.delete(copyId);
     // Closing: left unsettled, the library nacks it once the stream is closed (see #release).
-    if (c.closed) return;
-    const record = decodeRecord(message.data);
+    if (c.deliveries.closed) return;
+    const record = decodeRecord(message.data.toString("utf8"));
     if (record === undefined) {
       // Not a record this service published: it can never be handled, so it must not block the queue.
       message.ack();
       return;
     }
-    const failures = numberAttribute(message, FAILURES) ?? 0;
-    const h: Held = {
-      message,
-      record,
-      failures,
+    c.deliveries.hold(message, record, {
+      failures: numberAttribute(message, FAILURES) ?? 0,
       enqueuedAt: numberAttribute(message, ENQUEUED_AT) ?? message.publishTime.getTime(),
-      state: "ready",
-      timer: undefined,
-      acked: undefined,
-    };
-    c.held.add(h);
-    const failedAt = numberAttribute(message, FAILED_AT);
-    const wait = failures > 0 && failedAt !== undefined ? failedAt + retryDelayMs(this.#retryBaseMs, failures) - Date.now() : 0;
-    if (wait > 0) {
-      h.state = "waiting";
-      h.timer = setTimeout(() => {
-        h.timer = undefined;
-        if (h.state !== "waiting" || c.closed) return;
-        h.state = "ready";
-        c.ready.push(h);
-        this.#schedule(c);
-      }, wait);
-      h.timer.unref();
-      return;
-    }
-    c.ready.push(h);
-    this.#schedule(c);
-  }
-
-  /** Hands ready messages to the handler on a later turn, never from inside consume or publish. */
-  #schedule(c: LocalConsumer): void {
-    if (c.scheduled || c.paused || c.closed || c.ready.length === 0) return;
-    c.scheduled = true;
-    setImmediate(() => {
-      c.scheduled = false;
-      while (!c.paused && !c.closed) {
-        const h = c.ready.shift();
-        if (h === undefined) break;
-        if (h.state === "ready") this.#deliver(c, h);
-      }
+      failedAt: numberAttribute(message, FAILED_AT),
     });
   }
 
-  #deliver(c: LocalConsumer, h: Held): void {
-    h.state = "inflight";
-    const delivery: Delivery = {
-      record: h.record,
-      attempt: h.failures + 1,
-      ack: () => this.#ack(c, h),
-      nack: (reason: string) => this.#nack(c, h, reason),
-    };
-    try {
-      c.handler(delivery);
-    } catch {
-      // A throwing handler failed this attempt, like a nack.
-      this.#nack(c, h, "handler threw").catch(() => undefined);
-    }
-  }
-
-  /** Idempotent; a delivery returned by a closed subscription still acks (Pub/Sub may ignore it). */
-  #ack(c: LocalConsumer, h: Held): Promise<void> {
-    if (h.acked !== undefined) return h.acked;
-    this.#forget(c, h);
+  /** A delivery returned by a closed subscription still acks (Pub/Sub may ignore it). */
+  #ack(h: Held<Message>): Promise<void> {
     h.message.ack();
-    h.acked = Promise.resolve();
-    return h.acked;
+    return Promise.resolve();
   }
 
-  async #nack(c: LocalConsumer, h: Held, reason: string): Promise<void> {
-    // Only the current delivery can fail a record; a returned or settled one is ignored.
-    if (h.state !== "inflight") return;
-    this.#forget(c, h);
+  async #nack(c: LocalConsumer, h: Held<Message>, reason: string): Promise<void> {
     const failures = h.failures + 1;
     const now = Date.now();
     const work =
@@ -490,7 +406,7 @@ class PubSubIngressBus implements IngressBus {
   }
 
   /** Publishes the record's next form (a retry copy or a dead letter), then acks the failed delivery. */
-  async #move(h: Held, topic: Topic, data: Buffer, attributes: Record<string, string>): Promise<void> {
+  async #move(h: Held<Message>, topic: Topic, data: Buffer, attributes: Record<string, string>): Promise<void> {
     try {
       await topic.publishMessage({ data, attributes });
     } catch (err) {
@@ -501,13 +417,6 @@ class PubSubIngressBus implements IngressBus {
     h.message.ack();
   }
 
-  #forget(c: LocalConsumer, h: Held): void {
-    if (h.timer !== undefined) clearTimeout(h.timer);
-    h.timer = undefined;
-    h.state = "done";
-    c.held.delete(h);
-  }
-
   /**
    * Returns everything this consumer holds to the next consumer. Messages already on their way (a
    * retry copy this consumer just published often is one) are let in first. Nothing is nacked while
@@ -515,16 +424,9 @@ class PubSubIngressBus implements IngressBus {
    * stream, then nacks every message it delivered and nobody settled.
    */
   async #release(c: LocalConsumer): Promise<void> {
-    if (c.closed) return;
-    c.closed = true;
+    if (c.deliveries.closed) return;
+    c.deliveries.close();
     if (this.#local === c) this.#local = undefined;
-    for (const h of c.held) {
-      if (h.timer !== undefined) clearTimeout(h.timer);
-      h.timer = undefined;
-      h.state = "done";
-    }
-    c.held.clear();
-    c.ready = [];
     await Promise.allSettled([...this.#settling]);
     const start = Date.now();
     const waiting = () => {

@@ -49,7 +49,8 @@ const v = (ingress: Variant["ingress"], mode: Variant["mode"], payloadBytes: num
 export function loadPlan(): Plan {
   const profile = env.BENCH_SMOKE === "1" ? "smoke" : env.BENCH_QUICK === "1" ? "quick" : env.BENCH_FULL === "1" ? "full" : "default";
   const window = num("BENCH_WINDOW", profile === "smoke" ? 4 : 8);
-  const fixed = list("BENCH_LOADS")?.map((s) => rate(Number(s)));
+  // BENCH_LOADS replaces a variant's loads: rates in msg/s, `max` for saturation.
+  const fixed = list("BENCH_LOADS")?.map((s) => (s === "max" ? sat(window) : rate(Number(s))));
   const route: VariantPlan[] = {
     smoke: [{ variant: v("ws", "push", 200), loads: [rate(400)] }],
     quick: [
@@ -57,14 +58,14 @@ export function loadPlan(): Plan {
       { variant: v("http", "push", 200), loads: [sat(window)] },
     ],
     default: [
-      { variant: v("ws", "push", 200), loads: [sat(window), ...(fixed ?? [rate(1000), rate(5000), rate(20000)])] },
+      { variant: v("ws", "push", 200), loads: fixed ?? [sat(window), rate(1000), rate(5000), rate(20000)] },
       { variant: v("ws", "push", 8192), loads: [sat(window), rate(5000)] },
       { variant: v("http", "push", 200), loads: [sat(window), rate(5000)] },
       { variant: v("ws", "poke", 200), loads: [sat(window), rate(5000)] },
     ],
     full: (["ws", "http"] as const).flatMap((ingress) =>
       (["push", "poke"] as const).flatMap((mode) =>
-        [200, 8192].map((bytes) => ({ variant: v(ingress, mode, bytes), loads: [sat(window), ...(fixed ?? [rate(1000), rate(5000), rate(20000)])] })),
+        [200, 8192].map((bytes) => ({ variant: v(ingress, mode, bytes), loads: fixed ?? [sat(window), rate(1000), rate(5000), rate(20000)] })),
       ),
     ),
   }[profile];

@@ -40,11 +40,11 @@ export function createRouterService(deps: RouterServiceDeps) {
 
   /*
    * The actor decides from the in-flight count when intake pauses, resumes and when a stop has
-   * drained. Telling it every start and settle costs two XState macrosteps per message, a fifth
-   * of the routing path's CPU (README, "Performance"). While it runs below its limit no guard
-   * can fire, so there it gets the net change once per event-loop turn; it is told at once when
-   * the count reaches the limit, and every step when it is not running (paused: low water;
-   * draining: idle). The counts `router.stats` reports are kept here, exact.
+   * drained. Telling it every start and settle cost two XState macrosteps per message, a fifth of
+   * the routing path's CPU (README, "Performance"). So it gets the net change as one event per
+   * event-loop turn, and at once when a start brings the count to the limit while it runs (so
+   * intake pauses before the bus hands out more). Resuming, or finishing a drain, one turn later
+   * changes nothing that matters. The counts `router.stats` reports are kept here, exact.
    */
   let inFlight = 0;
   let told = 0;
@@ -52,13 +52,15 @@ export function createRouterService(deps: RouterServiceDeps) {
   let syncScheduled = false;
 
   function tell(): void {
-    for (; told < inFlight; told++) actor?.send({ type: "router.delivery.started" });
-    for (; told > inFlight; told--) actor?.send({ type: "router.delivery.settled" });
+    const delta = inFlight - told;
+    told = inFlight;
+    if (delta > 0) actor?.send({ type: "router.delivery.started", count: delta });
+    else if (delta < 0) actor?.send({ type: "router.delivery.settled", count: -delta });
   }
 
   function counted(): void {
     if (actor === undefined) return;
-    if (inFlight >= deps.maxInFlight || !actor.getSnapshot().matches("running")) return tell();
+    if (inFlight >= deps.maxInFlight && actor.getSnapshot().matches("running")) return tell();
     if (syncScheduled) return;
     syncScheduled = true;
     setImmediate(() => {

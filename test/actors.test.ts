@@ -160,6 +160,18 @@ describe("router machine", () => {
     expect(actor.getSnapshot().context.inFlight).toBe(2);
   });
 
+  it("takes counted events: a turn's net change as one event", () => {
+    const { actor, effects } = startRouter(4);
+    actor.send({ type: "router.delivery.started", count: 5 });
+    expect(actor.getSnapshot().value).toBe("paused");
+    actor.send({ type: "router.delivery.settled", count: 2 });
+    expect(actor.getSnapshot().value).toBe("paused");
+    actor.send({ type: "router.delivery.settled", count: 1 });
+    expect(actor.getSnapshot().value).toBe("running");
+    expect(effects).toEqual(["pause", "resume"]);
+    expect(actor.getSnapshot().context).toMatchObject({ inFlight: 2, started: 5, settled: 3 });
+  });
+
   it("stop drains in-flight work before stopping", () => {
     const { actor, effects } = startRouter(4);
     actor.send({ type: "router.delivery.started" });

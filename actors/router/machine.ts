@@ -23,9 +23,10 @@ export interface RouterContext extends RouterInput {
   abandoned: number;
 }
 
+/** `count` (default 1): how many deliveries started or settled since the host last told. */
 export type RouterEvent =
-  | { type: "router.delivery.started" }
-  | { type: "router.delivery.settled" }
+  | { type: "router.delivery.started"; count?: number }
+  | { type: "router.delivery.settled"; count?: number }
   | { type: "router.stop" };
 
 
@@ -36,8 +37,14 @@ export const routerMachine = setup({
     events: {} as RouterEvent,
   },
   actions: {
-    countStarted: assign(({ context }) => ({ inFlight: context.inFlight + 1, started: context.started + 1 })),
-    countSettled: assign(({ context }) => ({ inFlight: context.inFlight - 1, settled: context.settled + 1 })),
+    countStarted: assign(({ context, event }) => {
+      const n = "count" in event ? (event.count ?? 1) : 1;
+      return { inFlight: context.inFlight + n, started: context.started + n };
+    }),
+    countSettled: assign(({ context, event }) => {
+      const n = "count" in event ? (event.count ?? 1) : 1;
+      return { inFlight: context.inFlight - n, settled: context.settled + n };
+    }),
     pauseIntake: () => {},
     resumeIntake: () => {},
     /** Close the bus subscription: unacked deliveries go back to the bus. */

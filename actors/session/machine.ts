@@ -4,8 +4,10 @@ import type { Urn } from "../../core/urn.ts";
 
 /**
  * One actor per client connection (WebSocket or MQTT). Pure: every effect (presence, socket) is an
- * action the hosting gateway provides with `machine.provide()`. The host feeds it the facts
- * (auth verified, presence written, pong seen, buffer over its limit, socket gone, shutdown).
+ * action the hosting gateway provides with `machine.provide()`, once per host, not per connection
+ * (`provide()` clones the machine, ~18 KB): an effect knows its session by `context.sessionId` and
+ * answers through `self`. The host feeds it the facts (auth verified, presence written, pong seen,
+ * buffer over its limit, socket gone, shutdown).
  *
  *   connecting -> authenticated -> online -> draining -> closed
  *        \______________\______________\__________________/  (timeouts, failures, socket closed)

@@ -6,9 +6,9 @@ import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
 import { createEngine } from "./create-engine.ts";
-import type { BinaryStreamRoute, GatewayEngine, UpgradeDecision, UpgradeRequest } from "./engine.ts";
+import type { BinaryStreamRoute, GatewayEngine, SocketListener, UpgradeDecision, UpgradeRequest } from "./engine.ts";
 import { bearerToken, createHttpRoutes, errorResponse, type OperatorEndpoints } from "./http-routes.ts";
-import type { DeliveryMode, SessionHost } from "./sessions.ts";
+import type { DeliveryMode, Session, SessionHost } from "./sessions.ts";
 import { createFrameHandler } from "./socket-frames.ts";
 import type { Principal } from "../auth/verifier.ts";
 
@@ -52,6 +52,36 @@ function deliveryMode(raw: string | null): DeliveryMode {
 }
 
 /** HTTP routes and WebSocket sessions on one engine. */
+/**
+ * What a WebSocket's events mean to its session. A class, not an object of closures: one lives per
+ * idle connection (README, "Performance": idle connections).
+ */
+class SessionListener implements SocketListener {
+  readonly #session: Session;
+  readonly #onFrame: (session: Session, text: string | null) => void;
+
+  constructor(session: Session, onFrame: (session: Session, text: string | null) => void) {
+    this.#session = session;
+    this.#onFrame = onFrame;
+  }
+
+  message(text: string | null): void {
+    this.#onFrame(this.#session, text);
+  }
+
+  pong(): void {
+    this.#session.actor.send({ type: "session.pong" });
+  }
+
+  drain(): void {
+    if (this.#session.transport.bufferedAmount() === 0) this.#session.actor.send({ type: "session.flushed" });
+  }
+
+  closed(code: number): void {
+    this.#session.actor.send({ type: "session.socket.closed", code });
+  }
+}
+
 export function createGateway(deps: GatewayDeps) {
   let accepting = true;
   const onFrame = createFrameHandler({ ingress: deps.ingress, mailbox: deps.mailbox, maxEnvelopeBytes: deps.maxEnvelopeBytes });
@@ -75,15 +105,7 @@ export function createGateway(deps: GatewayDeps) {
         }
       },
       open(socket, { principal, mode }) {
-        const session = deps.sessions.open(socket, "ws", mode, principal);
-        return {
-          message: (text) => onFrame(session, text),
-          pong: () => session.actor.send({ type: "session.pong" }),
-          drain: () => {
-            if (socket.bufferedAmount() === 0) session.actor.send({ type: "session.flushed" });
-          },
-          closed: (code) => session.actor.send({ type: "session.socket.closed", code }),
-        };
+        return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame);
       },
     },
   });

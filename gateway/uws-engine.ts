@@ -108,6 +108,52 @@ interface BinaryState {
   inCall: number;
 }
 
+/**
+ * A WebSocket as the gateway sees it. A class, not an object of closures: one lives per idle
+ * connection, and per-connection closures cost far more than their code suggests (README,
+ * "Performance": idle connections).
+ */
+class UwsSocketHandle<C> implements SocketHandle {
+  readonly #state: SocketState<C>;
+  readonly #ws: Uws.WebSocket<UserData<C>>;
+
+  constructor(state: SocketState<C>, ws: Uws.WebSocket<UserData<C>>) {
+    this.#state = state;
+    this.#ws = ws;
+  }
+
+  send(text: string): boolean {
+    if (this.#state.closed) return false;
+    // Corked: the frame header and payload leave in one write(2) instead of two. (Inside a uWS
+    // handler the socket is already corked and cork() only runs the callback.)
+    const ws = this.#ws;
+    let status = SEND_DROPPED;
+    ws.cork(() => {
+      status = ws.send(text, false);
+    });
+    return status !== SEND_DROPPED;
+  }
+
+  bufferedAmount(): number {
+    return this.#state.closed ? 0 : this.#ws.getBufferedAmount();
+  }
+
+  ping(): void {
+    if (!this.#state.closed) this.#ws.ping();
+  }
+
+  close(code: number, reason: string): void {
+    const state = this.#state;
+    if (state.closed) return;
+    state.inCall++;
+    try {
+      this.#ws.end(closeCode(code), closeReason(reason));
+    } finally {
+      state.inCall--;
+    }
+  }
+}
+
 export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   const uws = loadUwsNative();
   const app = uws.App();
@@ -123,34 +169,6 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     state.notified = true;
     state.listener.closed(code);
   };
-
-  const makeHandle = (state: SocketState<C>, ws: Uws.WebSocket<UserData<C>>): SocketHandle => ({
-    send(text) {
-      if (state.closed) return false;
-      // Corked: the frame header and payload leave in one write(2) instead of two. (Inside a uWS
-      // handler the socket is already corked and cork() only runs the callback.)
-      let status = SEND_DROPPED;
-      ws.cork(() => {
-        status = ws.send(text, false);
-      });
-      return status !== SEND_DROPPED;
-    },
-    bufferedAmount() {
-      return state.closed ? 0 : ws.getBufferedAmount();
-    },
-    ping() {
-      if (!state.closed) ws.ping();
-    },
-    close(code, reason) {
-      if (state.closed) return;
-      state.inCall++;
-      try {
-        ws.end(closeCode(code), closeReason(reason));
-      } finally {
-        state.inCall--;
-      }
-    },
-  });
 
   /**
    * uWS `open` only records the socket here; `finish` (below) opens the listener once `res.upgrade()`
@@ -174,7 +192,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     // Closed inside the upgrade (close handler ran, no listener to tell), or never opened.
     if (ws === undefined || state.closed) return;
     state.ws = ws;
-    state.handle = makeHandle(state, ws);
+    state.handle = new UwsSocketHandle(state, ws);
     openSockets.add(state);
     try {
       state.listener = options.sockets.open(state.handle, state.context);

@@ -8,10 +8,7 @@ export type SqliteSync = "full" | "normal";
 export interface SqliteDbOptions {
   /** The database is `<dataDir>/routing.db`; the directory is created if missing. */
   readonly dataDir: string;
-  /**
-   * `full` survives power loss: no write resolves before its transaction's WAL frames are on disk.
-   * `normal` (in WAL mode) survives process crashes only.
-   */
+  /** `full` survives power loss; `normal` (in WAL mode) survives process crashes only. */
   readonly sync: SqliteSync;
   /** How long a statement waits for a lock held by another connection, in ms. */
   readonly busyTimeoutMs?: number;
@@ -135,8 +132,6 @@ function migrate(db: Database.Database): void {
   }
 }
 
-type Settle = () => void;
-
 interface QueuedWrite {
   readonly fn: (db: Database.Database) => unknown;
   /** Wrap in a savepoint (several statements that must roll back together). */
@@ -149,20 +144,9 @@ type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: f
 
 /**
  * The one SQLite database every embedded role shares. Writes are group-committed: everything
- * queued since the last commit commits in a single transaction, each multi-statement write in its
- * own savepoint so a failing one rolls back alone. Reads are synchronous cached statements; in WAL
+ * queued during one event-loop turn commits in a single transaction (one fsync), each
+ * multi-statement write in its own savepoint so a failing one rolls back alone. Reads are synchronous cached statements; in WAL
  * mode they never wait for the writer.
- *
- * Durability (`sync: "full"`): the connection runs `synchronous = NORMAL` (commits write the WAL
- * without fsync; checkpoints still fsync the WAL before copying and the database before the WAL
- * is reused) and this class makes each commit durable itself: after COMMIT it fdatasyncs the WAL
- * file on libuv's thread pool and resolves the group's writes only when that returns. That is what
- * `synchronous = FULL` guarantees (a resolved write survives power loss) without blocking the
- * event loop for the fsync. While an fdatasync is in flight nothing commits: writes queue and
- * commit as one group when it returns, so at any load there is one commit and one fdatasync per
- * disk round trip (group commit across turns). A failed fdatasync rejects the groups it covered.
- * Committed data is visible to reads before its fsync returns: a reader may see a write whose
- * writer has not yet been told it is durable (at-least-once, as after any redelivery).
  *
  * Roles never close it: whoever opened it closes it, after the roles.
  */
@@ -173,22 +157,14 @@ export class SqliteDb {
   #queue: QueuedWrite[] = [];
   #scheduled = false;
   #commits = 0;
-  #syncs = 0;
-  #durable: boolean;
-  #walFd: number | undefined;
-  /** Groups committed and waiting for the next fdatasync. */
-  #unsynced: Array<{ settle: Settle; fail: (error: unknown) => void }> = [];
-  #syncing = false;
 
   constructor(opts: SqliteDbOptions) {
-    this.#durable = opts.sync === "full";
     fs.mkdirSync(opts.dataDir, { recursive: true });
     this.file = path.join(opts.dataDir, "routing.db");
     this.#db = new Database(this.file, { timeout: opts.busyTimeoutMs ?? 5_000 });
     try {
       this.#db.pragma("journal_mode = WAL");
-      // `full` is NORMAL plus this class' own fdatasync of the WAL per group (see above).
-      this.#db.pragma("synchronous = NORMAL");
+      this.#db.pragma(`synchronous = ${opts.sync === "full" ? "FULL" : "NORMAL"}`);
       // Performance only, durability unchanged. Each write's savepoint keeps a statement journal;
       // past 64 KiB a group's journal spilled to a temp file, about six extra pwrite(2) calls per
       // message: keep it in memory. And checkpoint every 10000 WAL pages instead of 1000: the hot
@@ -212,11 +188,6 @@ export class SqliteDb {
     return this.#commits;
   }
 
-  /** WAL fdatasyncs completed so far (`sync: "full"` only; each covers one or more commits). */
-  get syncs(): number {
-    return this.#syncs;
-  }
-
   /** A prepared statement, prepared once per SQL text. */
   statement<P extends unknown[] = unknown[], R = unknown>(sql: string): Database.Statement<P, R> {
     let stmt = this.#statements.get(sql);
@@ -229,9 +200,8 @@ export class SqliteDb {
 
   /**
    * Queues `fn` for the next group commit. Resolves with its result only after the transaction
-   * holding it committed (and, with `sync: "full"`, is on disk); rejects if `fn` threw (its changes
-   * alone are rolled back) or if the commit failed (nothing of the group was written). `fn` must be
-   * synchronous.
+   * holding it committed; rejects if `fn` threw (its changes alone are rolled back) or if the
+   * commit failed (nothing of the group was written). `fn` must be synchronous.
    */
   write<T>(fn: (db: Database.Database) => T): Promise<T> {
     return this.#enqueue(fn, true);
@@ -249,30 +219,19 @@ export class SqliteDb {
     if (!this.#db.open) return Promise.reject(new Error("routing.db is closed"));
     return new Promise<T>((resolve, reject) => {
       this.#queue.push({ fn, savepoint, resolve: resolve as (value: unknown) => void, reject });
-      this.#schedule();
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => this.#flush());
+      }
     });
   }
 
-  /**
-   * The next group commits on the next turn, or, with `sync: "full"`, once the fdatasync in flight
-   * returns: groups then grow with the load instead of each turn paying for its own commit.
-   */
-  #schedule(): void {
-    if (this.#scheduled || this.#syncing || this.#queue.length === 0) return;
-    this.#scheduled = true;
-    setImmediate(() => this.#flush());
-  }
-
-  /**
-   * Commits queued writes, then closes. Idempotent. Closing checkpoints the WAL into the database
-   * with fsyncs, so groups still waiting for their fdatasync are durable once it returns.
-   */
+  /** Commits queued writes, then closes. Idempotent. */
   close(): void {
     if (!this.#db.open) return;
     this.#flush();
     this.#statements.clear();
     this.#db.close();
-    if (!this.#syncing) this.#closeWal();
   }
 
   #flush(): void {
@@ -316,50 +275,10 @@ export class SqliteDb {
       for (const w of batch) w.reject(error);
       return;
     }
-    const settle = () =>
-      batch.forEach((w, i) => {
-        const outcome = outcomes[i];
-        if (outcome.ok) w.resolve(outcome.value);
-        else w.reject(outcome.error);
-      });
-    if (!this.#durable) return settle();
-    this.#unsynced.push({ settle, fail: (error) => batch.forEach((w) => w.reject(error)) });
-    this.#syncWal();
-  }
-
-  /** Starts one fdatasync of the WAL for every group committed so far, unless one is running. */
-  #syncWal(): void {
-    if (this.#syncing || this.#unsynced.length === 0) return;
-    const groups = this.#unsynced;
-    this.#unsynced = [];
-    this.#syncing = true;
-    let fd: number;
-    try {
-      // Opened on first use: the WAL exists once something was written; it is never replaced
-      // while the connection is open (only reused from its start after a checkpoint).
-      fd = this.#walFd ??= fs.openSync(`${this.file}-wal`, "r");
-    } catch (error) {
-      this.#syncing = false;
-      for (const g of groups) g.fail(error);
-      return;
-    }
-    fs.fdatasync(fd, (error) => {
-      this.#syncing = false;
-      if (error) {
-        for (const g of groups) g.fail(error);
-      } else {
-        this.#syncs++;
-        for (const g of groups) g.settle();
-      }
-      if (!this.#db.open && this.#unsynced.length === 0) this.#closeWal();
-      else this.#syncWal();
-      if (this.#db.open) this.#schedule();
+    batch.forEach((w, i) => {
+      const outcome = outcomes[i];
+      if (outcome.ok) w.resolve(outcome.value);
+      else w.reject(outcome.error);
     });
-  }
-
-  #closeWal(): void {
-    if (this.#walFd === undefined) return;
-    fs.closeSync(this.#walFd);
-    this.#walFd = undefined;
   }
 }

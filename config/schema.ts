@@ -22,7 +22,7 @@ export const ConfigSchema = Type.Object(
     gatewayEngine: Type.Union([Type.Literal("uws"), Type.Literal("ws")], { default: "uws", description: "WebSocket/HTTP engine: `uws` (uWebSockets.js, native) or `ws` (portable, Node http)." }),
     bus: Type.Union([Type.Literal("embedded"), Type.Literal("nats"), Type.Literal("pubsub")], { default: "embedded", description: "Ingress bus: `embedded` (SQLite, one node), `nats` (JetStream) or `pubsub` (Google Pub/Sub)." }),
     store: Type.Union([Type.Literal("embedded"), Type.Literal("redis"), Type.Literal("firestore")], { default: "embedded", description: "Mailbox and de-duplication store: `embedded` (SQLite), `redis` or `firestore`." }),
-    sqliteSync: Type.Union([Type.Literal("full"), Type.Literal("normal")], { default: "full", description: "Durability of the embedded store: `full` resolves each write only after its WAL is fdatasynced (survives power loss), `normal` survives process crashes." }),
+    sqliteSync: Type.Union([Type.Literal("full"), Type.Literal("normal")], { default: "full", description: "SQLite `synchronous` for the embedded store: `full` survives power loss, `normal` survives process crashes." }),
     busMaxAttempts: Type.Integer({ minimum: 1, maximum: 100, default: 5, description: "Deliveries of a bus record before it is dead-lettered." }),
     busRetryBaseMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 200, description: "First redelivery delay after a failure; doubles per attempt (max 30 s)." }),
     routerMaxInFlight: Type.Integer({ minimum: 1, maximum: 100_000, default: 512, description: "Bus records the router works on at once; intake pauses when full." }),

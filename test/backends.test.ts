@@ -107,11 +107,10 @@ describe("SqliteDb", () => {
     }
   }
 
-  it("creates <dataDir>/routing.db in WAL mode, migrated, the connection at synchronous NORMAL", () => {
+  it("creates <dataDir>/routing.db in WAL mode with the requested synchronous level, migrated", () => {
     expect(fs.existsSync(path.join(dir, "routing.db"))).toBe(true);
     expect(db.statement<[], string>("PRAGMA journal_mode").pluck().get()).toBe("wal");
-    // `full` is NORMAL plus the class' own fdatasync per group (next tests).
-    expect(db.statement<[], number>("PRAGMA synchronous").pluck().get()).toBe(1);
+    expect(db.statement<[], number>("PRAGMA synchronous").pluck().get()).toBe(2);
     expect(db.statement<[], number>("PRAGMA user_version").pluck().get()).toBe(SCHEMA_VERSION);
     const normal = openSqliteDb({ dataDir: dir, sync: "normal" });
     try {
@@ -137,40 +136,18 @@ describe("SqliteDb", () => {
     expect(seen).toBe(7);
   });
 
-  it("with sync full, resolves a write only after an fdatasync of the WAL that followed its commit", async () => {
+  it("rolls back and rejects only a single-statement write that failed, without a savepoint", async () => {
     const insert = db.statement<[string, number]>("INSERT INTO t (k, v) VALUES (?, ?)");
-    let syncsBeforeCommit = -1;
-    await db.write(() => {
-      syncsBeforeCommit = db.syncs;
-      return insert.run("k", 1);
-    });
-    expect(db.syncs).toBeGreaterThan(syncsBeforeCommit);
-    const normal = openSqliteDb({ dataDir: path.join(dir, "normal"), sync: "normal" });
-    try {
-      await normal.write(() => 1);
-      expect(normal.syncs).toBe(0);
-    } finally {
-      normal.close();
-    }
-  });
-
-  it("with sync full, commits nothing while an fdatasync is in flight: writes queue for one group", async () => {
-    const insert = db.statement<[string, number]>("INSERT INTO t (k, v) VALUES (?, ?)");
-    const unsyncedAtCommit: number[] = [];
-    const writes: Array<Promise<unknown>> = [];
-    for (let i = 0; i < 200; i++) {
-      writes.push(
-        db.writeStatement(() => {
-          unsyncedAtCommit.push(db.commits - db.syncs);
-          return insert.run(`k${i}`, i);
-        }),
-      );
-      if (i % 4 === 3) await new Promise((r) => setImmediate(r));
-    }
-    await Promise.all(writes);
-    expect(new Set(unsyncedAtCommit)).toEqual(new Set([0]));
-    expect(db.commits).toBeLessThan(200 / 4);
-    expect(committed("k199")).toBe(199);
+    const before = db.commits;
+    const outcomes = await Promise.allSettled([
+      db.writeStatement(() => insert.run("a", 1)),
+      db.writeStatement(() => insert.run("a", 2)), // primary-key violation
+      db.write(() => insert.run("b", 3)),
+      db.writeStatement(() => insert.run("c", 4)),
+    ]);
+    expect(outcomes.map((o) => o.status)).toEqual(["fulfilled", "rejected", "fulfilled", "fulfilled"]);
+    expect(db.commits - before).toBe(1);
+    expect([committed("a"), committed("b"), committed("c")]).toEqual([1, 3, 4]);
   });
 
   it("rolls back and rejects only the write that threw", async () => {

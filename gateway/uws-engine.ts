@@ -124,14 +124,8 @@ class UwsSocketHandle<C> implements SocketHandle {
 
   send(text: string): boolean {
     if (this.#state.closed) return false;
-    // Corked: the frame header and payload leave in one write(2) instead of two. (Inside a uWS
-    // handler the socket is already corked and cork() only runs the callback.)
-    const ws = this.#ws;
-    let status = SEND_DROPPED;
-    ws.cork(() => {
-      status = ws.send(text, false);
-    });
-    return status !== SEND_DROPPED;
+    // Not corked: an uncorked send is already one sendto(2) per frame (strace: 1,001 for 1,000).
+    return this.#ws.send(text, false) !== SEND_DROPPED;
   }
 
   bufferedAmount(): number {

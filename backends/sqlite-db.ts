@@ -145,8 +145,9 @@ type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: f
 /**
  * The one SQLite database every embedded role shares. Writes are group-committed: everything
  * queued during one event-loop turn commits in a single transaction (one fsync), each
- * multi-statement write in its own savepoint so a failing one rolls back alone. Reads are synchronous cached statements; in WAL
- * mode they never wait for the writer.
+ * multi-statement write in its own savepoint so a failing one rolls back alone (`writeStatement`
+ * for a single statement needs none). Reads are synchronous cached statements; in WAL mode they
+ * never wait for the writer.
  *
  * Roles never close it: whoever opened it closes it, after the roles.
  */

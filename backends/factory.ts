@@ -121,6 +121,7 @@ export async function createBackends(config: Config): Promise<Backends> {
   const pushQueue = createSqlitePushQueue(db);
   const presence = createPresence(config);
   const roles = [bus, mailbox, devices, presence] as const;
+  let closing: Promise<void> | undefined;
   return {
     bus,
     mailbox,
@@ -128,11 +129,13 @@ export async function createBackends(config: Config): Promise<Backends> {
     pushQueue,
     presence,
     ready: async () => (await Promise.all(roles.map((r) => r.ready().catch(() => false)))).every(Boolean),
-    close: async () => {
-      await bus.close();
-      await Promise.allSettled([mailbox.close(), devices.close(), pushQueue.close(), presence.close()]);
-      await firestoreClient?.terminate();
-      db.close();
-    },
+    // Idempotent: the backends service closes them at stop; a failed start-up closes them too.
+    close: () =>
+      (closing ??= (async () => {
+        await bus.close();
+        await Promise.allSettled([mailbox.close(), devices.close(), pushQueue.close(), presence.close()]);
+        await firestoreClient?.terminate();
+        db.close();
+      })()),
   };
 }

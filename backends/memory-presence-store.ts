@@ -69,6 +69,15 @@ class MemoryPresenceStore implements PresenceStore {
     this.#beats.set(instanceId, this.#now());
   }
 
+  async release(instanceId: string): Promise<void> {
+    this.#check("presence release");
+    for (const [urn, sessions] of this.#sessions) {
+      for (const [id, session] of sessions) if (session.entry.instanceId === instanceId) sessions.delete(id);
+      if (sessions.size === 0) this.#sessions.delete(urn);
+    }
+    this.#beats.delete(instanceId);
+  }
+
   async ready(): Promise<boolean> {
     return this.#open;
   }

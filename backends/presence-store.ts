@@ -24,6 +24,11 @@ export interface PresenceStore {
   get(urn: Urn): Promise<PresenceEntry[]>;
   /** Refreshes every entry of this instance. */
   heartbeat(instanceId: string): Promise<void>;
+  /**
+   * The instance leaves on purpose (graceful stop): every entry it still holds is gone once this
+   * resolves, instead of one TTL later. Idempotent.
+   */
+  release(instanceId: string): Promise<void>;
   ready(): Promise<boolean>;
   close(): Promise<void>;
 }

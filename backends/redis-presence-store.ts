@@ -162,6 +162,14 @@ class RedisPresenceStore implements PresenceStore {
     });
   }
 
+  /** Drops the liveness key (readers filter the instance's sessions out at once), then its entries. */
+  release(instanceId: string): Promise<void> {
+    return this.#guard("presence release", async () => {
+      await this.#redis.del(this.#instanceKey(instanceId));
+      await this.#purgeInstance(instanceId);
+    });
+  }
+
   /** Reachable: a PING answered within 2 s (a connection still being set up gets that long). */
   async ready(): Promise<boolean> {
     if (!this.#open) return false;

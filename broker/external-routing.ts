@@ -29,6 +29,7 @@ export function withExternalDelivery(inner: RouterReach, publish: (urn: Urn, fra
     remove: (urn, sessionId) => inner.presence.remove(urn, sessionId),
     get: async (urn) => [...(await inner.presence.get(urn)), brokerEntry],
     heartbeat: (instanceId) => inner.presence.heartbeat(instanceId),
+    release: (instanceId) => inner.presence.release(instanceId),
     ready: () => inner.presence.ready(),
     close: () => inner.presence.close(),
   };

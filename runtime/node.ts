@@ -1,8 +1,7 @@
-import { ServiceBroker, type BrokerOptions } from "moleculer";
-import brokerConfig from "../moleculer.config.ts";
+import type { ServiceBroker } from "moleculer";
 import { devSecretNotice, resolveAuth } from "../auth/index.ts";
-import { createBackends, type Backends } from "../backends/factory.ts";
-import type { Config, } from "../config/schema.ts";
+import type { Backends } from "../backends/factory.ts";
+import type { Config } from "../config/schema.ts";
 import type { ExplicitSettings } from "../config/load.ts";
 import { buildAsyncApi } from "../docs-api/asyncapi.ts";
 import { buildOpenApi } from "../docs-api/openapi.ts";
@@ -10,21 +9,23 @@ import { createMqtt } from "../broker/index.ts";
 import { createGateway } from "../gateway/index.ts";
 import type { OperatorEndpoints } from "../gateway/http-routes.ts";
 import { createSessionHost } from "../gateway/sessions.ts";
-import { createMetrics } from "../metrics/registry.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
-import { createIngress } from "../routing/ingress.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { createDevicesService } from "../services/devices.service.ts";
 import { createGatewayService } from "../services/gateway.service.ts";
-import { createIngressService } from "../services/ingress.service.ts";
-import { createMailboxService } from "../services/mailbox.service.ts";
+import { createMqttService } from "../services/mqtt.service.ts";
 import { createPresenceService } from "../services/presence.service.ts";
 import { createPushService } from "../services/push.service.ts";
 import { createRouterService } from "../services/router.service.ts";
+import { createSignalsService } from "../services/signals.service.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
+import { compose, type NodeExtras } from "./compose.ts";
+import type { Lifecycle } from "./lifecycle.ts";
+
+export type { NodeExtras } from "./compose.ts";
 
 export interface RoutingNode {
   readonly broker: ServiceBroker;
@@ -32,157 +33,123 @@ export interface RoutingNode {
   readonly httpPort: number;
   readonly backends: Backends;
   readonly sessions: ReturnType<typeof createSessionHost>;
-  /** Graceful shutdown: stop intake, drain sessions (1001), finish or return in-flight bus work, close backends. */
+  readonly lifecycle: Lifecycle;
+  /** Graceful shutdown, the one way down: the drain, then `broker.stop()` (parts in dependency order). */
   shutdown(): Promise<void>;
 }
 
-/** What a caller hosting the node adds (the REPL: a middleware redacting payloads from what it prints). */
-export interface NodeExtras {
-  readonly middlewares?: BrokerOptions["middlewares"];
-}
-
 /**
- * The composition root: builds the backends the config selects, wires them into the services'
- * functions, hosts the services on one ServiceBroker and starts it. Nothing else constructs
- * backends or reads the config.
+ * The routing node (`npm start`): the common parts (backends, gated ingress, mailbox) plus devices,
+ * presence, signals, MQTT, router, push, status and the gateway, each a service that names what it
+ * depends on. Stop order (edge first): gateway and push; router; MQTT; signals, status;
+ * presence, devices, ingress, mailbox; backends.
  */
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
-  const broker = new ServiceBroker({
-    ...brokerConfig,
-    middlewares: [...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
-    nodeID: config.instanceId,
-    // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
-    namespace: config.namespace,
-    transporter: config.transporter ?? null,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
-  });
-  const log = broker.getLogger("routing");
-  const pushSenders = createPushSenders(config, log);
-  const backends = await createBackends(config);
-  const auth = resolveAuth(config);
-  if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
-
-  const metrics = createMetrics();
-  const sessions = createSessionHost({
-    instanceId: config.instanceId,
-    presence: backends.presence,
-    metrics,
-    maxBufferBytes: config.wsMaxBufferBytes,
-    authTimeoutMs: config.authTimeoutMs,
-    heartbeatMs: config.heartbeatSeconds * 1000,
-    drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 2),
-    log,
-  });
-  const signals = await createSignalBridge(config, sessions, metrics.signalCounters());
-  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics });
-  // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
-  const mqtt = createMqtt({
-    instanceId: config.instanceId,
-    host: config.host,
-    port: config.mqttPort,
-    portExplicit: explicit.has("mqttPort"),
-    url: config.mqttUrl,
-    topics: { ingest: config.mqttIngestTopic, receive: config.mqttReceiveTopic, ack: config.mqttAckTopic },
-    shareGroup: config.mqttShareGroup,
-    wsPath: config.mqttWsPath,
-    maxEnvelopeBytes: config.maxEnvelopeBytes,
-    connectTimeoutMs: config.authTimeoutMs,
-    verifier: auth.verifier,
-    ingress,
-    mailbox: backends.mailbox,
-    sessions,
-    log,
-  });
-  const reach = mqtt.reach({ presence: backends.presence, signals });
-  const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
-  // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
-  let documents: { openapi: string; asyncapi: string } | undefined;
-  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
-  const operator: OperatorEndpoints = {
-    openapi: () => docs().openapi,
-    asyncapi: () => docs().asyncapi,
-    statusPage,
-    status: () => broker.call("status.snapshot", {}, { nodeID: broker.nodeID }),
-  };
-  metrics.onScrape(async () => {
-    const depth = await backends.mailbox.totalDepth?.();
-    if (depth !== undefined) metrics.mailboxDepth.set(depth);
-  });
-  const gateway = createGateway({
-    operator,
-    engine: config.gatewayEngine,
-    verifier: auth.verifier,
-    ingress,
-    mailbox: backends.mailbox,
-    devices: backends.devices,
-    sessions,
-    metrics,
-    maxEnvelopeBytes: config.maxEnvelopeBytes,
-    ready: backends.ready,
-    log,
-    streams: mqtt.streams,
-  });
-  const router = createRouterService({
-    bus: backends.bus,
-    busName: config.bus,
-    route,
-    metrics,
-    maxInFlight: config.routerMaxInFlight,
-    drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 2),
-    presence: backends.presence,
-  });
-
+  let sessions: ReturnType<typeof createSessionHost> | undefined;
   let httpPort = 0;
-  broker.createService(createIngressService({ ingress }));
-  broker.createService(createMailboxService({ mailbox: backends.mailbox }));
-  broker.createService(createDevicesService({ devices: backends.devices }));
-  broker.createService(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }));
-  broker.createService(router.schema);
-  broker.createService(createStatusService({ throughput: createThroughput(metrics.totals) }));
-  // Stopped with the broker, so its actor stops (finishing the batch in progress) before backends close.
-  broker.createService(
-    createPushService({ queue: backends.pushQueue, presence: backends.presence, mailbox: backends.mailbox, devices: backends.devices, senders: pushSenders, metrics, ...pushSettings(config) }),
-  );
-  broker.createService(
-    createGatewayService({ gateway, sessions, host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }),
-  );
+  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true }, async ({ broker, backends, metrics, gate, clock, log, add }) => {
+    const ingress = gate.ingress;
+    const pushSenders = createPushSenders(config, log);
+    const auth = resolveAuth(config);
+    if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
+    // Each drain phase gets its share of ROUTING_SHUTDOWN_TIMEOUT_MS (runtime/drain.ts): sessions up
+    // to half of it, the router up to three quarters, so everything ends before the forced exit.
+    const phaseMs = Math.floor(config.shutdownTimeoutMs / 4);
+    const host = createSessionHost({
+      instanceId: config.instanceId,
+      presence: backends.presence,
+      metrics,
+      maxBufferBytes: config.wsMaxBufferBytes,
+      authTimeoutMs: config.authTimeoutMs,
+      heartbeatMs: config.heartbeatSeconds * 1000,
+      drainTimeoutMs: phaseMs,
+      log,
+    });
+    sessions = host;
+    const signals = await createSignalBridge(config, host, metrics.signalCounters());
+    // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
+    const mqtt = createMqtt({
+      instanceId: config.instanceId,
+      host: config.host,
+      port: config.mqttPort,
+      portExplicit: explicit.has("mqttPort"),
+      url: config.mqttUrl,
+      topics: { ingest: config.mqttIngestTopic, receive: config.mqttReceiveTopic, ack: config.mqttAckTopic },
+      shareGroup: config.mqttShareGroup,
+      wsPath: config.mqttWsPath,
+      maxEnvelopeBytes: config.maxEnvelopeBytes,
+      connectTimeoutMs: config.authTimeoutMs,
+      verifier: auth.verifier,
+      ingress,
+      mailbox: backends.mailbox,
+      sessions: host,
+      log,
+    });
+    const reach = mqtt.reach({ presence: backends.presence, signals });
+    const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
+    // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
+    let documents: { openapi: string; asyncapi: string } | undefined;
+    const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
+    const operator: OperatorEndpoints = {
+      openapi: () => docs().openapi,
+      asyncapi: () => docs().asyncapi,
+      statusPage,
+      status: () => broker.call("status.snapshot", {}, { nodeID: broker.nodeID }),
+    };
+    metrics.onScrape(async () => {
+      const depth = await backends.mailbox.totalDepth?.();
+      if (depth !== undefined) metrics.mailboxDepth.set(depth);
+    });
+    const gateway = createGateway({
+      operator,
+      engine: config.gatewayEngine,
+      verifier: auth.verifier,
+      ingress,
+      mailbox: backends.mailbox,
+      devices: backends.devices,
+      sessions: host,
+      metrics,
+      maxEnvelopeBytes: config.maxEnvelopeBytes,
+      ready: backends.ready,
+      log,
+      streams: mqtt.streams,
+    });
+    const router = createRouterService({
+      bus: backends.bus,
+      busName: config.bus,
+      route,
+      metrics,
+      maxInFlight: config.routerMaxInFlight,
+      drainTimeoutMs: phaseMs,
+      presence: backends.presence,
+      dependencies: ["backends", "mailbox", "presence", "signals", "mqtt"],
+      // Only this process reads the embedded bus: route its whole backlog before stopping.
+      drainBacklog: config.bus === "embedded" ? clock : undefined,
+    });
 
-  let mqttReady = "";
-  try {
-    mqttReady = await mqtt.start();
-    await broker.start();
-  } catch (err) {
-    await broker.stop().catch(() => {});
-    await mqtt.close().catch(() => {});
-    await gateway.close().catch(() => {});
-    await backends.close();
-    throw err;
-  }
-  log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
+    let mqttReady = "";
+    add(createDevicesService({ devices: backends.devices }));
+    add(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }));
+    add(createSignalsService({ signals }));
+    add(createMqttService({ mqtt, onStarted: (part) => (mqttReady = part) }));
+    add(router.schema);
+    add(createStatusService({ throughput: createThroughput(metrics.totals) }));
+    // Its actor finishes the batch in progress when it stops, before the backends close.
+    add(createPushService({ queue: backends.pushQueue, presence: backends.presence, mailbox: backends.mailbox, devices: backends.devices, senders: pushSenders, metrics, ...pushSettings(config) }));
+    add(createGatewayService({ gateway, sessions: host, gate, clock, host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }));
 
-  let shuttingDown: Promise<void> | undefined;
-  const shutdown = () =>
-    (shuttingDown ??= (async () => {
-      gateway.stopAccepting();
-      mqtt.stopAccepting();
-      await sessions.drainAll(Math.floor(config.shutdownTimeoutMs / 2));
-      await router.stop();
-      // After the router: with an external broker, in-flight routing still publishes deliveries there.
-      await mqtt.close();
-      await broker.stop();
-      await gateway.close();
-      await signals.close();
-      await backends.close();
-    })());
+    return () => `routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`;
+  });
 
   return {
-    broker,
+    broker: composed.broker,
     config,
     get httpPort() {
       return httpPort;
     },
-    backends,
-    sessions,
-    shutdown,
+    backends: composed.backends,
+    sessions: sessions as ReturnType<typeof createSessionHost>,
+    lifecycle: composed.lifecycle,
+    shutdown: () => composed.stop(),
   };
 }

@@ -3,8 +3,11 @@ import type { Config } from "../config/schema.ts";
 
 /**
  * Runs one process role (`npm start`, the MQTT bridge) the same way: load the config, start, and on
- * SIGTERM/SIGINT shut down gracefully within the configured bound (a second signal, or a shutdown
- * past the bound, exits at once). Start-up errors print one clear line and exit 1.
+ * SIGTERM/SIGINT drain and stop (`shutdown`: the broker stops every part in order), then exit 0.
+ * ROUTING_SHUTDOWN_TIMEOUT_MS is the deadline: past it, or on a second signal, the process exits 1
+ * at once. Nothing accepted is lost by that: a 202, `sent` or PUBACK was only given once the bus
+ * held the message durably, and whatever the router had not acked goes back to the bus.
+ * Start-up errors print one clear line and exit 1.
  */
 export interface RunningProcess {
   shutdown(): Promise<void>;
@@ -18,11 +21,14 @@ export function runProcess(start: (config: Config, explicit: ExplicitSettings) =
     const running = await start(config, explicit);
     let signals = 0;
     const stop = (signal: string): void => {
-      if (++signals > 1) process.exit(1);
-      const force = setTimeout(() => {
-        console.error(`shutdown took longer than ${config.shutdownTimeoutMs} ms; exiting`);
+      if (++signals > 1) {
+        console.error(`${signal} again: exiting without finishing the drain`);
         process.exit(1);
-      }, config.shutdownTimeoutMs + 1000);
+      }
+      const force = setTimeout(() => {
+        console.error(`shutdown took longer than ${config.shutdownTimeoutMs} ms (ROUTING_SHUTDOWN_TIMEOUT_MS); exiting`);
+        process.exit(1);
+      }, config.shutdownTimeoutMs);
       force.unref();
       running.log(`${signal}: ${drainingMessage}`);
       running.shutdown().then(

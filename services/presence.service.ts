@@ -4,11 +4,17 @@ import type { Urn } from "../core/urn.ts";
 import { mapped } from "./errors.ts";
 import { urnParam as urn } from "./mailbox.service.ts";
 
-/** Hosts presence: this instance's heartbeat keeps its sessions' entries alive. */
+/**
+ * Hosts presence: this instance's heartbeat keeps its sessions' entries alive. It stops after the
+ * gateway, MQTT and the router (they depend on it): by then every session has closed and removed
+ * its entry; `release` then removes whatever is left of this instance at once (a removal that
+ * failed), so no reader waits a TTL for a node that left on purpose.
+ */
 export function createPresenceService(deps: { presence: PresenceStore; instanceId: string; heartbeatMs: number }): ServiceSchema {
   let timer: NodeJS.Timeout | undefined;
   return {
     name: "presence",
+    dependencies: ["backends"],
     actions: {
       get: {
         params: { urn },
@@ -24,6 +30,7 @@ export function createPresenceService(deps: { presence: PresenceStore; instanceI
     },
     async stopped() {
       clearInterval(timer);
+      await deps.presence.release(deps.instanceId).catch((err: unknown) => this.logger.warn({ err }, "presence release failed; the entries expire with the TTL"));
     },
   };
 }

@@ -55,6 +55,7 @@ export function createPushService(deps: PushServiceDeps): ServiceSchema {
 
   return {
     name: "push",
+    dependencies: ["backends", "presence", "mailbox", "devices"],
     actions: {
       stats: {
         handler: () =>

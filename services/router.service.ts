@@ -7,6 +7,7 @@ import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import { explainRoute, type SessionView } from "../routing/explain.ts";
 import type { Route } from "../routing/router.ts";
+import type { DrainClock } from "../runtime/drain.ts";
 import { mapped } from "./errors.ts";
 import { urnParam } from "./mailbox.service.ts";
 
@@ -19,6 +20,14 @@ export interface RouterServiceDeps {
   readonly drainTimeoutMs: number;
   /** The presence the router reads, for `router.explain` (operator tools, issue 7). */
   readonly presence?: PresenceStore;
+  /** The services this router uses on this node (started before it, stopped after it). */
+  readonly dependencies?: readonly string[];
+  /**
+   * A stop first routes the bus's whole backlog (up to the drain clock's share), not only what is
+   * in flight: for a bus only this process reads (embedded), where what is left would wait for
+   * this node's next start. A shared bus leaves the rest to the other nodes.
+   */
+  readonly drainBacklog?: DrainClock;
 }
 
 /** Lines about a message carry its id; never a payload byte. */
@@ -86,8 +95,18 @@ export function createRouterService(deps: RouterServiceDeps) {
     }
   }
 
+  /** Resolves once the bus holds nothing unacked, or when the clock's share is spent. */
+  async function routeBacklog(clock: DrainClock): Promise<void> {
+    while (actor !== undefined && clock.until(0.75) > 0) {
+      const { backlog } = await bus.stats().catch(() => ({ backlog: 0 }));
+      if (backlog === 0) return;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+
   /** Stops intake and resolves once in-flight work has settled (or the drain timed out). */
   async function stop(): Promise<void> {
+    if (deps.drainBacklog) await routeBacklog(deps.drainBacklog);
     tell();
     actor?.send({ type: "router.stop" });
     await stopped;
@@ -95,6 +114,7 @@ export function createRouterService(deps: RouterServiceDeps) {
 
   const schema: ServiceSchema = {
     name: "router",
+    dependencies: [...(deps.dependencies ?? [])],
     actions: {
       send: {
         params: { envelope: "object", identity: "string" },

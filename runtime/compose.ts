@@ -1,0 +1,103 @@
+import { ServiceBroker, type BrokerOptions, type LoggerInstance } from "moleculer";
+import brokerConfig from "../moleculer.config.ts";
+import { createBackends, type Backends } from "../backends/factory.ts";
+import type { ExplicitSettings } from "../config/load.ts";
+import type { Config } from "../config/schema.ts";
+import { createMetrics, type Metrics } from "../metrics/registry.ts";
+import { createIngress } from "../routing/ingress.ts";
+import { createBackendsService } from "../services/backends.service.ts";
+import { createIngressService } from "../services/ingress.service.ts";
+import { createMailboxService } from "../services/mailbox.service.ts";
+import { DrainClock, gateIngress, type IngressGate } from "./drain.ts";
+import { createLifecycle, type Lifecycle, type PartSchema } from "./lifecycle.ts";
+
+/** What a caller hosting the process adds (the REPL: a middleware redacting payloads from what it prints). */
+export interface NodeExtras {
+  readonly middlewares?: BrokerOptions["middlewares"];
+}
+
+/** What every role is built on; a role adds its parts with `add`. */
+export interface Runtime {
+  readonly broker: ServiceBroker;
+  readonly config: Config;
+  readonly explicit: ExplicitSettings;
+  readonly backends: Backends;
+  readonly metrics: Metrics;
+  /** The ingress behind the drain's gate: what every protocol and the `ingress` action use. */
+  readonly gate: IngressGate;
+  readonly clock: DrainClock;
+  readonly lifecycle: Lifecycle;
+  readonly log: LoggerInstance;
+  add(part: PartSchema): void;
+}
+
+export interface Composed {
+  readonly broker: ServiceBroker;
+  readonly config: Config;
+  readonly backends: Backends;
+  readonly lifecycle: Lifecycle;
+  /**
+   * The one way down: begins the drain at once (readiness 503, no new sockets or sends) and calls
+   * `broker.stop()`, which stops the parts in dependency order. `broker.stop()` called directly
+   * (the REPL's `quit`) does the same, the drain beginning when the broker starts stopping.
+   */
+  stop(): Promise<void>;
+}
+
+/**
+ * The composition root of every process role (`npm start`'s routing node, the MQTT bridge): one
+ * ServiceBroker whose services own the whole life cycle. The backends, the gated ingress and the
+ * mailbox are common; `role` adds its parts and returns the ready line. Nothing else constructs
+ * backends or reads the config.
+ */
+export async function compose(
+  config: Config,
+  explicit: ExplicitSettings,
+  extra: NodeExtras,
+  /** `closeIntakeAtDrain`: the node refuses new sends the moment the drain begins; the bridge's link stops taking publishes itself (it leaves the share group first, then finishes what it holds). */
+  { name, closeIntakeAtDrain }: { name: string; closeIntakeAtDrain: boolean },
+  role: (rt: Runtime) => Promise<() => string> | (() => string)): Promise<Composed> {
+  const clock = new DrainClock(config.shutdownTimeoutMs);
+  const lifecycle = createLifecycle({ onDrain: () => clock.start() });
+  const broker = new ServiceBroker({
+    ...brokerConfig,
+    middlewares: [lifecycle.middleware, ...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
+    nodeID: config.instanceId,
+    // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
+    namespace: config.namespace,
+    transporter: config.transporter ?? null,
+    // Local dependencies are awaited by the lifecycle itself; Moleculer's own check polls the registry.
+    dependencyInterval: 50,
+    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+  });
+  const log = broker.getLogger(name);
+  const backends = await createBackends(config);
+  const metrics = createMetrics();
+  const gate = gateIngress(createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics }));
+  const add = (part: PartSchema): void => void broker.createService(lifecycle.part(part));
+  add(createBackendsService({ backends }));
+  add(createIngressService({ ingress: gate.ingress, gate, clock, closeAtDrain: closeIntakeAtDrain }));
+  add(createMailboxService({ mailbox: backends.mailbox }));
+
+  let readyLine: () => string;
+  try {
+    readyLine = await role({ broker, config, explicit, backends, metrics, gate, clock, lifecycle, log, add });
+    await broker.start();
+  } catch (err) {
+    await broker.stop().catch(() => {});
+    await backends.close().catch(() => {});
+    throw err;
+  }
+  log.info(readyLine());
+
+  return {
+    broker,
+    config,
+    backends,
+    lifecycle,
+    stop() {
+      lifecycle.beginDrain();
+      return broker.stop();
+    },
+  };
+}

@@ -63,6 +63,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
         drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 4),
         dependencies: ["backends", "mailbox", "bridge"],
         drainBacklog: clock,
+        intakeSettled: gate.settled,
       });
       add(router.schema);
     }

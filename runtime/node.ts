@@ -125,6 +125,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       dependencies: ["backends", "mailbox", "presence", "signals", "mqtt"],
       // Only this process reads the embedded bus: route its whole backlog before stopping.
       drainBacklog: config.bus === "embedded" ? clock : undefined,
+      intakeSettled: gate.settled,
     });
 
     let mqttReady = "";

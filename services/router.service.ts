@@ -7,7 +7,7 @@ import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import { explainRoute, type SessionView } from "../routing/explain.ts";
 import type { Route } from "../routing/router.ts";
-import type { DrainClock } from "../runtime/drain.ts";
+import { within, type DrainClock } from "../runtime/drain.ts";
 import { mapped } from "./errors.ts";
 import { urnParam } from "./mailbox.service.ts";
 
@@ -28,6 +28,8 @@ export interface RouterServiceDeps {
    * this node's next start. A shared bus leaves the rest to the other nodes.
    */
   readonly drainBacklog?: DrainClock;
+  /** Resolves when the sends the ingress was accepting at the drain have settled (before the backlog is measured). */
+  readonly intakeSettled?: () => Promise<void>;
 }
 
 /** Lines about a message carry its id; never a payload byte. */
@@ -106,7 +108,10 @@ export function createRouterService(deps: RouterServiceDeps) {
 
   /** Stops intake and resolves once in-flight work has settled (or the drain timed out). */
   async function stop(): Promise<void> {
-    if (deps.drainBacklog) await routeBacklog(deps.drainBacklog);
+    if (deps.drainBacklog) {
+      await within(deps.intakeSettled?.() ?? Promise.resolve(), deps.drainBacklog.until(0.3));
+      await routeBacklog(deps.drainBacklog);
+    }
     tell();
     actor?.send({ type: "router.stop" });
     await stopped;

@@ -68,6 +68,9 @@ export async function compose(
     transporter: config.transporter ?? null,
     // Local dependencies are awaited by the lifecycle itself; Moleculer's own check polls the registry.
     dependencyInterval: 50,
+    // Signals belong to the process runner (runtime/process.ts): Moleculer's own SIGTERM handler would
+    // call broker.stop() a second time, concurrently, and exit when that one finished.
+    skipProcessEventRegistration: true,
     logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
   });
   const log = broker.getLogger(name);

@@ -64,6 +64,7 @@ export function createLifecycle(options: { onDrain?: () => void } = {}) {
     const start = single(schema.started, schema.name, "started");
     const stop = single(schema.stopped, schema.name, "stopped");
     let began = false;
+    let stopping: Promise<void> | undefined;
     const { draining: _hook, ...rest } = schema;
     return {
       ...rest,
@@ -80,15 +81,22 @@ export function createLifecycle(options: { onDrain?: () => void } = {}) {
           throw err;
         }
       },
-      async stopped(this: Service) {
-        const mine = stopped.get(schema.name) as Gate;
-        try {
-          const dependents = parts.filter((p) => localDependencies(p, new Set([schema.name])).length > 0).map((p) => (stopped.get(p.name) as Gate).promise);
-          await Promise.all(dependents);
-          if (began) await stop?.call(this);
-        } finally {
-          mine.open();
-        }
+      stopped(this: Service) {
+        // Once per part, however often the broker is stopped.
+        stopping ??= (async () => {
+          const mine = stopped.get(schema.name) as Gate;
+          try {
+            const dependents = parts.filter((p) => localDependencies(p, new Set([schema.name])).length > 0).map((p) => (stopped.get(p.name) as Gate).promise);
+            await Promise.all(dependents);
+            if (began) await stop?.call(this);
+          } catch (err) {
+            this.logger.error({ err }, `stopping ${schema.name} failed`);
+            throw err;
+          } finally {
+            mine.open();
+          }
+        })();
+        return stopping;
       },
     };
   }

@@ -27,7 +27,7 @@ export interface RunningService {
  * Starts the service the way the README does (`npm start` runs `tsx bin/main.ts`), as its own
  * process on ephemeral ports, and waits for its one ready line.
  */
-export async function startService(env: Record<string, string> = {}, dataDir?: string, options: { entry?: string } = {}): Promise<RunningService> {
+export async function startService(env: Record<string, string> = {}, dataDir?: string, options: { entry?: string; readyTimeoutMs?: number } = {}): Promise<RunningService> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "routing-e2e-"));
   // SERVICE_NODE_ARGS (in the caller's environment) adds node flags, e.g. "--cpu-prof" for profiling.
   const nodeArgs = process.env.SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
@@ -51,7 +51,7 @@ export async function startService(env: Record<string, string> = {}, dataDir?: s
   let out = "";
   const exited = new Promise<number | null>((resolve) => proc.once("exit", (code) => resolve(code)));
   const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`service did not become ready:\n${out}`)), 30_000);
+    const timer = setTimeout(() => reject(new Error(`service did not become ready:\n${out}`)), options.readyTimeoutMs ?? 30_000);
     const onData = (chunk: Buffer) => {
       out += chunk.toString();
       // The whole line (a chunk may end inside a port number).

@@ -30,7 +30,7 @@ export const ConfigSchema = Type.Object(
     wsMaxBufferBytes: Type.Integer({ minimum: 1024, default: 1024 * 1024, description: "Per-connection send buffer limit; a slower reader is closed with 4008." }),
     heartbeatSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 30, description: "WebSocket ping interval; a session without a pong for two intervals is closed with 4000." }),
     authTimeoutMs: Type.Integer({ minimum: 100, default: 10_000, description: "Time a new connection has to become online." }),
-    shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 10_000, description: "Upper bound for a graceful shutdown (SIGTERM)." }),
+    shutdownTimeoutMs: Type.Integer({ minimum: 100, default: 10_000, description: "The drain deadline on SIGTERM: exit 0 once drained, or exit 1 when this has passed (or at a second SIGTERM); nothing accepted is lost either way." }),
     presenceTtlSeconds: Type.Integer({ minimum: 2, default: 30, description: "Presence entries expire this long after the instance's last heartbeat." }),
     instanceId: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9_-]{1,64}$", description: "Stable unique id of this node; default: hostname-pid-random." })),
     // cluster (issue 5/7)

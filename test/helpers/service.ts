@@ -24,8 +24,9 @@ export interface RunningService {
 }
 
 /**
- * Starts the service the way the README does (`npm start` runs `tsx bin/main.ts`), as its own
- * process on ephemeral ports, and waits for its one ready line.
+ * Starts the service from its sources (`node --import tsx bin/main.ts`, what `npm run dev` runs;
+ * `npm start` runs the same code compiled, which test/production.test.ts runs as the image does),
+ * as its own process on ephemeral ports, and waits for its one ready line.
  */
 export async function startService(env: Record<string, string> = {}, dataDir?: string, options: { entry?: string; readyTimeoutMs?: number } = {}): Promise<RunningService> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "routing-e2e-"));

@@ -49,6 +49,17 @@ export function describePresenceStoreContract(
       await fx.teardown();
     });
 
+    it("release removes every entry of the instance at once, and only that instance's", async () => {
+      await presence.add(ALICE, session("s1", "node-a"));
+      await presence.add(ALICE, session("s2", "node-b"));
+      await presence.add(BOB, session("s3", "node-a"));
+      await presence.release("node-a");
+      expect(await presence.get(ALICE)).toEqual([session("s2", "node-b")]);
+      expect(await presence.get(BOB)).toEqual([]);
+      await presence.release("node-a"); // idempotent
+      expect(await presence.get(ALICE)).toEqual([session("s2", "node-b")]);
+    });
+
     it("holds several sessions per identity, apart from other identities", async () => {
       await presence.add(ALICE, session("s1", "node-a", "ws"));
       await presence.add(ALICE, session("s2", "node-b", "mqtt"));

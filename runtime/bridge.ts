@@ -61,14 +61,14 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
         metrics,
         maxInFlight: config.routerMaxInFlight,
         drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 4),
-        dependencies: ["backends", "mailbox", "bridge"],
         drainBacklog: clock,
         intakeSettled: gate.settled,
       });
-      add(router.schema);
+      add(router.schema, ["backends", "mailbox", "bridge"]);
     }
-    add(createOpsService({ metrics, ready: async () => link.connected() && (await backends.ready()), host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }));
-    add(createBridgeService({ link }));
+    add(createOpsService({ metrics, ready: async () => link.connected() && (await backends.ready()), host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }), ["backends"]);
+    // The health server starts before the link and stops after it: liveness answers through the drain.
+    add(createBridgeService({ link }), ["ingress", "mailbox", "ops"]);
     return () => `routing ready: http=${httpPort} mqtt=external role=mqtt-bridge routes=${routes} bus=${config.bus} store=${config.store} instance=${config.instanceId}`;
   });
   return {

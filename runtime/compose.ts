@@ -28,7 +28,8 @@ export interface Runtime {
   readonly clock: DrainClock;
   readonly lifecycle: Lifecycle;
   readonly log: LoggerInstance;
-  add(part: PartSchema): void;
+  /** Hosts a part on the broker; `dependencies`: the services it uses (started before it, stopped after it). */
+  add(part: PartSchema, dependencies?: readonly string[]): void;
 }
 
 export interface Composed {
@@ -77,10 +78,10 @@ export async function compose(
   const backends = await createBackends(config);
   const metrics = createMetrics();
   const gate = gateIngress(createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics }));
-  const add = (part: PartSchema): void => void broker.createService(lifecycle.part(part));
+  const add = (part: PartSchema, dependencies: readonly string[] = []): void => void broker.createService(lifecycle.part(part, dependencies));
   add(createBackendsService({ backends }));
-  add(createIngressService({ ingress: gate.ingress, gate, clock, closeAtDrain: closeIntakeAtDrain }));
-  add(createMailboxService({ mailbox: backends.mailbox }));
+  add(createIngressService({ ingress: gate.ingress, gate, clock, closeAtDrain: closeIntakeAtDrain }), ["backends"]);
+  add(createMailboxService({ mailbox: backends.mailbox }), ["backends"]);
 
   let readyLine: () => string;
   try {

@@ -55,8 +55,13 @@ export function createLifecycle(options: { onDrain?: () => void } = {}) {
   const stopped = new Map<string, Gate>();
   let draining = false;
 
-  /** Registers a part; returns the schema to hand to `broker.createService`. */
-  function part(schema: PartSchema): ServiceSchema {
+  /**
+   * Registers a part with the services it uses (its Moleculer `dependencies`); returns the schema to
+   * hand to `broker.createService`. The composition root states the graph, so a service can still be
+   * hosted alone (tests: one service on a bare broker).
+   */
+  function part(given: PartSchema, dependencies: readonly string[] = []): ServiceSchema {
+    const schema: PartSchema = dependencies.length > 0 ? { ...given, dependencies: [...dependencies] } : given;
     if (started.has(schema.name)) throw new Error(`service ${schema.name} is registered twice`);
     parts.push(schema);
     started.set(schema.name, gate());

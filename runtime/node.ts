@@ -122,22 +122,25 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       maxInFlight: config.routerMaxInFlight,
       drainTimeoutMs: phaseMs,
       presence: backends.presence,
-      dependencies: ["backends", "mailbox", "presence", "signals", "mqtt"],
       // Only this process reads the embedded bus: route its whole backlog before stopping.
       drainBacklog: config.bus === "embedded" ? clock : undefined,
       intakeSettled: gate.settled,
     });
 
     let mqttReady = "";
-    add(createDevicesService({ devices: backends.devices }));
-    add(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }));
+    // The dependency graph (docs/deploy.md): each part starts after, and stops before, what it uses.
+    add(createDevicesService({ devices: backends.devices }), ["backends"]);
+    add(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }), ["backends"]);
     add(createSignalsService({ signals }));
-    add(createMqttService({ mqtt, onStarted: (part) => (mqttReady = part) }));
-    add(router.schema);
+    add(createMqttService({ mqtt, onStarted: (part) => (mqttReady = part) }), ["ingress", "mailbox", "presence"]);
+    add(router.schema, ["backends", "mailbox", "presence", "signals", "mqtt"]);
     add(createStatusService({ throughput: createThroughput(metrics.totals) }));
     // Its actor finishes the batch in progress when it stops, before the backends close.
-    add(createPushService({ queue: backends.pushQueue, presence: backends.presence, mailbox: backends.mailbox, devices: backends.devices, senders: pushSenders, metrics, ...pushSettings(config) }));
-    add(createGatewayService({ gateway, sessions: host, gate, clock, host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }));
+    add(createPushService({ queue: backends.pushQueue, presence: backends.presence, mailbox: backends.mailbox, devices: backends.devices, senders: pushSenders, metrics, ...pushSettings(config) }), ["backends", "presence", "mailbox", "devices"]);
+    add(
+      createGatewayService({ gateway, sessions: host, gate, clock, host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }),
+      ["ingress", "mailbox", "devices", "presence", "signals", "mqtt", "status"],
+    );
 
     return () => `routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`;
   });

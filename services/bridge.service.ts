@@ -10,7 +10,6 @@ import type { PartSchema } from "../runtime/lifecycle.ts";
 export function createBridgeService(deps: { link: ExternalLink }): PartSchema {
   return {
     name: "bridge",
-    dependencies: ["ingress", "mailbox", "ops"],
     async started() {
       await deps.link.start();
     },

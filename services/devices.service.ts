@@ -7,7 +7,6 @@ import { urnParam as urn } from "./mailbox.service.ts";
 export function createDevicesService(deps: { devices: DeviceStore }): ServiceSchema {
   return {
     name: "devices",
-    dependencies: ["backends"],
     actions: {
       register: {
         params: { urn, token: { type: "string", min: 1, max: 4096 }, platform: { type: "enum", values: ["fcm", "apns"] } },

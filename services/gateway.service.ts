@@ -30,7 +30,6 @@ export interface GatewayServiceDeps {
 export function createGatewayService(deps: GatewayServiceDeps): PartSchema {
   return {
     name: "gateway",
-    dependencies: ["ingress", "mailbox", "devices", "presence", "signals", "mqtt", "status"],
     draining: () => deps.gateway.stopAccepting(),
     settings: { engine: deps.gateway.engine.name },
     actions: {

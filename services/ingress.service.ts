@@ -16,7 +16,6 @@ import { mapped } from "./errors.ts";
 export function createIngressService(deps: { ingress: Ingress; gate?: IngressGate; clock?: DrainClock; closeAtDrain?: boolean }): PartSchema {
   return {
     name: "ingress",
-    dependencies: ["backends"],
     draining: () => {
       if (deps.closeAtDrain ?? true) deps.gate?.close();
     },

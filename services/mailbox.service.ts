@@ -9,7 +9,6 @@ const urn = { type: "string", pattern: /^urn:[^:\s]+:[^:\s]+:[^:\s]+$/ };
 export function createMailboxService(deps: { mailbox: Mailbox }): ServiceSchema {
   return {
     name: "mailbox",
-    dependencies: ["backends"],
     actions: {
       fetch: {
         params: { urn, limit: { type: "number", integer: true, min: 1, max: 500, optional: true, convert: true } },

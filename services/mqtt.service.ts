@@ -15,7 +15,6 @@ import type { PartSchema } from "../runtime/lifecycle.ts";
 export function createMqttService(deps: { mqtt: MqttRuntime; onStarted: (readyPart: string) => void }): PartSchema {
   return {
     name: "mqtt",
-    dependencies: ["ingress", "mailbox", "presence"],
     draining: () => deps.mqtt.stopAccepting(),
     async started() {
       deps.onStarted(await deps.mqtt.start());

@@ -41,7 +41,6 @@ export function createOpsService(deps: OpsServiceDeps): PartSchema {
   });
   return {
     name: "ops",
-    dependencies: ["backends"],
     draining: () => {
       draining = true;
     },

@@ -14,7 +14,6 @@ export function createPresenceService(deps: { presence: PresenceStore; instanceI
   let timer: NodeJS.Timeout | undefined;
   return {
     name: "presence",
-    dependencies: ["backends"],
     actions: {
       get: {
         params: { urn },

@@ -55,7 +55,6 @@ export function createPushService(deps: PushServiceDeps): ServiceSchema {
 
   return {
     name: "push",
-    dependencies: ["backends", "presence", "mailbox", "devices"],
     actions: {
       stats: {
         handler: () =>

@@ -20,8 +20,6 @@ export interface RouterServiceDeps {
   readonly drainTimeoutMs: number;
   /** The presence the router reads, for `router.explain` (operator tools, issue 7). */
   readonly presence?: PresenceStore;
-  /** The services this router uses on this node (started before it, stopped after it). */
-  readonly dependencies?: readonly string[];
   /**
    * A stop first routes the bus's whole backlog (up to the drain clock's share), not only what is
    * in flight: for a bus only this process reads (embedded), where what is left would wait for
@@ -119,7 +117,6 @@ export function createRouterService(deps: RouterServiceDeps) {
 
   const schema: ServiceSchema = {
     name: "router",
-    dependencies: [...(deps.dependencies ?? [])],
     actions: {
       send: {
         params: { envelope: "object", identity: "string" },

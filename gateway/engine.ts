@@ -106,6 +106,12 @@ export interface EngineOptions<C> {
   readonly maxBodyBytes: number;
   /** Byte-stream WebSocket paths besides `wsPath` (e.g. MQTT at "/mqtt"); none by default. */
   readonly streams?: readonly BinaryStreamRoute[];
+  /**
+   * Share the port with other processes (SO_REUSEPORT; ROUTING_HTTP_REUSE_PORT), the kernel splitting
+   * connections between them. Off by default: the port is this process's alone, and a taken port fails
+   * with EADDRINUSE. Only the uws engine can share; the ws engine refuses the option.
+   */
+  readonly reusePort?: boolean;
 }
 
 export interface GatewayEngine {

@@ -27,6 +27,8 @@ export interface GatewayDeps {
   readonly operator?: OperatorEndpoints;
   /** Byte-stream WebSocket paths on the same port: MQTT over WebSocket (issue 4). */
   readonly streams?: readonly BinaryStreamRoute[];
+  /** ROUTING_HTTP_REUSE_PORT: share the port (uws only); off, the port is this process's alone. */
+  readonly reusePort?: boolean;
 }
 
 interface SocketContext {
@@ -92,6 +94,7 @@ export function createGateway(deps: GatewayDeps) {
     wsPath: "/connect",
     maxBodyBytes: deps.maxEnvelopeBytes + 4 * STAMP_ALLOWANCE_BYTES,
     streams: deps.streams,
+    reusePort: deps.reusePort,
     sockets: {
       async upgrade(req): Promise<UpgradeDecision<SocketContext>> {
         try {

@@ -148,9 +148,16 @@ class UwsSocketHandle<C> implements SocketHandle {
   }
 }
 
+/** uWS's `ListenOptions` (a const enum in its typings, so not importable as a value). */
+const LIBUS_LISTEN_DEFAULT = 0;
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+/** `app.listen(host, port, options, cb)`: the native binding takes it, the shipped typings lack the overload. */
+type ListenWithOptions = (this: Uws.TemplatedApp, host: string, port: number, options: number, cb: (socket: Uws.us_listen_socket | false) => void) => Uws.TemplatedApp;
+
 export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   const uws = loadUwsNative();
   const app = uws.App();
+  const listenWithOptions = app.listen as unknown as ListenWithOptions;
   const maxBody = options.maxBodyBytes;
   const openSockets = new Set<SocketState<C>>();
   let listenSocket: Uws.us_listen_socket | undefined;
@@ -429,7 +436,9 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       if (stopped) return Promise.reject(new Error("the uws engine is closed"));
       if (listenSocket) return Promise.reject(new Error("the uws engine is already listening"));
       return new Promise<number>((resolve, reject) => {
-        app.listen(host, port, (socket) => {
+        // uWS sets SO_REUSEPORT unless told LIBUS_LISTEN_EXCLUSIVE_PORT: a second process would then bind
+        // the same port and the kernel would split connections (and sessions) between the two.
+        listenWithOptions.call(app, host, port, options.reusePort ? LIBUS_LISTEN_DEFAULT : LIBUS_LISTEN_EXCLUSIVE_PORT, (socket) => {
           if (socket) {
             listenSocket = socket;
             resolve(uws.us_socket_local_port(socket as unknown as Uws.us_socket));

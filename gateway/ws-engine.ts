@@ -29,6 +29,7 @@ const CLOSE_GRACE_MS = 2_000;
 const UNSUPPORTED_DATA = 1003;
 
 export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
+  if (options.reusePort) throw new Error("ROUTING_HTTP_REUSE_PORT needs ROUTING_GATEWAY_ENGINE=uws: the ws engine (Node 20 http) cannot share a port");
   const maxBody = options.maxBodyBytes;
   /** The subprotocol each accepted upgrade echoes (read back by handleProtocols). */
   const chosenProtocol = new WeakMap<http.IncomingMessage, string>();

@@ -25,6 +25,9 @@ import { createRouterService } from "../services/router.service.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
+import { lockDataDir } from "./data-dir-lock.ts";
+import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
+import { brokerLogger } from "./logger.ts";
 
 export interface RoutingNode {
   readonly broker: ServiceBroker;
@@ -47,14 +50,18 @@ export interface NodeExtras {
  * backends or reads the config.
  */
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
+  // One process per data dir: a second node here refuses to start, naming the holder's pid.
+  const lock = await lockDataDir(config.dataDir, config.instanceId);
+  // No transporter configured: serve a local one on a Unix socket in the data dir, so `npm run repl` attaches to this node.
+  const local = config.transporter ? undefined : new LocalHubTransporter({ path: localSocketPath(lock.dataDir) });
   const broker = new ServiceBroker({
     ...brokerConfig,
     middlewares: [...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
     nodeID: config.instanceId,
     // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
     namespace: config.namespace,
-    transporter: config.transporter ?? null,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+    transporter: config.transporter ?? local ?? null,
+    logger: brokerLogger(config),
   });
   const log = broker.getLogger("routing");
   const pushSenders = createPushSenders(config, log);
@@ -121,6 +128,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     ready: backends.ready,
     log,
     streams: mqtt.streams,
+    reusePort: config.httpReusePort,
   });
   const router = createRouterService({
     bus: backends.bus,
@@ -156,8 +164,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
     await backends.close();
+    lock.release();
     throw err;
   }
+  if (local) lock.update({ replSocket: local.path });
   log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
 
   let shuttingDown: Promise<void> | undefined;
@@ -173,6 +183,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       await gateway.close();
       await signals.close();
       await backends.close();
+      lock.release();
     })());
 
   return {

@@ -112,6 +112,11 @@ export interface EngineOptions<C> {
    * with EADDRINUSE. Only the uws engine can share; the ws engine refuses the option.
    */
   readonly reusePort?: boolean;
+  /**
+   * Told when the engine itself refuses input over `maxBodyBytes`: an HTTP body (answered 413, with
+   * the request's path) or a frame on `wsPath` (the socket closed with 1009). Nothing else sees those.
+   */
+  readonly onRefused?: (kind: "body" | "frame", path: string) => void;
 }
 
 export interface GatewayEngine {

@@ -33,6 +33,8 @@ export interface RoutingNode {
   readonly broker: ServiceBroker;
   readonly config: Config;
   readonly httpPort: number;
+  /** The embedded MQTT broker's TCP port; undefined with an external broker. */
+  readonly mqttPort: number | undefined;
   readonly backends: Backends;
   readonly sessions: ReturnType<typeof createSessionHost>;
   /** Graceful shutdown: stop intake, drain sessions (1001), finish or return in-flight bus work, close backends. */
@@ -104,7 +106,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
   // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
   let documents: { openapi: string; asyncapi: string } | undefined;
-  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
+  // Built on first request, after the listeners are bound: the AsyncAPI servers name the ports in use.
+  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi({ http: httpPort, mqtt: mqttPort })) });
   const operator: OperatorEndpoints = {
     openapi: () => docs().openapi,
     asyncapi: () => docs().asyncapi,
@@ -156,8 +159,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   );
 
   let mqttReady = "";
+  let mqttPort: number | undefined;
   try {
     mqttReady = await mqtt.start();
+    mqttPort = /^mqtt=(\d+)$/.test(mqttReady) ? Number(mqttReady.slice("mqtt=".length)) : undefined;
     await broker.start();
   } catch (err) {
     await broker.stop().catch(() => {});
@@ -191,6 +196,9 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     config,
     get httpPort() {
       return httpPort;
+    },
+    get mqttPort() {
+      return mqttPort;
     },
     backends,
     sessions,

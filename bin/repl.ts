@@ -30,9 +30,10 @@ class NoNodeError extends Error {}
 function transporterFor(config: Config): { transporter: NonNullable<BrokerOptions["transporter"]>; describe: string } {
   if (config.transporter) return { transporter: config.transporter, describe: `namespace "${config.namespace}" through ${config.transporter}` };
   const node = readNodeFile(config.dataDir);
-  if (!node || !processAlive(node.pid) || !node.replSocket) {
+  if (!node || !processAlive(node.pid)) {
     throw new NoNodeError(`no running node for data dir ${config.dataDir}: start one with \`npm start\` (same ROUTING_DATA_DIR), then run the REPL again`);
   }
+  if (!node.replSocket) throw new NoNodeError(`process ${node.pid} holds data dir ${config.dataDir} but serves no REPL socket (an MQTT bridge, or a node still starting)`);
   const onClose = () => {
     console.log(`\nthe node (pid ${node.pid}) went away; leaving the REPL`);
     process.exit(1);

@@ -1,4 +1,3 @@
-import { spawn, type ChildProcessWithoutNullStreams } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,60 +5,8 @@ import { afterAll, describe, expect, it } from "vitest";
 import { mintDevToken } from "../auth/mint.ts";
 import { connect, envelope, http } from "./helpers/clients.ts";
 import { listeningPortsOf, processTree } from "./helpers/proc-net.ts";
-import { removeDir } from "./helpers/service.ts";
-
-const ROOT = new URL("../", import.meta.url).pathname;
-
-/** An npm script as the README runs it, in its own process group (npm -> sh -> node), output collected. */
-class NpmRun {
-  readonly proc: ChildProcessWithoutNullStreams;
-  output = "";
-  readonly exited: Promise<number | null>;
-  #listeners: Array<() => void> = [];
-
-  constructor(args: string[], env: Record<string, string>) {
-    this.proc = spawn("npm", args, { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, detached: true });
-    const onData = (chunk: Buffer) => {
-      // Without colours: moleculer-repl prints call results through util.inspect with colours on.
-      this.output += chunk.toString().replace(/\x1b\[[0-9;]*m/g, "");
-      for (const l of this.#listeners) l();
-    };
-    this.proc.stdout.on("data", onData);
-    this.proc.stderr.on("data", onData);
-    this.exited = new Promise((resolve) => this.proc.once("exit", (code) => resolve(code)));
-  }
-
-  /** Resolves the first match of `pattern` in the output from `from` on. */
-  waitFor(pattern: RegExp, from = 0, timeoutMs = 30_000): Promise<RegExpExecArray> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const m = pattern.exec(this.output.slice(from));
-        if (!m) return false;
-        clearTimeout(timer);
-        this.#listeners = this.#listeners.filter((l) => l !== listener);
-        resolve(m);
-        return true;
-      };
-      const listener = () => void check();
-      const timer = setTimeout(() => reject(new Error(`no ${pattern} in:\n${this.output.slice(from)}`)), timeoutMs);
-      if (!check()) this.#listeners.push(listener);
-    });
-  }
-
-  /** Types a line and waits for its answer. */
-  async type(line: string, answer: RegExp): Promise<string> {
-    const from = this.output.length;
-    this.proc.stdin.write(line + "\n");
-    await this.waitFor(answer, from);
-    return this.output.slice(from);
-  }
-
-  /** SIGTERM to the whole group (npm forwards it, but the group is what this test started). */
-  async stop(): Promise<number | null> {
-    if (this.proc.exitCode === null) process.kill(-this.proc.pid!, "SIGTERM");
-    return this.exited;
-  }
-}
+import { NpmRun } from "./helpers/npm-run.ts";
+import { removeDir, startService, token } from "./helpers/service.ts";
 
 const dataDir = mkdtempSync(join(tmpdir(), "routing-repl-"));
 afterAll(() => removeDir(dataDir));
@@ -133,5 +80,30 @@ describe("npm run repl attaches to the running npm start (embedded default)", ()
     const orphan = new NpmRun(["run", "repl"], { ROUTING_DATA_DIR: dataDir });
     expect(await orphan.exited).toBe(1);
     expect(orphan.output).toContain(`no running node for data dir ${dataDir}`);
+  }, 120_000);
+});
+
+describe("npm run repl with ROUTING_TRANSPORTER (a cluster)", () => {
+  it("joins through the transporter and sees the node's live session; with no node in the namespace it says so and exits 1", async () => {
+    const cluster = { ROUTING_TRANSPORTER: "nats://127.0.0.1:4222", ROUTING_NAMESPACE: `repl-${process.pid}-${Date.now()}` };
+    const svc = await startService(cluster);
+    try {
+      const carol = `urn:sm:user:repl-carol-${process.pid}`;
+      const socket = await connect(svc.port, { token: await token(carol) });
+      // Another data dir: through a transporter the REPL needs no local node.
+      const repl = new NpmRun(["run", "repl"], { ...cluster, ROUTING_DATA_DIR: join(dataDir, "elsewhere") });
+      await repl.waitFor(/attached to namespace "repl-[^"]+" through nats:/);
+      const out = await repl.type(`sessions ${carol}`, /1 session on 1 node for .*\n(.*\n){2}.*online/);
+      expect(out.split("\n").find((l) => l.includes(carol) && /[0-9a-f-]{36}/.test(l))).toMatch(/ ws +poke +online/);
+      repl.proc.stdin.write("quit\n");
+      expect(await repl.exited).toBe(0);
+      await socket.close();
+    } finally {
+      await svc.stop();
+      removeDir(svc.dataDir);
+    }
+    const lonely = new NpmRun(["run", "repl"], cluster);
+    expect(await lonely.exited).toBe(1);
+    expect(lonely.output).toContain(`no running node answered in namespace "${cluster.ROUTING_NAMESPACE}"`);
   }, 120_000);
 });

@@ -69,6 +69,7 @@ interface BaseMembers {
   getTopicName(cmd: string, nodeID?: string): string;
   receive(cmd: string, data: Buffer): Promise<void>;
   onConnected(wasReconnect?: boolean): Promise<unknown>;
+  readonly logger: { warn(message: string): void };
 }
 
 /** Served by the node: relays packets between the node and the peers attached to its socket. */
@@ -84,19 +85,30 @@ export class LocalHubTransporter extends Transporters.Base {
     this.path = opts.path;
   }
 
+  /** Whether the socket is being served (false if it could not be bound: the node runs on without it). */
+  get listening(): boolean {
+    return this.#server !== undefined;
+  }
+
   override async connect(): Promise<void> {
-    // We hold the data dir's lock, so a socket file left here is a crashed predecessor's.
-    rmSync(this.path, { force: true });
-    const server = createServer((socket) => this.#attach(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once("error", reject);
-      server.listen(this.path, () => {
-        server.off("error", reject);
-        resolve();
+    try {
+      // We hold the data dir's lock, so a socket file left here is a crashed predecessor's.
+      rmSync(this.path, { force: true });
+      const server = createServer((socket) => this.#attach(socket));
+      await new Promise<void>((resolve, reject) => {
+        server.once("error", reject);
+        server.listen(this.path, () => {
+          server.off("error", reject);
+          resolve();
+        });
       });
-    });
-    chmodSync(this.path, 0o600);
-    this.#server = server;
+      chmodSync(this.path, 0o600);
+      this.#server = server;
+    } catch (err) {
+      // Never fail (Moleculer would retry the connect forever and the node would not start): a node
+      // without its REPL socket still routes; `npm run repl` then says it cannot attach.
+      (this as unknown as BaseMembers).logger.warn(`REPL socket ${this.path} unavailable (${err instanceof Error ? err.message : String(err)}): npm run repl cannot attach`);
+    }
     await (this as unknown as BaseMembers).onConnected();
   }
 

@@ -172,7 +172,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     lock.release();
     throw err;
   }
-  if (local) lock.update({ replSocket: local.path });
+  if (local?.listening) lock.update({ replSocket: local.path });
   log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
 
   let shuttingDown: Promise<void> | undefined;

@@ -43,6 +43,19 @@ describe("the local transporter (Unix socket hub in the data dir)", () => {
     }
   });
 
+  it("a socket that cannot be bound does not keep the node from starting; it just serves no REPL", async () => {
+    const hubTransporter = new LocalHubTransporter({ path: join(dir, "missing", "dir", "repl.sock") });
+    const hub = new ServiceBroker({ nodeID: "lonely", namespace: "t2", logger: false, transporter: hubTransporter });
+    hub.createService({ name: "echo", actions: { say: () => "ok" } });
+    await hub.start();
+    try {
+      expect(hubTransporter.listening).toBe(false);
+      expect(await hub.call("echo.say")).toBe("ok");
+    } finally {
+      await hub.stop();
+    }
+  });
+
   it("a data dir too long for a socket path gets one under the temp dir, derived from the data dir", () => {
     const long = join(dir, "x".repeat(120));
     const path = localSocketPath(long);

@@ -1,7 +1,7 @@
 import type { SqliteDb } from "../../backends/sqlite-db.ts";
 
 /** Every table and column of routing.db that still names `urn` ("table.column"). */
-export function sqliteResidue(db: SqliteDb, urn: string): string[] {
+export function sqliteResidue(db: Pick<SqliteDb, "statement">, urn: string): string[] {
   const tables = db.statement<[], string>("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'").pluck().all();
   const hits: string[] = [];
   for (const table of tables) {

@@ -111,6 +111,16 @@ function isNotFound(err: unknown): boolean {
   return err instanceof NatsError && err.api_error?.code === 404;
 }
 
+/**
+ * A message delete of a sequence that is not (or no longer) in the stream. NATS 2.9 answers it in
+ * several ways: 400 "sequence not found" (10043), 500 "no message found" or "stream store EOF" (10057).
+ */
+function isMissingMessage(err: unknown): boolean {
+  if (isNotFound(err)) return true;
+  const api = typeof err === "object" && err !== null && "api_error" in err ? (err.api_error as { err_code?: number } | undefined) : undefined;
+  return api?.err_code === 10043 || api?.err_code === 10057;
+}
+
 async function ensureStreams(jsm: JetStreamManager, opts: NatsIngressBusOptions): Promise<void> {
   const replicas = opts.replicas ?? 1;
   await ensureStream(jsm, {
@@ -321,7 +331,7 @@ class NatsIngressBus implements IngressBus {
         h.set(ENQUEUED_AT, String(Date.now()));
         await this.#js.publish(this.#ingress, encoder.encode(JSON.stringify(dead.record)), { headers: h, msgID: `replay-${this.#stream}-${seq}` });
         await this.#jsm.streams.deleteMessage(deadStreamOf(this.#stream), seq, false).catch((err: unknown) => {
-          if (!isNotFound(err)) throw err;
+          if (!isMissingMessage(err)) throw err;
         });
         replayed++;
       }
@@ -335,8 +345,9 @@ class NatsIngressBus implements IngressBus {
     try {
       let dropped = 0;
       for (const seq of this.#deadSeqs(ids)) {
+        if ((await this.#deadLetterAt(seq)) === undefined) continue;
         const gone = await this.#jsm.streams.deleteMessage(deadStreamOf(this.#stream), seq, false).catch((err: unknown) => {
-          if (isNotFound(err)) return false;
+          if (isMissingMessage(err)) return false;
           throw err;
         });
         if (gone) dropped++;

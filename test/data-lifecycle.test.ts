@@ -175,6 +175,68 @@ describe("retention on the real clock (embedded default)", () => {
   });
 });
 
+describe("10,000 expired messages swept from the embedded default while HTTP sends and fetches go on", () => {
+  let node: InProcessNode;
+  beforeAll(async () => {
+    // A 2 s retention: the node's own sweep runs every second.
+    node = await startInProcess({ ROUTING_MAILBOX_RETENTION_SECONDS: "2", ROUTING_DEDUP_TTL_SECONDS: "2" });
+  });
+  afterAll(async () => {
+    await node?.stop();
+  });
+
+  it("removes them all; every request's latency is printed (not asserted)", async () => {
+    const mailbox = node.node.backends.mailbox;
+    const seeded = 10_000;
+    const live = `urn:sm:user:live-${RUN}`;
+    const [senderToken, liveToken] = await Promise.all([token("sender"), token(live)]);
+    // Warm-up (connections, token cache, first compilations), not measured.
+    for (let i = 0; i < 5; i++) await http(node.url, "POST", "/send", { token: senderToken, body: envelope(live) });
+    const old = Date.now() - 1_000;
+    // Seeded straight into the store, a second old: they pass the 2 s retention a second from now.
+    for (let i = 0; i < seeded; i += 500) {
+      await Promise.all(
+        Array.from({ length: 500 }, (_, j) => mailbox.store({ recipientId: `urn:sm:user:gone${(i + j) % 100}` as Urn, messageId: `x${i + j}`, priority: 0, envelope: JSON.stringify({ n: i + j }), queuedAt: old })),
+      );
+    }
+    const latencies: number[] = [];
+    const slow: string[] = [];
+    const timed = async <T>(work: () => Promise<T>): Promise<T> => {
+      const t0 = performance.now();
+      const out = await work();
+      const ms = performance.now() - t0;
+      latencies.push(ms);
+      if (ms > 50) slow.push(`${ms.toFixed(1)} ms at +${Date.now() - started} ms (expired so far: ${lastExpired})`);
+      return out;
+    };
+    let lastExpired = 0;
+    const expired = async () => (lastExpired = metricValue((await http(node.url, "GET", "/metrics")).text, "routing_mailbox_expired_total"));
+    const started = Date.now();
+    let rounds = 0;
+    while ((await expired()) < seeded || rounds < 20) {
+      expect((await timed(() => http(node.url, "POST", "/send", { token: senderToken, body: envelope(live) }))).status).toBe(202);
+      const got = await timed(() => http(node.url, "GET", "/messages", { token: liveToken }));
+      const ids = (got.body.messages ?? []).map((m) => m.id);
+      if (ids.length > 0) await timed(() => http(node.url, "POST", "/messages/ack", { token: liveToken, body: { messageIds: ids } }));
+      rounds++;
+      if (Date.now() - started > 60_000) throw new Error("the sweep did not finish within a minute");
+    }
+    const sorted = [...latencies].sort((a, b) => a - b);
+    const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))].toFixed(1);
+    console.log(
+      `[embedded default, HTTP] ${seeded} expired messages swept in ${Date.now() - started} ms while ${rounds} send+fetch+ack rounds ran: ` +
+        `${sorted.length} requests, p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${sorted[sorted.length - 1].toFixed(1)} ms, slower than 100 ms: ${sorted.filter((l) => l > 100).length}` + (slow.length > 0 ? `; over 50 ms: ${slow.join(", ")}` : ""),
+    );
+    expect(await mailbox.usage("urn:sm:user:gone7" as Urn)).toEqual({ count: 0, bytes: 0 });
+    const db = openSqliteDb({ dataDir: node.node.config.dataDir, sync: "normal" });
+    try {
+      expect(db.statement<[], number>("SELECT count(*) FROM mailbox WHERE recipient_id LIKE 'urn:sm:user:gone%'").pluck().get()).toBe(0);
+    } finally {
+      db.close();
+    }
+  }, 120_000);
+});
+
 describe("configuration", () => {
   it("refuses a de-duplication window shorter than the retention, with a clear message", () => {
     expect(() => loadConfig({ ROUTING_MAILBOX_RETENTION_SECONDS: "600", ROUTING_DEDUP_TTL_SECONDS: "60" })).toThrow(

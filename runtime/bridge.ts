@@ -34,10 +34,14 @@ export interface MqttBridgeNode {
 export async function startMqttBridge(config: Config, explicit: ExplicitSettings): Promise<MqttBridgeNode> {
   const url = config.mqttUrl;
   if (url === undefined) throw new Error("the MQTT bridge needs ROUTING_MQTT_URL (the external broker it consumes)");
-  // Not a cluster member: its router service (embedded bus) serves only this process.
-  const standalone = Object.freeze({ ...config, transporter: undefined });
   let httpPort = 0;
-  const composed = await compose(standalone, explicit, {}, { name: "mqtt-bridge", closeIntakeAtDrain: false }, ({ backends, metrics, gate, clock, log, add }) => {
+  const composed = await compose(config, explicit, {}, {
+    name: "mqtt-bridge",
+    closeIntakeAtDrain: false,
+    // Not a cluster member: its router service (embedded bus) serves only this process.
+    transporter: () => null,
+    quota: false,
+  }, ({ backends, metrics, gate, clock, log, add }) => {
     const link = createExternalLink({
       url,
       clientId: `routing-bridge-${config.instanceId}`,

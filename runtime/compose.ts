@@ -1,14 +1,17 @@
-import { ServiceBroker, type BrokerOptions, type LoggerInstance } from "moleculer";
+import { ServiceBroker, type BrokerOptions, type LoggerInstance, type Transporter } from "moleculer";
 import brokerConfig from "../moleculer.config.ts";
 import { createBackends, type Backends } from "../backends/factory.ts";
 import type { ExplicitSettings } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
+import { createQuota } from "../lifecycle/quota.ts";
 import { createIngress } from "../routing/ingress.ts";
 import { createBackendsService } from "../services/backends.service.ts";
 import { createIngressService } from "../services/ingress.service.ts";
 import { createMailboxService } from "../services/mailbox.service.ts";
+import { lockDataDir, type DataDirLock } from "./data-dir-lock.ts";
 import { DrainClock, gateIngress, type IngressGate } from "./drain.ts";
+import { brokerLogger } from "./logger.ts";
 import { createLifecycle, type Lifecycle, type PartSchema } from "./lifecycle.ts";
 
 /** What a caller hosting the process adds (the REPL: a middleware redacting payloads from what it prints). */
@@ -27,6 +30,7 @@ export interface Runtime {
   readonly gate: IngressGate;
   readonly clock: DrainClock;
   readonly lifecycle: Lifecycle;
+  readonly lock: DataDirLock;
   readonly log: LoggerInstance;
   /** Hosts a part on the broker; `dependencies`: the services it uses (started before it, stopped after it). */
   add(part: PartSchema, dependencies?: readonly string[]): void;
@@ -56,40 +60,63 @@ export async function compose(
   explicit: ExplicitSettings,
   extra: NodeExtras,
   /** `closeIntakeAtDrain`: the node refuses new sends the moment the drain begins; the bridge's link stops taking publishes itself (it leaves the share group first, then finishes what it holds). */
-  { name, closeIntakeAtDrain }: { name: string; closeIntakeAtDrain: boolean },
+  {
+    name,
+    closeIntakeAtDrain,
+    transporter,
+    quota,
+  }: {
+    name: string;
+    closeIntakeAtDrain: boolean;
+    /** The broker's transporter; the data dir is locked by then (the node's local REPL socket lives there). */
+    transporter: (lock: DataDirLock) => Transporter | string | null;
+    /** Per-recipient quotas at the ingress (issue 21; the node only). */
+    quota: boolean;
+  },
   role: (rt: Runtime) => Promise<() => string> | (() => string)): Promise<Composed> {
   const clock = new DrainClock(config.shutdownTimeoutMs);
   const lifecycle = createLifecycle({ onDrain: () => clock.start() });
+  // One process per data dir: a second one here refuses to start, naming the holder's pid.
+  const lock = await lockDataDir(config.dataDir, config.instanceId);
   const broker = new ServiceBroker({
     ...brokerConfig,
     middlewares: [lifecycle.middleware, ...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
     nodeID: config.instanceId,
     // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
     namespace: config.namespace,
-    transporter: config.transporter ?? null,
+    transporter: transporter(lock),
     // Local dependencies are awaited by the lifecycle itself; Moleculer's own check polls the registry.
     dependencyInterval: 50,
     // Signals belong to the process runner (runtime/process.ts): Moleculer's own SIGTERM handler would
     // call broker.stop() a second time, concurrently, and exit when that one finished.
     skipProcessEventRegistration: true,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+    logger: brokerLogger(config),
   });
   const log = broker.getLogger(name);
-  const backends = await createBackends(config);
   const metrics = createMetrics();
-  const gate = gateIngress(createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics }));
+  let backends: Backends;
+  try {
+    backends = await createBackends(config, { onExpired: metrics.mailboxExpired });
+  } catch (err) {
+    lock.release();
+    throw err;
+  }
+  // data life cycle (issue 21): quota at the ingress (docs/data-lifecycle.md).
+  const admit = quota ? createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes }) : undefined;
+  const gate = gateIngress(createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota: admit }));
   const add = (part: PartSchema, dependencies: readonly string[] = []): void => void broker.createService(lifecycle.part(part, dependencies));
-  add(createBackendsService({ backends }));
+  add(createBackendsService({ backends, lock }));
   add(createIngressService({ ingress: gate.ingress, gate, clock, closeAtDrain: closeIntakeAtDrain }), ["backends"]);
-  add(createMailboxService({ mailbox: backends.mailbox }), ["backends"]);
+  add(createMailboxService({ mailbox: backends.mailbox, purge: { devices: backends.devices, pushQueue: backends.pushQueue, bus: backends.bus } }), ["backends"]);
 
   let readyLine: () => string;
   try {
-    readyLine = await role({ broker, config, explicit, backends, metrics, gate, clock, lifecycle, log, add });
+    readyLine = await role({ broker, config, explicit, backends, metrics, gate, clock, lifecycle, lock, log, add });
     await broker.start();
   } catch (err) {
     await broker.stop().catch(() => {});
     await backends.close().catch(() => {});
+    lock.release();
     throw err;
   }
   log.info(readyLine());

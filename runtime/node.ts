@@ -10,6 +10,7 @@ import { createGateway } from "../gateway/index.ts";
 import type { OperatorEndpoints } from "../gateway/http-routes.ts";
 import { createSessionHost } from "../gateway/sessions.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
+import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { createDevicesService } from "../services/devices.service.ts";
@@ -19,18 +20,25 @@ import { createPresenceService } from "../services/presence.service.ts";
 import { createPushService } from "../services/push.service.ts";
 import { createRouterService } from "../services/router.service.ts";
 import { createSignalsService } from "../services/signals.service.ts";
+import { createRetentionService } from "../services/retention.service.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
 import { compose, type NodeExtras } from "./compose.ts";
+import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
 import type { Lifecycle } from "./lifecycle.ts";
 
 export type { NodeExtras } from "./compose.ts";
+
+/** Ranks of the `routing_mailbox_largest_depth` gauge (and of the status page's list). */
+const LARGEST_RANKS = 5;
 
 export interface RoutingNode {
   readonly broker: ServiceBroker;
   readonly config: Config;
   readonly httpPort: number;
+  /** The embedded MQTT broker's TCP port; undefined with an external broker. */
+  readonly mqttPort: number | undefined;
   readonly backends: Backends;
   readonly sessions: ReturnType<typeof createSessionHost>;
   readonly lifecycle: Lifecycle;
@@ -47,7 +55,15 @@ export interface RoutingNode {
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
   let sessions: ReturnType<typeof createSessionHost> | undefined;
   let httpPort = 0;
-  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true }, async ({ broker, backends, metrics, gate, clock, log, add }) => {
+  let mqttPort: number | undefined;
+  // No transporter configured: serve a local one on a Unix socket in the data dir, so `npm run repl` attaches to this node.
+  let local: LocalHubTransporter | undefined;
+  const transporter = (lock: { dataDir: string }) => config.transporter ?? (local = new LocalHubTransporter({ path: localSocketPath(lock.dataDir) }));
+  let markReady: () => void = () => {};
+  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true, transporter, quota: true }, async ({ broker, backends, metrics, gate, clock, lock, log, add }) => {
+    markReady = () => {
+      if (local?.listening) lock.update({ replSocket: local.path });
+    };
     const ingress = gate.ingress;
     const pushSenders = createPushSenders(config, log);
     const auth = resolveAuth(config);
@@ -87,9 +103,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     });
     const reach = mqtt.reach({ presence: backends.presence, signals });
     const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
-    // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
+    // operator tools (issue 7): API documents, status page, mailbox depth gauge.
     let documents: { openapi: string; asyncapi: string } | undefined;
-    const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
+    // Built on first request, after the listeners are bound: the AsyncAPI servers name the ports in use.
+    const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi({ http: httpPort, mqtt: mqttPort })) });
     const operator: OperatorEndpoints = {
       openapi: () => docs().openapi,
       asyncapi: () => docs().asyncapi,
@@ -100,6 +117,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       const depth = await backends.mailbox.totalDepth?.();
       if (depth !== undefined) metrics.mailboxDepth.set(depth);
     });
+    metrics.onScrape(async () => metrics.mailboxLargest(await backends.mailbox.largest(LARGEST_RANKS), LARGEST_RANKS));
     const gateway = createGateway({
       operator,
       engine: config.gatewayEngine,
@@ -113,6 +131,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       ready: backends.ready,
       log,
       streams: mqtt.streams,
+      reusePort: config.httpReusePort,
     });
     const router = createRouterService({
       bus: backends.bus,
@@ -132,7 +151,18 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     add(createDevicesService({ devices: backends.devices }), ["backends"]);
     add(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }), ["backends"]);
     add(createSignalsService({ signals }));
-    add(createMqttService({ mqtt, onStarted: (part) => (mqttReady = part) }), ["ingress", "mailbox", "presence"]);
+    add(
+      createMqttService({
+        mqtt,
+        onStarted: (part) => {
+          mqttReady = part;
+          mqttPort = /^mqtt=(\d+)$/.test(part) ? Number(part.slice("mqtt=".length)) : undefined;
+        },
+      }),
+      ["ingress", "mailbox", "presence"],
+    );
+    // data life cycle (issue 21): the retention sweep, stopped before the mailbox closes.
+    add(createRetentionService({ start: () => startRetentionSweep({ mailbox: backends.mailbox, intervalMs: sweepIntervalMs(config.mailboxRetentionSeconds * 1000), onExpired: metrics.mailboxExpired, log }) }), ["backends", "mailbox"]);
     add(router.schema, ["backends", "mailbox", "presence", "signals", "mqtt"]);
     add(createStatusService({ throughput: createThroughput(metrics.totals) }));
     // Its actor finishes the batch in progress when it stops, before the backends close.
@@ -145,11 +175,15 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     return () => `routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`;
   });
 
+  markReady();
   return {
     broker: composed.broker,
     config,
     get httpPort() {
       return httpPort;
+    },
+    get mqttPort() {
+      return mqttPort;
     },
     backends: composed.backends,
     sessions: sessions as ReturnType<typeof createSessionHost>,

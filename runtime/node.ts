@@ -49,8 +49,8 @@ export interface RoutingNode {
 /**
  * The routing node (`npm start`): the common parts (backends, gated ingress, mailbox) plus devices,
  * presence, signals, MQTT, router, push, status and the gateway, each a service that names what it
- * depends on. Stop order (edge first): gateway and push; router; MQTT; signals, status;
- * presence, devices, ingress, mailbox; backends.
+ * depends on. Stop order (edge first): gateway, push, retention, router; devices, MQTT, signals,
+ * status; ingress, mailbox, presence; backends (test/lifecycle-order.test.ts).
  */
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
   let sessions: ReturnType<typeof createSessionHost> | undefined;

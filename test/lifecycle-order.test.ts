@@ -57,7 +57,7 @@ describe("the broker starts and stops the parts in dependency order", () => {
     const node = await startInProcess();
     try {
       expect(node.node.lifecycle.stopOrder()).toEqual([
-        ["gateway", "push", "router"],
+        ["gateway", "push", "retention", "router"],
         ["devices", "mqtt", "signals", "status"],
         ["ingress", "mailbox", "presence"],
         ["backends"],

@@ -42,8 +42,22 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): { config: Conf
     const key = error.path.replace(/^\//, "");
     problems.push(`${envName(key)}=${JSON.stringify(raw[key])}: ${describeProblem(error.schema, error.message)}`);
   }
+  problems.push(...crossChecks(withDefaults));
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  - ${problems.join("\n  - ")}`);
   const instanceId = (withDefaults.instanceId as string | undefined) ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, "")}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const config = Object.freeze({ ...withDefaults, instanceId }) as Config;
   return { config, explicit };
+}
+
+/** Rules between settings, once each is valid on its own. */
+function crossChecks(values: Record<string, unknown>): string[] {
+  const dedup = values.dedupTtlSeconds;
+  const retention = values.mailboxRetentionSeconds;
+  if (typeof dedup === "number" && typeof retention === "number" && dedup < retention) {
+    // A message redelivered after its de-duplication record lapsed, but still in the mailbox, would be stored twice.
+    return [
+      `ROUTING_DEDUP_TTL_SECONDS=${dedup} is shorter than ROUTING_MAILBOX_RETENTION_SECONDS=${retention}: de-duplication must remember a message id at least as long as the message is kept (raise ROUTING_DEDUP_TTL_SECONDS or lower the retention)`,
+    ];
+  }
+  return [];
 }

@@ -27,7 +27,11 @@ export const ConfigSchema = Type.Object(
     busMaxAttempts: Type.Integer({ minimum: 1, maximum: 100, default: 5, description: "Deliveries of a bus record before it is dead-lettered." }),
     busRetryBaseMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 200, description: "First redelivery delay after a failure; doubles per attempt (max 30 s)." }),
     routerMaxInFlight: Type.Integer({ minimum: 1, maximum: 100_000, default: 512, description: "Bus records the router works on at once; intake pauses when full." }),
-    dedupTtlSeconds: Type.Integer({ minimum: 1, default: 7 * 24 * 3600, description: "How long a (recipient, messageId) pair is remembered for de-duplication." }),
+    dedupTtlSeconds: Type.Integer({ minimum: 1, default: 30 * 24 * 3600, description: "How long a (recipient, messageId) pair is remembered for de-duplication; at least ROUTING_MAILBOX_RETENTION_SECONDS (a shorter one stops start-up)." }),
+    // data life cycle (issue 21): docs/data-lifecycle.md
+    mailboxRetentionSeconds: Type.Integer({ minimum: 1, default: 30 * 24 * 3600, description: "An unacked message older than this is never returned again and is removed (docs/data-lifecycle.md)." }),
+    mailboxMaxMessages: Type.Integer({ minimum: 0, default: 10_000, description: "Per-recipient quota of unacked messages; a send past it is refused with MAILBOX_FULL. 0 switches it off." }),
+    mailboxMaxBytes: Type.Integer({ minimum: 0, default: 64 * 1024 * 1024, description: "Per-recipient quota of unacked envelope bytes; a send past it is refused with MAILBOX_FULL. 0 switches it off." }),
     wsMaxBufferBytes: Type.Integer({ minimum: 1024, default: 1024 * 1024, description: "Per-connection send buffer limit; a slower reader is closed with 4008." }),
     heartbeatSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 30, description: "WebSocket ping interval; a session without a pong for two intervals is closed with 4000." }),
     authTimeoutMs: Type.Integer({ minimum: 100, default: 10_000, description: "Time a new connection has to become online." }),

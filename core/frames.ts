@@ -63,6 +63,7 @@ export function messagesFrame(ref: string, queuedMessages: readonly string[]): s
   return `{"type":"messages","ref":${JSON.stringify(ref)},"messages":[${queuedMessages.join(",")}]}`;
 }
 
-export function errorFrame(ref: string | undefined, code: ErrorCode, message: string): string {
-  return JSON.stringify(ref === undefined ? { type: "error", code, message } : { type: "error", ref, code, message });
+export function errorFrame(ref: string | undefined, code: ErrorCode, message: string, retryAfterMs?: number): string {
+  const frame = ref === undefined ? { type: "error", code, message } : { type: "error", ref, code, message };
+  return JSON.stringify(retryAfterMs === undefined ? frame : { ...frame, retryAfterMs });
 }

@@ -38,7 +38,7 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, rejecte
   /** Answers a frame that failed with an `error` frame, carrying the frame's ref when it had one. */
   function fail(session: Session, ref: string | undefined, err: unknown): void {
     const error = asRoutingError(err);
-    session.send(errorFrame(ref, error.code, error.message));
+    session.send(errorFrame(ref, error.code, error.message, error.retryAfterMs));
   }
 
   async function handle(session: Session, frame: ClientFrame): Promise<void> {

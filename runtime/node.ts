@@ -13,6 +13,8 @@ import { createSessionHost } from "../gateway/sessions.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
 import { createIngress } from "../routing/ingress.ts";
+import { createQuota } from "../lifecycle/quota.ts";
+import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { createDevicesService } from "../services/devices.service.ts";
@@ -28,6 +30,9 @@ import { createThroughput } from "../status/throughput.ts";
 import { lockDataDir } from "./data-dir-lock.ts";
 import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
 import { brokerLogger } from "./logger.ts";
+
+/** Ranks of the `routing_mailbox_largest_depth` gauge (and of the status page's list). */
+const LARGEST_RANKS = 5;
 
 export interface RoutingNode {
   readonly broker: ServiceBroker;
@@ -67,11 +72,11 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   });
   const log = broker.getLogger("routing");
   const pushSenders = createPushSenders(config, log);
-  const backends = await createBackends(config);
+  const metrics = createMetrics();
+  const backends = await createBackends(config, { onExpired: metrics.mailboxExpired });
   const auth = resolveAuth(config);
   if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
 
-  const metrics = createMetrics();
   const sessions = createSessionHost({
     instanceId: config.instanceId,
     presence: backends.presence,
@@ -83,7 +88,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     log,
   });
   const signals = await createSignalBridge(config, sessions, metrics.signalCounters());
-  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics });
+  // data life cycle (issue 21): quota at the ingress, retention sweep (docs/data-lifecycle.md).
+  const quota = createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes });
+  const retention = startRetentionSweep({ mailbox: backends.mailbox, intervalMs: sweepIntervalMs(config.mailboxRetentionSeconds * 1000), onExpired: metrics.mailboxExpired, log });
+  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota });
   // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
   const mqtt = createMqtt({
     instanceId: config.instanceId,
@@ -118,6 +126,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     const depth = await backends.mailbox.totalDepth?.();
     if (depth !== undefined) metrics.mailboxDepth.set(depth);
   });
+  metrics.onScrape(async () => metrics.mailboxLargest(await backends.mailbox.largest(LARGEST_RANKS), LARGEST_RANKS));
   const gateway = createGateway({
     operator,
     engine: config.gatewayEngine,
@@ -145,7 +154,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
 
   let httpPort = 0;
   broker.createService(createIngressService({ ingress }));
-  broker.createService(createMailboxService({ mailbox: backends.mailbox }));
+  broker.createService(createMailboxService({ mailbox: backends.mailbox, purge: { devices: backends.devices, pushQueue: backends.pushQueue, bus: backends.bus } }));
   broker.createService(createDevicesService({ devices: backends.devices }));
   broker.createService(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }));
   broker.createService(router.schema);
@@ -165,6 +174,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     mqttPort = /^mqtt=(\d+)$/.test(mqttReady) ? Number(mqttReady.slice("mqtt=".length)) : undefined;
     await broker.start();
   } catch (err) {
+    await retention.stop();
     await broker.stop().catch(() => {});
     await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
@@ -187,6 +197,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       await broker.stop();
       await gateway.close();
       await signals.close();
+      await retention.stop();
       await backends.close();
       lock.release();
     })());

@@ -17,7 +17,10 @@ export const ERRORS = {
   NOT_FOUND: { status: 404, retryable: false, doc: "No such route." },
   METHOD_NOT_ALLOWED: { status: 405, retryable: false, doc: "The route exists but not with this method." },
   ENVELOPE_TOO_LARGE: { status: 413, retryable: false, doc: "The envelope exceeds ROUTING_MAX_ENVELOPE_BYTES." },
-  RATE_LIMITED: { status: 429, retryable: true, doc: "Too many requests; retry later." },
+  RATE_LIMITED: { status: 429, retryable: true, doc: "The identity sends faster than ROUTING_SEND_RATE_PER_SECOND (plus ROUTING_SEND_BURST); retry after `retryAfterMs`." },
+  TOO_MANY_CONNECTIONS: { status: 429, retryable: true, doc: "The identity holds ROUTING_MAX_CONNECTIONS_PER_IDENTITY live WebSocket + MQTT sessions across the cluster." },
+  REQUEST_TIMEOUT: { status: 408, retryable: true, doc: "The request's headers or body did not arrive within ROUTING_HTTP_HEADER_TIMEOUT_MS / ROUTING_HTTP_BODY_TIMEOUT_MS." },
+  OVERLOADED: { status: 503, retryable: true, doc: "The ingress holds ROUTING_INGRESS_MAX_PENDING accepted, unrouted messages (or too many unauthenticated sockets); nothing was accepted, retry after `retryAfterMs`." },
   BACKEND_UNAVAILABLE: { status: 503, retryable: true, doc: "A backend (bus, store) did not accept the operation; nothing was accepted." },
   SHUTTING_DOWN: { status: 503, retryable: true, doc: "The instance is draining; retry on another instance." },
   INTERNAL: { status: 500, retryable: true, doc: "An unexpected failure; logged with a request id." },
@@ -28,9 +31,12 @@ export type ErrorCode = keyof typeof ERRORS;
 export class RoutingError extends Error {
   override readonly name = "RoutingError";
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /** For RATE_LIMITED and OVERLOADED: when a retry can succeed (HTTP `Retry-After`, `retryAfterMs` in bodies and frames). */
+  readonly retryAfterMs: number | undefined;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
     super(message, options);
     this.code = code;
+    this.retryAfterMs = options?.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(options.retryAfterMs));
   }
   get status(): number {
     return ERRORS[this.code].status;
@@ -38,7 +44,8 @@ export class RoutingError extends Error {
   get retryable(): boolean {
     return ERRORS[this.code].retryable;
   }
-  toBody(): { error: { code: ErrorCode; message: string } } {
+  toBody(): { error: { code: ErrorCode; message: string; retryAfterMs?: number } } {
+    if (this.retryAfterMs !== undefined) return { error: { code: this.code, message: this.message, retryAfterMs: this.retryAfterMs } };
     return { error: { code: this.code, message: this.message } };
   }
 }

@@ -63,6 +63,6 @@ export function messagesFrame(ref: string, queuedMessages: readonly string[]): s
   return `{"type":"messages","ref":${JSON.stringify(ref)},"messages":[${queuedMessages.join(",")}]}`;
 }
 
-export function errorFrame(ref: string | undefined, code: ErrorCode, message: string): string {
-  return JSON.stringify(ref === undefined ? { type: "error", code, message } : { type: "error", ref, code, message });
+export function errorFrame(ref: string | undefined, code: ErrorCode, message: string, retryAfterMs?: number): string {
+  return JSON.stringify(ref === undefined ? { type: "error", code, message, retryAfterMs } : { type: "error", ref, code, message, retryAfterMs });
 }

@@ -91,7 +91,10 @@ function json(status: number, body: string): HttpResponse {
 }
 
 export function errorResponse(error: RoutingError): HttpResponse {
-  return json(error.status, JSON.stringify(error.toBody()));
+  const body = JSON.stringify(error.toBody());
+  // RATE_LIMITED, OVERLOADED: Retry-After in whole seconds, rounded up (the body has the milliseconds).
+  if (error.retryAfterMs !== undefined) return { status: error.status, headers: { ...JSON_HEADERS, "retry-after": String(Math.ceil(error.retryAfterMs / 1000)) }, body };
+  return json(error.status, body);
 }
 
 export function bearerToken(headers: Readonly<Record<string, string>>): string | undefined {

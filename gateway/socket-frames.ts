@@ -5,6 +5,8 @@ import type { Ingress } from "../routing/ingress.ts";
 import { STAMP_ALLOWANCE_BYTES, utf8Exceeds } from "../routing/ingress.ts";
 import { DEFAULT_FETCH_LIMIT } from "./http-routes.ts";
 import type { Session } from "./sessions.ts";
+import { assertJsonDepth } from "../core/json-depth.ts";
+import { createPreOnlineBuffer } from "./pre-online.ts";
 
 export interface FrameDeps {
   readonly ingress: Ingress;
@@ -27,7 +29,7 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
   /** Answers a frame that failed with an `error` frame, carrying the frame's ref when it had one. */
   function fail(session: Session, ref: string | undefined, err: unknown): void {
     const error = asRoutingError(err);
-    session.send(errorFrame(ref, error.code, error.message));
+    session.send(errorFrame(ref, error.code, error.message, error.retryAfterMs));
   }
 
   async function handle(session: Session, frame: ClientFrame): Promise<void> {
@@ -63,12 +65,17 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
 
   // Checks run synchronously and `handle` answers its own failures: a frame costs one promise
   // chain and no closures (every message passes here).
-  return function onText(session: Session, text: string | null): void {
+  const preOnline = createPreOnlineBuffer((session, text) => onText(session, text));
+  return onText;
+  function onText(session: Session, text: string | null): void {
+    // Sent between the 101 and online: served in order once online (pre-online.ts, issue 14).
+    if (preOnline(session, text)) return;
     let ref: string | undefined;
     let frame: ClientFrame;
     try {
       if (text === null) throw new RoutingError("INVALID_FRAME", "frames are JSON text; binary frames are not accepted");
       let value: unknown;
+      assertJsonDepth(text);
       try {
         value = JSON.parse(text);
       } catch {
@@ -87,5 +94,5 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes }: Frame
       return;
     }
     void handle(session, frame);
-  };
+  }
 }

@@ -30,6 +30,7 @@ import type {
   UpgradeDecision,
   UpgradeRequest,
 } from "./engine.ts";
+import { createRequestGuard, requestTimedOut } from "./request-guard.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 type UwsModule = typeof Uws;
@@ -196,6 +197,8 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     }
   };
 
+  const guard = createRequestGuard(options.hygiene);
+
   app.ws<UserData<C>>(options.wsPath, {
     maxPayloadLength: maxBody,
     idleTimeout: 0,
@@ -213,11 +216,20 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       const key = headers["sec-websocket-key"] ?? "";
       const extensions = headers["sec-websocket-extensions"] ?? "";
       const offered = parseProtocols(headers["sec-websocket-protocol"]);
+      let leave: () => void;
+      try {
+        leave = guard.enter();
+      } catch (err) {
+        writeResponse(res, "GET", errorOutgoing(asRoutingError(err)), true);
+        return;
+      }
       let done = false;
       res.onAborted(() => {
         done = true;
+        leave();
       });
       const finish = (decision: UpgradeDecision<C>): void => {
+        leave();
         if (done) return;
         done = true;
         if (decision.accept) {
@@ -242,6 +254,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
         }
       };
       const fail = (err: unknown): void => {
+        leave();
         if (done) return;
         done = true;
         const out = errorOutgoing(asRoutingError(err));
@@ -390,10 +403,31 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       return;
     }
 
+    let leave: () => void;
+    try {
+      leave = guard.enter();
+    } catch (err) {
+      writeResponse(res, method, errorOutgoing(asRoutingError(err)), true);
+      return;
+    }
     let aborted = false;
     let done = false;
+    // A body that does not arrive in time is answered 408 and its connection closed, not held.
+    const bodyTimer =
+      guard.bodyTimeoutMs > 0
+        ? setTimeout(() => {
+            if (done || aborted) return;
+            done = true;
+            chunks.length = 0;
+            leave();
+            res.cork(() => writeResponse(res, method, errorOutgoing(requestTimedOut(guard.bodyTimeoutMs)), true));
+          }, guard.bodyTimeoutMs)
+        : undefined;
+    bodyTimer?.unref();
     res.onAborted(() => {
       aborted = true;
+      clearTimeout(bodyTimer);
+      leave();
     });
     const chunks: Buffer[] = [];
     let size = 0;
@@ -402,6 +436,8 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       size += chunk.byteLength;
       if (size > maxBody) {
         done = true;
+        clearTimeout(bodyTimer);
+        leave();
         chunks.length = 0;
         res.cork(() => writeResponse(res, method, tooLarge(maxBody), true));
         return;
@@ -410,6 +446,8 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       if (chunk.byteLength > 0) chunks.push(Buffer.from(new Uint8Array(chunk)));
       if (!isLast) return;
       done = true;
+      clearTimeout(bodyTimer);
+      leave();
       const request: HttpRequest = { method, path, query: new URLSearchParams(rawQuery), headers, body: Buffer.concat(chunks, size) };
       Promise.resolve()
         .then(() => options.http(request))

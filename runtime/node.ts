@@ -13,6 +13,7 @@ import { createSessionHost } from "../gateway/sessions.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
 import { createIngress } from "../routing/ingress.ts";
+import { createLimits } from "../limits/index.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { createDevicesService } from "../services/devices.service.ts";
@@ -74,7 +75,9 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     log,
   });
   const signals = await createSignalBridge(config, sessions, metrics.signalCounters());
-  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics });
+  // limits and overload (issue 14): send rate, connection limit, ingress bound.
+  const limits = createLimits(config, backends.bus);
+  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, limits });
   // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
   const mqtt = createMqtt({
     instanceId: config.instanceId,
@@ -92,6 +95,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     mailbox: backends.mailbox,
     sessions,
     log,
+    connections: limits.connections,
   });
   const reach = mqtt.reach({ presence: backends.presence, signals });
   const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
@@ -121,6 +125,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     ready: backends.ready,
     log,
     streams: mqtt.streams,
+    connections: limits.connections,
+    hygiene: { headerTimeoutMs: config.httpHeaderTimeoutMs, bodyTimeoutMs: config.httpBodyTimeoutMs, maxUnauthenticated: config.maxUnauthenticatedSockets },
   });
   const router = createRouterService({
     bus: backends.bus,
@@ -155,6 +161,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     await broker.stop().catch(() => {});
     await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
+    await limits.close();
     await backends.close();
     throw err;
   }
@@ -172,6 +179,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       await broker.stop();
       await gateway.close();
       await signals.close();
+      await limits.close();
       await backends.close();
     })());
 

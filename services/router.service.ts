@@ -9,6 +9,7 @@ import { explainRoute, type SessionView } from "../routing/explain.ts";
 import type { Route } from "../routing/router.ts";
 import { mapped } from "./errors.ts";
 import { urnParam } from "./mailbox.service.ts";
+import { createDownstreamWatch } from "../routing/downstream-watch.ts";
 
 export interface RouterServiceDeps {
   readonly bus: IngressBus;
@@ -69,9 +70,13 @@ export function createRouterService(deps: RouterServiceDeps) {
     });
   }
 
+  const downstream = createDownstreamWatch((event) => actor?.send({ type: event }));
+
   async function work(delivery: Delivery, log: RouterLog): Promise<void> {
     try {
+      const began = Date.now();
       const outcome = await route(delivery.record);
+      downstream.took(Date.now() - began);
       await delivery.ack();
       metrics.routed(outcome, delivery.record.acceptedAt);
       log.debug({ messageId: delivery.record.messageId, outcome, path: delivery.record.path, attempt: delivery.attempt }, "routed");

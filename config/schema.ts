@@ -77,7 +77,7 @@ export const ConfigSchema = Type.Object(
     sendBurst: Type.Integer({ minimum: 0, default: 1000, description: "Sends one identity may make at once above ROUTING_SEND_RATE_PER_SECOND; refilled over 10 x burst / rate seconds." }),
     maxConnectionsPerIdentity: Type.Integer({ minimum: 0, default: 50, description: "Live WebSocket + MQTT sessions of one identity across the cluster; one more is refused (429 before the 101, CONNACK refused). 0: no limit." }),
     ingressMaxPending: Type.Integer({ minimum: 0, default: 4096, description: "Accepted messages not yet routed (bus backlog plus publishes under way); past it sends get 503 OVERLOADED until it drains. Bounds memory: at most this many envelopes are held. 0: no bound." }),
-    httpHeaderTimeoutMs: Type.Integer({ minimum: 0, default: 10_000, description: "Time a connection has to send a request's headers; then it is dropped. 0: no timeout." }),
+    httpHeaderTimeoutMs: Type.Integer({ minimum: 0, default: 10_000, description: "Time a connection has to send a request's headers (even while they trickle in); then it is dropped. `ws` engine only: `uws` has uWebSockets' own fixed 10 s. 0: no timeout." }),
     httpBodyTimeoutMs: Type.Integer({ minimum: 0, default: 10_000, description: "Time a request has to send its whole body once its headers arrived; a slower body is answered 408 and the connection dropped. 0: no timeout." }),
     maxUnauthenticatedSockets: Type.Integer({ minimum: 0, default: 1024, description: "Requests still being read, WebSocket upgrades being decided and MQTT connections before their CONNACK, at once; one more is refused (503 OVERLOADED, or the connection closed). 0: no cap." }),
   },

@@ -25,6 +25,12 @@ export interface IngressGateOptions {
  * cluster); Pub/Sub: its API has no backlog count, so only the records this node's router holds
  * plus this node's publishes under way.
  */
+/**
+ * One refusal for every refused send: under overload most sends are refused, and building an
+ * Error (its stack trace) per refusal would make refusing cost more than it must.
+ */
+const FULL = new RoutingError("OVERLOADED", "the ingress is full; retry later", { retryAfterMs: OVERLOADED_RETRY_MS });
+
 export function createIngressGate(options: IngressGateOptions) {
   const { maxPending } = options;
   let known = 0;
@@ -54,6 +60,12 @@ export function createIngressGate(options: IngressGateOptions) {
   return {
     /** Accepted-not-routed as estimated now. */
     pending: (): number => known + since + publishing,
+    /** Throws OVERLOADED when full, admitting nothing: a cheap first check before parsing a send. */
+    check(): void {
+      if (maxPending <= 0) return;
+      if (Date.now() - lastRefresh >= REFRESH_MS) refresh();
+      if (known + since + publishing >= maxPending) throw FULL;
+    },
     /**
      * Admits one publish or throws OVERLOADED. Call `leave(accepted)` exactly once after the
      * publish settled (accepted: the bus took it).
@@ -61,9 +73,7 @@ export function createIngressGate(options: IngressGateOptions) {
     enter(): void {
       if (maxPending <= 0) return;
       if (Date.now() - lastRefresh >= REFRESH_MS) refresh();
-      if (known + since + publishing >= maxPending) {
-        throw new RoutingError("OVERLOADED", "the ingress is full; retry later", { retryAfterMs: OVERLOADED_RETRY_MS });
-      }
+      if (known + since + publishing >= maxPending) throw FULL;
       publishing++;
     },
     leave(accepted: boolean): void {

@@ -42,6 +42,8 @@ export interface IngressLimits {
 export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID, limits }: IngressOptions) {
   async function accept(value: unknown, identity: Urn, path: IngressPath): Promise<string> {
     try {
+      // Full: refused before validating and stamping, so refusing costs little under overload.
+      limits?.gate.check();
       const { header, json } = stampEnvelopeJson(value, identity, newId);
       if (utf8Exceeds(json, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
         throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
@@ -78,6 +80,7 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
   async function acceptBytes(raw: Buffer | string, identity: Urn, path: IngressPath): Promise<string> {
     let value: unknown;
     try {
+      limits?.gate.check();
       value = parseEnvelopeBytes(raw, maxEnvelopeBytes);
     } catch (err) {
       const error = asRoutingError(err);

@@ -41,7 +41,11 @@ export function createLimits(config: Config, bus: IngressBus): Limits {
   });
   return {
     rate: createSendRateLimiter({ ratePerSecond: config.sendRatePerSecond, burst: config.sendBurst, redis, keyPrefix }),
-    gate: createIngressGate({ maxPending: config.ingressMaxPending, backlog: async () => (await bus.stats()).backlog }),
+    gate: createIngressGate({
+      maxPending: config.ingressMaxPending,
+      backlog: async () => (await bus.stats()).backlog,
+      backlogNow: bus.backlogNow === undefined ? undefined : () => bus.backlogNow?.() ?? 0,
+    }),
     connections,
     store: redis === undefined ? "memory" : "redis",
     async close() {

@@ -10,6 +10,8 @@ export interface IngressGateOptions {
   readonly maxPending: number;
   /** Records accepted and not yet routed (acked by the router), as the bus knows them. */
   readonly backlog: () => Promise<number>;
+  /** The same, synchronously and exact, where the bus holds it in this process (embedded). */
+  readonly backlogNow?: () => number;
 }
 
 /**
@@ -21,7 +23,7 @@ export interface IngressGateOptions {
  * distributed bus is not fed faster than the routers drain it.
  *
  * What "the bus backlog" covers per bus (docs/limits.md): embedded SQLite and memory: every record
- * not yet acked (exact); NATS JetStream: the work-queue stream's message count (exact, the whole
+ * not yet acked, read synchronously (`backlogNow`, exact, no reading interval); NATS JetStream: the work-queue stream's message count (exact, the whole
  * cluster); Pub/Sub: its API has no backlog count, so only the records this node's router holds
  * plus this node's publishes under way.
  */
@@ -32,12 +34,19 @@ export interface IngressGateOptions {
 const FULL = new RoutingError("OVERLOADED", "the ingress is full; retry later", { retryAfterMs: OVERLOADED_RETRY_MS });
 
 export function createIngressGate(options: IngressGateOptions) {
-  const { maxPending } = options;
+  const { maxPending, backlogNow } = options;
   let known = 0;
   let since = 0;
   let publishing = 0;
   let refreshing = false;
   let lastRefresh = 0;
+
+  /** Local bus: exact (its backlog now plus publishes under way). Remote: the last reading plus what came since. */
+  function estimate(): number {
+    if (backlogNow !== undefined) return backlogNow() + publishing;
+    if (Date.now() - lastRefresh >= REFRESH_MS) refresh();
+    return known + since + publishing;
+  }
 
   function refresh(): void {
     if (refreshing) return;
@@ -59,12 +68,10 @@ export function createIngressGate(options: IngressGateOptions) {
 
   return {
     /** Accepted-not-routed as estimated now. */
-    pending: (): number => known + since + publishing,
+    pending: (): number => estimate(),
     /** Throws OVERLOADED when full, admitting nothing: a cheap first check before parsing a send. */
     check(): void {
-      if (maxPending <= 0) return;
-      if (Date.now() - lastRefresh >= REFRESH_MS) refresh();
-      if (known + since + publishing >= maxPending) throw FULL;
+      if (maxPending > 0 && estimate() >= maxPending) throw FULL;
     },
     /**
      * Admits one publish or throws OVERLOADED. Call `leave(accepted)` exactly once after the
@@ -72,8 +79,7 @@ export function createIngressGate(options: IngressGateOptions) {
      */
     enter(): void {
       if (maxPending <= 0) return;
-      if (Date.now() - lastRefresh >= REFRESH_MS) refresh();
-      if (known + since + publishing >= maxPending) throw FULL;
+      if (estimate() >= maxPending) throw FULL;
       publishing++;
     },
     leave(accepted: boolean): void {

@@ -18,7 +18,6 @@ describe("kill -9 during overload", () => {
 
   it("loses nothing that was accepted", async () => {
     const env = { ROUTING_INGRESS_MAX_PENDING: "256", ROUTING_SEND_RATE_PER_SECOND: "0" };
-    const T0 = Date.now();
     const first = await startService(env);
     started.push(first);
     const mqttPort = /routing ready:.*\bmqtt=(\d+)/.exec(first.output())?.[1];
@@ -34,29 +33,26 @@ describe("kill -9 during overload", () => {
     // Killed once a good share has been accepted and refusals show it is overloaded.
     let killed: () => void = () => {};
     const stop = new Promise<void>((resolve) => (killed = resolve));
-    const load = offer(senders, target, { perSecond: 30_000, durationMs: 60_000, httpShare: 0.05, mqttShare: 0.05, stop, tag: `${run}.c` });
+    const load = offer(senders, target, { perSecond: 15_000, durationMs: 60_000, httpShare: 0.05, mqttShare: 0.05, stop, tag: `${run}.c` });
     const watch = (async () => {
       for (;;) {
         const m = await fetch(`${first.url}/metrics`).then((r) => r.text()).catch(() => "");
         const accepted = [...m.matchAll(/^routing_envelopes_accepted_total\{[^}]*\} (\d+)/gm)].reduce((a, x) => a + Number(x[1]), 0);
         const refused = /code="OVERLOADED"[^\n]* (\d+)/.exec(m);
-        if (accepted >= 2_000 && refused !== null && Number(refused[1]) > 0) return;
+        if (accepted >= 1_000 && refused !== null && Number(refused[1]) > 0) return;
         await new Promise((r) => setTimeout(r, 100));
       }
     })();
     await watch;
-    console.log("T watch done", Date.now() - T0);
     await first.crash();
     killed();
     const result = await load;
-    console.log("T load done", Date.now() - T0, result.accepted.length, JSON.stringify(result.refused));
     await senders.close();
     expect(result.accepted.length).toBeGreaterThan(0);
     expect(result.refused.OVERLOADED ?? 0).toBeGreaterThan(0);
 
     const second = await startService(env, first.dataDir);
     started.push(second);
-    console.log("T restarted", Date.now() - T0);
     const found = await collectMailboxes(second.url, await Promise.all(names.map((n) => token(n))), new Set(result.accepted));
     const lost = result.accepted.filter((id) => !found.has(id));
     expect(lost).toEqual([]);

@@ -72,12 +72,13 @@ const envelopeText = fc.oneof(
  * limit and the cap are here (ENVELOPE_TOO_LARGE).
  */
 const frameOversized = fc.integer({ min: MAX_ENVELOPE, max: MAX_ENVELOPE + 1500 }).map((n) => JSON.stringify({ recipientId: "urn:sm:user:fuzz-sink", encryptedData: "A".repeat(n) }));
+const frameDeepNesting = fc.tuple(fc.integer({ min: 20, max: 900 }), fc.constantFrom("[", '{"a":')).map(([n, open]) => open.repeat(n) + "1" + (open === "[" ? "]" : "}").repeat(n));
 const frameEnvelopeText = fc.oneof(
   envelopeLike.map((e) => JSON.stringify(e)),
   fc.json({ maxDepth: 4 }),
   fc.string({ unit: "grapheme", maxLength: 300 }),
   fc.string({ unit: "binary", maxLength: 300 }),
-  deepNesting,
+  frameDeepNesting,
   truncated,
   frameOversized,
 );

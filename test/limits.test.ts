@@ -237,4 +237,34 @@ describe("ingress bound and pre-online frames", () => {
     expect(new Set(ids)).toEqual(new Set(accepted));
   });
 
+  it("a slow consumer is closed 4008 at its buffer bound while another recipient keeps being served", async () => {
+    const alice = await token(`alice-${randomUUID()}`);
+    const bobName = `bob-${randomUUID()}`;
+    const daveName = `dave-${randomUUID()}`;
+    const slow = await connect(svc.port, { token: await token(bobName), delivery: "push" });
+    const raw = (slow.ws as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+    raw.pause();
+    const dave = await connect(svc.port, { token: await token(daveName), delivery: "push" });
+    const slowClosures = async () => Number(/routing_session_closes_total\{code="4008"\} (\d+)/.exec((await http(svc.url, "GET", "/metrics")).text)?.[1] ?? 0);
+    const before = await slowClosures();
+    let toDave = 0;
+    for (let i = 0; i < 400; i++) {
+      // Sequential: the ingress bound (4) is not what this test is about.
+      expect((await http(svc.url, "POST", "/send", { token: alice, body: envelope(`urn:sm:user:${bobName}`, { encryptedData: "A".repeat(60_000) }) })).status).toBe(202);
+      if (i % 5 === 0) {
+        const id = `to-dave-${i}`;
+        expect((await http(svc.url, "POST", "/send", { token: alice, body: envelope(`urn:sm:user:${daveName}`, { messageId: id }) })).status).toBe(202);
+        toDave++;
+        // Served while bob's buffer fills: each of dave's messages arrives.
+        const got = await dave.next((f) => f.type === "message" && (f.message as { id: string }).id === id);
+        expect(got.type).toBe("message");
+      }
+      if (i % 10 === 9 && (await slowClosures()) > before) break;
+    }
+    expect(await slowClosures()).toBe(before + 1);
+    expect(toDave).toBeGreaterThan(0);
+    raw.resume();
+    expect((await slow.closed).code).toBe(4008);
+    await dave.close();
+  }, 60_000);
 });

@@ -176,7 +176,10 @@ export async function offer(senders: Senders, target: LoadTarget, options: Offer
           took("http", performance.now() - at);
         } else refuse(body.error?.code ?? `HTTP ${res.status}`);
       })
-      .catch(() => refuse("HTTP connection error"))
+      .catch((err: unknown) => {
+        const cause = (err as { cause?: { code?: string; message?: string } }).cause;
+        refuse(`HTTP connection error (${cause?.code ?? cause?.message ?? "unknown"})`);
+      })
       .finally(() => httpInFlight--);
     return true;
   }

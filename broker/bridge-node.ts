@@ -15,6 +15,8 @@ import { createExternalLink } from "./external.ts";
 import { withExternalDelivery } from "./external-routing.ts";
 import { createMqttIngest } from "./ingest.ts";
 import { mqttTopics } from "./topics.ts";
+import { lockDataDir } from "../runtime/data-dir-lock.ts";
+import { brokerLogger } from "../runtime/logger.ts";
 
 export interface MqttBridgeNode {
   readonly httpPort: number;
@@ -61,9 +63,11 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
     nodeID: config.instanceId,
     // Not a cluster member: its router service (embedded bus) serves only this process.
     transporter: null,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+    logger: brokerLogger(config),
   });
   const log = broker.getLogger("mqtt-bridge");
+  // One process per data dir, as for a routing node.
+  const lock = await lockDataDir(config.dataDir, config.instanceId);
   const backends = await createBackends(config);
   const metrics = createMetrics();
   // limits and overload (issue 14): the send rate and the ingress bound hold on this path too.
@@ -108,6 +112,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
     await broker.stop().catch(() => {});
     await limits.close();
     await backends.close();
+    lock.release();
     throw err;
   }
   log.info(`routing ready: http=${httpPort} mqtt=external role=mqtt-bridge routes=${routes} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
@@ -124,6 +129,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
         await new Promise<void>((resolve) => ops.close(() => resolve()));
         await limits.close();
         await backends.close();
+        lock.release();
       })()),
   };
 }

@@ -182,10 +182,12 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     return payload;
   }
 
-  function settle(state: ClientState, outcome: Promise<PublishOutcome>, done: (err?: Error | null) => void): void {
+  function settle(state: ClientState, outcome: Promise<PublishOutcome>, done: (err?: Error | null) => void, packet?: PublishPacket): void {
     const work = outcome.then(
       (result) => {
-        if (result.kind === "rejected" && state.session?.isOnline()) state.session.send(result.frame);
+        if (result.kind !== "accepted" && state.session?.isOnline()) state.session.send(result.frame);
+        // aedes acknowledges by the packet's QoS once this is done: at QoS 0 it sends no PUBACK.
+        if (result.kind === "withheld" && packet !== undefined) packet.qos = 0;
         done(null);
       },
       (err: unknown) => done(err instanceof Error ? err : new Error("publish not accepted")),
@@ -208,7 +210,7 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     const identity = state.principal.identity;
     // Over the sender's rate or the ingress bound: the PUBACK is withheld until accepted, and as
     // aedes reads a connection's next packets only after this one is done, the sender is throttled.
-    if (packet.topic === topics.ingest) return settle(state, options.ingest.envelope(takePayload(packet), identity, holdWhile(client)), done);
+    if (packet.topic === topics.ingest) return settle(state, options.ingest.envelope(takePayload(packet), identity, holdWhile(client)), done, packet);
     if (packet.topic === topics.ack(identity)) return settle(state, options.ingest.ack(takePayload(packet), identity), done);
     log.info({ code: "FORBIDDEN", topic: packet.topic }, "mqtt publish refused: disconnecting");
     done(new RoutingError("FORBIDDEN", "publishing to this topic is not allowed"));

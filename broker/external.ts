@@ -80,7 +80,8 @@ export function createExternalLink(options: ExternalLinkOptions) {
     // OVERLOADED: hold (the broker keeps the rest for this member meanwhile); RATE_LIMITED: an
     // `error` frame to the sender (holding would stall every sender sharing this member).
     const outcome = sender !== undefined ? await ingest.envelope(payload, identity, { codes: HOLD_OVERLOADED, while: () => client?.connected === true }) : await ingest.ack(payload, identity);
-    if (outcome.kind === "rejected") publish(identity, outcome.frame);
+    // The external broker acknowledged the client already: a withheld (MAILBOX_FULL) one is answered by its frame alone.
+    if (outcome.kind !== "accepted") publish(identity, outcome.frame);
   }
 
   /** Drops the connection so the broker redelivers what was not acknowledged (the session persists). */

@@ -64,5 +64,6 @@ export function messagesFrame(ref: string, queuedMessages: readonly string[]): s
 }
 
 export function errorFrame(ref: string | undefined, code: ErrorCode, message: string, retryAfterMs?: number): string {
-  return JSON.stringify(ref === undefined ? { type: "error", code, message, retryAfterMs } : { type: "error", ref, code, message, retryAfterMs });
+  const frame = ref === undefined ? { type: "error", code, message } : { type: "error", ref, code, message };
+  return JSON.stringify(retryAfterMs === undefined ? frame : { ...frame, retryAfterMs });
 }

@@ -91,10 +91,11 @@ function json(status: number, body: string): HttpResponse {
 }
 
 export function errorResponse(error: RoutingError): HttpResponse {
-  const body = JSON.stringify(error.toBody());
-  // RATE_LIMITED, OVERLOADED: Retry-After in whole seconds, rounded up (the body has the milliseconds).
-  if (error.retryAfterMs !== undefined) return { status: error.status, headers: { ...JSON_HEADERS, "retry-after": String(Math.ceil(error.retryAfterMs / 1000)) }, body };
-  return json(error.status, body);
+  if (error.retryAfterMs !== undefined) {
+    // Whole seconds, rounded up (RFC 9110); the body carries the exact `retryAfterMs`.
+    return { status: error.status, headers: { ...JSON_HEADERS, "retry-after": String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) }, body: JSON.stringify(error.toBody()) };
+  }
+  return json(error.status, JSON.stringify(error.toBody()));
 }
 
 export function bearerToken(headers: Readonly<Record<string, string>>): string | undefined {

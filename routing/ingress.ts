@@ -25,6 +25,8 @@ export interface IngressOptions {
   readonly maxEnvelopeBytes: number;
   readonly metrics: Metrics;
   readonly newId?: () => string;
+  /** Per-recipient quota (lifecycle/quota.ts), checked for stored (non-ephemeral) messages before publishing. */
+  readonly quota?: { admit(recipientId: Urn, bytes: number): Promise<void> };
   /** Per-identity send rate (RATE_LIMITED) and the accepted-not-routed bound (OVERLOADED); limits/. */
   readonly limits?: IngressLimits;
 }
@@ -39,7 +41,7 @@ export interface IngressLimits {
  * publish. Resolves the messageId only after the bus has durably accepted the record: that is what
  * a 202, a `sent` frame or a PUBACK promise.
  */
-export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID, limits }: IngressOptions) {
+export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID, quota, limits }: IngressOptions) {
   async function accept(value: unknown, identity: Urn, path: IngressPath): Promise<string> {
     try {
       // Full: refused before validating and stamping, so refusing costs little under overload.
@@ -48,11 +50,13 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
       if (utf8Exceeds(json, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
         throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
       }
-      // A valid send needs room in the ingress (refused OVERLOADED before it costs any rate),
-      // then counts once against its sender's rate.
+      // A valid send needs room in the ingress (refused OVERLOADED before it costs any rate), then
+      // room in its recipient's mailbox, then counts once against its sender's rate.
       limits?.gate.enter();
       let published = false;
       try {
+        // String length as the size: the quota is "as last known" anyway, and it spares a pass over the payload.
+        if (quota !== undefined && !header.isEphemeral) await quota.admit(header.recipientId, json.length);
         if (limits !== undefined) await limits.rate.consume(identity);
         await bus.publish({
           recipientId: header.recipientId,
@@ -72,6 +76,7 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
     } catch (err) {
       const error = asRoutingError(err);
       metrics.rejected(path, error.code);
+      if (error.code === "MAILBOX_FULL") metrics.mailboxFull(path);
       throw error;
     }
   }

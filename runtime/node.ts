@@ -14,6 +14,8 @@ import { createMetrics } from "../metrics/registry.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
 import { createIngress } from "../routing/ingress.ts";
 import { createLimits } from "../limits/index.ts";
+import { createQuota } from "../lifecycle/quota.ts";
+import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { createDevicesService } from "../services/devices.service.ts";
@@ -26,11 +28,19 @@ import { createRouterService } from "../services/router.service.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
+import { lockDataDir } from "./data-dir-lock.ts";
+import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
+import { brokerLogger } from "./logger.ts";
+
+/** Ranks of the `routing_mailbox_largest_depth` gauge (and of the status page's list). */
+const LARGEST_RANKS = 5;
 
 export interface RoutingNode {
   readonly broker: ServiceBroker;
   readonly config: Config;
   readonly httpPort: number;
+  /** The embedded MQTT broker's TCP port; undefined with an external broker. */
+  readonly mqttPort: number | undefined;
   readonly backends: Backends;
   readonly sessions: ReturnType<typeof createSessionHost>;
   /** Graceful shutdown: stop intake, drain sessions (1001), finish or return in-flight bus work, close backends. */
@@ -48,22 +58,26 @@ export interface NodeExtras {
  * backends or reads the config.
  */
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
+  // One process per data dir: a second node here refuses to start, naming the holder's pid.
+  const lock = await lockDataDir(config.dataDir, config.instanceId);
+  // No transporter configured: serve a local one on a Unix socket in the data dir, so `npm run repl` attaches to this node.
+  const local = config.transporter ? undefined : new LocalHubTransporter({ path: localSocketPath(lock.dataDir) });
   const broker = new ServiceBroker({
     ...brokerConfig,
     middlewares: [...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
     nodeID: config.instanceId,
     // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
     namespace: config.namespace,
-    transporter: config.transporter ?? null,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+    transporter: config.transporter ?? local ?? null,
+    logger: brokerLogger(config),
   });
   const log = broker.getLogger("routing");
   const pushSenders = createPushSenders(config, log);
-  const backends = await createBackends(config);
+  const metrics = createMetrics();
+  const backends = await createBackends(config, { onExpired: metrics.mailboxExpired });
   const auth = resolveAuth(config);
   if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
 
-  const metrics = createMetrics();
   const sessions = createSessionHost({
     instanceId: config.instanceId,
     presence: backends.presence,
@@ -75,9 +89,12 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     log,
   });
   const signals = await createSignalBridge(config, sessions, metrics.signalCounters());
-  // limits and overload (issue 14): send rate, connection limit, ingress bound.
+  // data life cycle (issue 21): quota at the ingress, retention sweep (docs/data-lifecycle.md).
+  const quota = createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes });
+  const retention = startRetentionSweep({ mailbox: backends.mailbox, intervalMs: sweepIntervalMs(config.mailboxRetentionSeconds * 1000), onExpired: metrics.mailboxExpired, log });
+  // limits and overload (issue 14): send rate, connection limit, ingress bound (docs/limits.md).
   const limits = createLimits(config, backends.bus);
-  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, limits });
+  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota, limits });
   // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
   const mqtt = createMqtt({
     instanceId: config.instanceId,
@@ -101,7 +118,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
   // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
   let documents: { openapi: string; asyncapi: string } | undefined;
-  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
+  // Built on first request, after the listeners are bound: the AsyncAPI servers name the ports in use.
+  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi({ http: httpPort, mqtt: mqttPort })) });
   const operator: OperatorEndpoints = {
     openapi: () => docs().openapi,
     asyncapi: () => docs().asyncapi,
@@ -112,6 +130,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     const depth = await backends.mailbox.totalDepth?.();
     if (depth !== undefined) metrics.mailboxDepth.set(depth);
   });
+  metrics.onScrape(async () => metrics.mailboxLargest(await backends.mailbox.largest(LARGEST_RANKS), LARGEST_RANKS));
   const gateway = createGateway({
     operator,
     engine: config.gatewayEngine,
@@ -127,6 +146,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     streams: mqtt.streams,
     connections: limits.connections,
     hygiene: { headerTimeoutMs: config.httpHeaderTimeoutMs, bodyTimeoutMs: config.httpBodyTimeoutMs, maxUnauthenticated: config.maxUnauthenticatedSockets },
+    reusePort: config.httpReusePort,
   });
   const router = createRouterService({
     bus: backends.bus,
@@ -140,7 +160,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
 
   let httpPort = 0;
   broker.createService(createIngressService({ ingress }));
-  broker.createService(createMailboxService({ mailbox: backends.mailbox }));
+  broker.createService(createMailboxService({ mailbox: backends.mailbox, purge: { devices: backends.devices, pushQueue: backends.pushQueue, bus: backends.bus } }));
   broker.createService(createDevicesService({ devices: backends.devices }));
   broker.createService(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }));
   broker.createService(router.schema);
@@ -154,17 +174,22 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   );
 
   let mqttReady = "";
+  let mqttPort: number | undefined;
   try {
     mqttReady = await mqtt.start();
+    mqttPort = /^mqtt=(\d+)$/.test(mqttReady) ? Number(mqttReady.slice("mqtt=".length)) : undefined;
     await broker.start();
   } catch (err) {
+    await retention.stop();
     await broker.stop().catch(() => {});
     await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
     await limits.close();
     await backends.close();
+    lock.release();
     throw err;
   }
+  if (local?.listening) lock.update({ replSocket: local.path });
   log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
 
   let shuttingDown: Promise<void> | undefined;
@@ -179,8 +204,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       await broker.stop();
       await gateway.close();
       await signals.close();
+      await retention.stop();
       await limits.close();
       await backends.close();
+      lock.release();
     })());
 
   return {
@@ -188,6 +215,9 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     config,
     get httpPort() {
       return httpPort;
+    },
+    get mqttPort() {
+      return mqttPort;
     },
     backends,
     sessions,

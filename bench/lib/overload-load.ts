@@ -249,8 +249,9 @@ export async function offer(senders: Senders, target: LoadTarget, options: Offer
   return {
     offered,
     notOffered,
-    accepted,
-    refused,
+    accepted: [...accepted],
+    // A copy: answers that arrive later (or requests failing when the service stops) must not change the figures.
+    refused: { ...refused },
     latencies: Float64Array.from(latencies),
     latenciesByPath: { ws: Float64Array.from(byPath.ws), http: Float64Array.from(byPath.http), mqtt: Float64Array.from(byPath.mqtt) },
     unanswered: sentAt.size + httpInFlight,

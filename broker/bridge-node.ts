@@ -6,6 +6,7 @@ import type { ExplicitSettings } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { createIngress } from "../routing/ingress.ts";
+import { createLimits } from "../limits/index.ts";
 import { createRouter } from "../routing/router.ts";
 import { createLocalSignalBridge } from "../routing/signals.ts";
 import { listenServer, listenWithFallback } from "../runtime/ports.ts";
@@ -69,7 +70,9 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
   const lock = await lockDataDir(config.dataDir, config.instanceId);
   const backends = await createBackends(config);
   const metrics = createMetrics();
-  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics });
+  // limits and overload (issue 14): the send rate and the ingress bound hold on this path too.
+  const limits = createLimits(config, backends.bus);
+  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, limits });
   const link = createExternalLink({
     url: config.mqttUrl,
     clientId: `routing-bridge-${config.instanceId}`,
@@ -107,6 +110,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
   } catch (err) {
     await link.close().catch(() => {});
     await broker.stop().catch(() => {});
+    await limits.close();
     await backends.close();
     lock.release();
     throw err;
@@ -123,6 +127,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
         await link.close();
         await broker.stop();
         await new Promise<void>((resolve) => ops.close(() => resolve()));
+        await limits.close();
         await backends.close();
         lock.release();
       })()),

@@ -78,6 +78,14 @@ export const ConfigSchema = Type.Object(
     mqttAckTopic: Type.String({ default: "clients/{urn}/ack", pattern: "^([^$#+{}\\s][^#+{}\\s]*/)?\\{urn\\}(/[^#+{}\\s]+)?$", description: "Topic a client publishes `{\"messageIds\": [...]}` to; `{urn}` as for the receive topic." }),
     mqttShareGroup: Type.String({ default: "routing", pattern: "^[A-Za-z0-9_-]+$", description: "Shared-subscription group (`$share/<group>/...`) of the processes consuming an external broker's ingest and ack topics." }),
     mqttWsPath: Type.String({ default: "/mqtt", pattern: "^/[A-Za-z0-9/_.-]*$", description: "Path of MQTT over WebSocket on the HTTP port (embedded broker only)." }),
+    // limits and overload (issue 14; docs/limits.md). 0 switches a limit off.
+    sendRatePerSecond: Type.Integer({ minimum: 0, default: 100, description: "Sustained sends per identity, summed over HTTP, WebSocket and MQTT, on every node of a cluster together (Redis holds the count when the cluster has Redis). 0: no rate limit." }),
+    sendBurst: Type.Integer({ minimum: 0, default: 1000, description: "Sends one identity may make at once above ROUTING_SEND_RATE_PER_SECOND; refilled over 10 x burst / rate seconds." }),
+    maxConnectionsPerIdentity: Type.Integer({ minimum: 0, default: 50, description: "Live WebSocket + MQTT sessions of one identity across the cluster; one more is refused (429 before the 101, CONNACK refused). 0: no limit." }),
+    ingressMaxPending: Type.Integer({ minimum: 0, default: 4096, description: "Accepted messages not yet routed (bus backlog plus publishes under way); past it sends get 503 OVERLOADED until it drains. Bounds memory: at most this many envelopes are held. 0: no bound." }),
+    httpHeaderTimeoutMs: Type.Integer({ minimum: 0, default: 10_000, description: "Time a connection has to send a request's headers (even while they trickle in); then it is dropped. `ws` engine only: `uws` has uWebSockets' own fixed 10 s. 0: no timeout." }),
+    httpBodyTimeoutMs: Type.Integer({ minimum: 0, default: 10_000, description: "Time a request has to send its whole body once its headers arrived; a slower body is answered 408 and the connection dropped. 0: no timeout." }),
+    maxUnauthenticatedSockets: Type.Integer({ minimum: 0, default: 1024, description: "Requests still being read, WebSocket upgrades being decided and MQTT connections before their CONNACK, at once; one more is refused (503 OVERLOADED, or the connection closed). 0: no cap." }),
   },
   { additionalProperties: false },
 );

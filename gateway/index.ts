@@ -11,6 +11,9 @@ import { bearerToken, createHttpRoutes, errorResponse, type OperatorEndpoints } 
 import type { DeliveryMode, Session, SessionHost } from "./sessions.ts";
 import { createFrameHandler } from "./socket-frames.ts";
 import type { Principal } from "../auth/verifier.ts";
+import type { ConnectionLimiter } from "../limits/index.ts";
+import type { EngineOptions } from "./engine.ts";
+import { holdUntilOpened, type HeldSlot } from "./upgrade-slots.ts";
 
 export interface GatewayDeps {
   readonly engine: "uws" | "ws";
@@ -27,6 +30,10 @@ export interface GatewayDeps {
   readonly operator?: OperatorEndpoints;
   /** Byte-stream WebSocket paths on the same port: MQTT over WebSocket (issue 4). */
   readonly streams?: readonly BinaryStreamRoute[];
+  /** Per-identity connection limit (issue 14): a slot is taken before the 101. */
+  readonly connections?: ConnectionLimiter;
+  /** HTTP hygiene for the engine (issue 14): header/body timeouts, unauthenticated-socket cap. */
+  readonly hygiene?: EngineOptions<unknown>["hygiene"];
   /** ROUTING_HTTP_REUSE_PORT: share the port (uws only); off, the port is this process's alone. */
   readonly reusePort?: boolean;
 }
@@ -34,6 +41,7 @@ export interface GatewayDeps {
 interface SocketContext {
   readonly principal: Principal;
   readonly mode: DeliveryMode;
+  readonly slot: HeldSlot;
 }
 
 /**
@@ -61,10 +69,12 @@ function deliveryMode(raw: string | null): DeliveryMode {
 class SessionListener implements SocketListener {
   readonly #session: Session;
   readonly #onFrame: (session: Session, text: string | null) => void;
+  readonly #slot: HeldSlot;
 
-  constructor(session: Session, onFrame: (session: Session, text: string | null) => void) {
+  constructor(session: Session, onFrame: (session: Session, text: string | null) => void, slot: HeldSlot) {
     this.#session = session;
     this.#onFrame = onFrame;
+    this.#slot = slot;
   }
 
   message(text: string | null): void {
@@ -80,6 +90,7 @@ class SessionListener implements SocketListener {
   }
 
   closed(code: number): void {
+    this.#slot.release();
     this.#session.actor.send({ type: "session.socket.closed", code });
   }
 }
@@ -94,6 +105,7 @@ export function createGateway(deps: GatewayDeps) {
     wsPath: "/connect",
     maxBodyBytes: deps.maxEnvelopeBytes + 4 * STAMP_ALLOWANCE_BYTES,
     streams: deps.streams,
+    hygiene: deps.hygiene,
     reusePort: deps.reusePort,
     // Input the engine refuses before any handler sees it still counts as a refused envelope.
     onRefused: (kind, path) => {
@@ -107,13 +119,16 @@ export function createGateway(deps: GatewayDeps) {
           const mode = deliveryMode(req.query.get("delivery"));
           const { token, protocol } = upgradeToken(req);
           const principal = await deps.verifier.verify(token);
-          return { accept: true, protocol, context: { principal, mode } };
+          // Over the identity's connection limit: 429 TOO_MANY_CONNECTIONS, never a 101.
+          const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity));
+          return { accept: true, protocol, context: { principal, mode, slot } };
         } catch (err) {
           return { accept: false, response: errorResponse(asRoutingError(err)) };
         }
       },
-      open(socket, { principal, mode }) {
-        return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame);
+      open(socket, { principal, mode, slot }) {
+        slot.opened();
+        return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame, slot);
       },
     },
   });

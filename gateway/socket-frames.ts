@@ -5,6 +5,8 @@ import type { Ingress } from "../routing/ingress.ts";
 import { STAMP_ALLOWANCE_BYTES, utf8Exceeds } from "../routing/ingress.ts";
 import { DEFAULT_FETCH_LIMIT } from "./http-routes.ts";
 import type { Session } from "./sessions.ts";
+import { assertJsonDepth } from "../core/json-depth.ts";
+import { createPreOnlineBuffer } from "./pre-online.ts";
 import type { ErrorCode } from "../core/errors.ts";
 
 /** A parsed frame that meant to send an envelope (`type: "send"`), valid or not. */
@@ -74,12 +76,17 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, rejecte
 
   // Checks run synchronously and `handle` answers its own failures: a frame costs one promise
   // chain and no closures (every message passes here).
-  return function onText(session: Session, text: string | null): void {
+  const preOnline = createPreOnlineBuffer((session, text) => onText(session, text));
+  return onText;
+  function onText(session: Session, text: string | null): void {
+    // Sent between the 101 and online: served in order once online (pre-online.ts, issue 14).
+    if (preOnline(session, text)) return;
     let ref: string | undefined;
     let frame: ClientFrame;
     let value: unknown;
     try {
       if (text === null) throw new RoutingError("INVALID_FRAME", "frames are JSON text; binary frames are not accepted");
+      assertJsonDepth(text);
       try {
         value = JSON.parse(text);
       } catch {
@@ -100,5 +107,5 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, rejecte
       return;
     }
     void handle(session, frame);
-  };
+  }
 }

@@ -13,6 +13,7 @@ import { createSessionHost } from "../gateway/sessions.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
 import { createIngress } from "../routing/ingress.ts";
+import { createLimits } from "../limits/index.ts";
 import { createQuota } from "../lifecycle/quota.ts";
 import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
@@ -91,7 +92,9 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   // data life cycle (issue 21): quota at the ingress, retention sweep (docs/data-lifecycle.md).
   const quota = createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes });
   const retention = startRetentionSweep({ mailbox: backends.mailbox, intervalMs: sweepIntervalMs(config.mailboxRetentionSeconds * 1000), onExpired: metrics.mailboxExpired, log });
-  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota });
+  // limits and overload (issue 14): send rate, connection limit, ingress bound (docs/limits.md).
+  const limits = createLimits(config, backends.bus);
+  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota, limits });
   // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
   const mqtt = createMqtt({
     instanceId: config.instanceId,
@@ -109,6 +112,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     mailbox: backends.mailbox,
     sessions,
     log,
+    connections: limits.connections,
   });
   const reach = mqtt.reach({ presence: backends.presence, signals });
   const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
@@ -140,6 +144,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     ready: backends.ready,
     log,
     streams: mqtt.streams,
+    connections: limits.connections,
+    hygiene: { headerTimeoutMs: config.httpHeaderTimeoutMs, bodyTimeoutMs: config.httpBodyTimeoutMs, maxUnauthenticated: config.maxUnauthenticatedSockets },
     reusePort: config.httpReusePort,
   });
   const router = createRouterService({
@@ -178,6 +184,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     await broker.stop().catch(() => {});
     await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
+    await limits.close();
     await backends.close();
     lock.release();
     throw err;
@@ -198,6 +205,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       await gateway.close();
       await signals.close();
       await retention.stop();
+      await limits.close();
       await backends.close();
       lock.release();
     })());

@@ -14,6 +14,7 @@ export const ErrorBodySchema = Type.Object(
           { description: "the contract's error code (docs/protocol.md: Error codes)" },
         ),
         message: Type.String({ description: "a human sentence; names fields, never values" }),
+        retryAfterMs: Type.Optional(Type.Integer({ minimum: 0, description: "when a retry can succeed (MAILBOX_FULL); HTTP also sends `Retry-After` in whole seconds" })),
       },
       { additionalProperties: false },
     ),

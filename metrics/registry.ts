@@ -13,7 +13,9 @@ export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivere
  */
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "routing_process_" });
+  // prom-client's own names already start with process_ / nodejs_: the prefix only adds "routing_"
+  // (routing_process_cpu_user_seconds_total, routing_nodejs_eventloop_lag_seconds).
+  collectDefaultMetrics({ register: registry, prefix: "routing_" });
   const accepted = new Counter({ name: "routing_envelopes_accepted_total", help: "Envelopes accepted by the ingress bus, per ingestion path.", labelNames: ["path"] as const, registers: [registry] });
   const rejected = new Counter({ name: "routing_envelopes_rejected_total", help: "Envelopes refused at ingress, per path and error code.", labelNames: ["path", "code"] as const, registers: [registry] });
   const routed = new Counter({ name: "routing_routed_total", help: "Router outcomes per bus record.", labelNames: ["outcome"] as const, registers: [registry] });

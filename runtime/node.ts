@@ -27,6 +27,9 @@ import { createRouterService } from "../services/router.service.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
+import { lockDataDir } from "./data-dir-lock.ts";
+import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
+import { brokerLogger } from "./logger.ts";
 
 /** Ranks of the `routing_mailbox_largest_depth` gauge (and of the status page's list). */
 const LARGEST_RANKS = 5;
@@ -35,6 +38,8 @@ export interface RoutingNode {
   readonly broker: ServiceBroker;
   readonly config: Config;
   readonly httpPort: number;
+  /** The embedded MQTT broker's TCP port; undefined with an external broker. */
+  readonly mqttPort: number | undefined;
   readonly backends: Backends;
   readonly sessions: ReturnType<typeof createSessionHost>;
   /** Graceful shutdown: stop intake, drain sessions (1001), finish or return in-flight bus work, close backends. */
@@ -52,14 +57,18 @@ export interface NodeExtras {
  * backends or reads the config.
  */
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
+  // One process per data dir: a second node here refuses to start, naming the holder's pid.
+  const lock = await lockDataDir(config.dataDir, config.instanceId);
+  // No transporter configured: serve a local one on a Unix socket in the data dir, so `npm run repl` attaches to this node.
+  const local = config.transporter ? undefined : new LocalHubTransporter({ path: localSocketPath(lock.dataDir) });
   const broker = new ServiceBroker({
     ...brokerConfig,
     middlewares: [...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
     nodeID: config.instanceId,
     // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
     namespace: config.namespace,
-    transporter: config.transporter ?? null,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+    transporter: config.transporter ?? local ?? null,
+    logger: brokerLogger(config),
   });
   const log = broker.getLogger("routing");
   const pushSenders = createPushSenders(config, log);
@@ -105,7 +114,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
   // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
   let documents: { openapi: string; asyncapi: string } | undefined;
-  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
+  // Built on first request, after the listeners are bound: the AsyncAPI servers name the ports in use.
+  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi({ http: httpPort, mqtt: mqttPort })) });
   const operator: OperatorEndpoints = {
     openapi: () => docs().openapi,
     asyncapi: () => docs().asyncapi,
@@ -130,6 +140,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     ready: backends.ready,
     log,
     streams: mqtt.streams,
+    reusePort: config.httpReusePort,
   });
   const router = createRouterService({
     bus: backends.bus,
@@ -157,8 +168,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   );
 
   let mqttReady = "";
+  let mqttPort: number | undefined;
   try {
     mqttReady = await mqtt.start();
+    mqttPort = /^mqtt=(\d+)$/.test(mqttReady) ? Number(mqttReady.slice("mqtt=".length)) : undefined;
     await broker.start();
   } catch (err) {
     await retention.stop();
@@ -166,8 +179,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
     await backends.close();
+    lock.release();
     throw err;
   }
+  if (local?.listening) lock.update({ replSocket: local.path });
   log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
 
   let shuttingDown: Promise<void> | undefined;
@@ -184,6 +199,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       await signals.close();
       await retention.stop();
       await backends.close();
+      lock.release();
     })());
 
   return {
@@ -191,6 +207,9 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     config,
     get httpPort() {
       return httpPort;
+    },
+    get mqttPort() {
+      return mqttPort;
     },
     backends,
     sessions,

@@ -20,6 +20,7 @@ import type { Urn } from "../../core/urn.ts";
 import { createSessionHost, type Session, type SessionTransport } from "../../gateway/sessions.ts";
 import { createFrameHandler } from "../../gateway/socket-frames.ts";
 import { createMetrics } from "../../metrics/registry.ts";
+import { createQuota } from "../../lifecycle/quota.ts";
 import { createIngress } from "../../routing/ingress.ts";
 import { createRouter } from "../../routing/router.ts";
 import { createLocalSignalBridge } from "../../routing/signals.ts";
@@ -41,7 +42,9 @@ const roles =
 const metrics = createMetrics();
 const quiet = { warn() {}, debug() {}, info() {}, error() {} };
 const sessions = createSessionHost({ instanceId: "hot-path", presence, metrics, maxBufferBytes: 1 << 30, authTimeoutMs: 10_000, heartbeatMs: 30_000, drainTimeoutMs: 1_000, log: quiet });
-const ingress = createIngress({ bus: roles.bus, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, metrics });
+// The quota the node checks by default (10,000 messages / 64 MiB per recipient): one usage read per send, cached 500 ms.
+const quota = createQuota({ usage: (urn) => roles.mailbox.usage(urn), maxMessages: 10_000, maxBytes: 64 * 1024 * 1024 });
+const ingress = createIngress({ bus: roles.bus, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, metrics, quota });
 const route = createRouter({ mailbox: roles.mailbox, presence, signals: createLocalSignalBridge(sessions), pushQueue: roles.pushQueue });
 const router = createRouterService({ bus: roles.bus, busName: store, route, metrics, maxInFlight: 512, drainTimeoutMs: 1_000 });
 await (router.schema.started as (this: { logger: typeof quiet }) => Promise<void>).call({ logger: quiet });

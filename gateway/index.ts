@@ -84,7 +84,7 @@ class SessionListener implements SocketListener {
 
 export function createGateway(deps: GatewayDeps) {
   let accepting = true;
-  const onFrame = createFrameHandler({ ingress: deps.ingress, mailbox: deps.mailbox, maxEnvelopeBytes: deps.maxEnvelopeBytes });
+  const onFrame = createFrameHandler({ ingress: deps.ingress, mailbox: deps.mailbox, maxEnvelopeBytes: deps.maxEnvelopeBytes, verifier: deps.verifier });
   const http = createHttpRoutes({ ...deps, accepting: () => accepting, ready: async () => accepting && (await deps.ready()) });
 
   const engine: GatewayEngine = createEngine<SocketContext>(deps.engine, {

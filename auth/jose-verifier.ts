@@ -3,6 +3,13 @@ import { RoutingError } from "../core/errors.ts";
 import { identityFromSubject } from "../core/urn.ts";
 import type { Principal, TokenVerifier } from "./verifier.ts";
 
+/**
+ * Default leeway for `exp` and `nbf`: clock skew between the token issuer and this node up to this
+ * much neither refuses a fresh token nor keeps an expired one alive longer. docs/protocol.md states it
+ * (a test keeps the two equal).
+ */
+export const JWT_CLOCK_TOLERANCE_SECONDS = 5;
+
 export interface TokenVerifierOptions {
   /** HS256 shared secret. Enables HS256 (and only HS256) tokens. */
   secret?: string;
@@ -12,7 +19,7 @@ export interface TokenVerifierOptions {
   issuer?: string;
   /** Required `aud` (one of, when the token carries an array), if set. */
   audience?: string;
-  /** Leeway for `exp` / `nbf`, in seconds. Default 5. */
+  /** Leeway for `exp` / `nbf`, in seconds. Default JWT_CLOCK_TOLERANCE_SECONDS (5). */
   clockToleranceSec?: number;
   /** Least time between two JWKS fetches triggered by an unknown `kid`. Default 30 000 ms. */
   jwksCooldownMs?: number;
@@ -86,7 +93,7 @@ const expired = () => new RoutingError("TOKEN_EXPIRED", "token expired");
 export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifier {
   const { secret, jwksUrl, issuer, audience } = options;
   if (!secret && !jwksUrl) throw new TypeError("createTokenVerifier needs a secret or a jwksUrl");
-  const clockToleranceSec = options.clockToleranceSec ?? 5;
+  const clockToleranceSec = options.clockToleranceSec ?? JWT_CLOCK_TOLERANCE_SECONDS;
   const cacheSize = options.cacheSize ?? 10_000;
   const cacheTtlMs = options.cacheTtlMs ?? 300_000;
   const now = options.now ?? Date.now;

@@ -3,7 +3,7 @@ import { Type, type Static, type TSchema } from "@sinclair/typebox";
 /**
  * The single source of every setting: its default, its `ROUTING_*` environment name (derived from
  * the key: httpPort -> ROUTING_HTTP_PORT), its description and its validation. `npm run config:doc`
- * prints the README's table from this object.
+ * prints the table of docs/configuration.md from this object.
  */
 const Port = (def: number, description: string) =>
   Type.Integer({ minimum: 0, maximum: 65535, default: def, description });
@@ -72,7 +72,7 @@ export const ConfigSchema = Type.Object(
     // demo (issue 17)
     demo: Type.Optional(Type.Boolean({ description: "Serve the end-to-end-encrypted chat demo at /demo (and its dev token route). Default: on in the embedded default with the dev JWT secret, off otherwise." })),
     // mqtt (issue 4)
-    mqttUrl: Type.Optional(Type.String({ pattern: "^(mqtts?|tcp|ssl|wss?)://", description: "External MQTT broker, e.g. `mqtt://routing:secret@broker:1883`. Set: no embedded broker; this process joins the ingest topic's shared subscription and publishes deliveries to that broker (README: MQTT)." })),
+    mqttUrl: Type.Optional(Type.String({ pattern: "^(mqtts?|tcp|ssl|wss?)://", description: "External MQTT broker, e.g. `mqtt://routing:secret@broker:1883`. Set: no embedded broker; this process joins the ingest topic's shared subscription and publishes deliveries to that broker (docs/mqtt.md)." })),
     mqttIngestTopic: Type.String({ default: "envelopes/send", pattern: "^[^$#+{}\\s][^#+{}\\s]*$", description: "Topic clients publish envelopes to. With ROUTING_MQTT_URL the sender's URN is one more level: `<topic>/<urn>`." }),
     mqttReceiveTopic: Type.String({ default: "clients/{urn}/receive", pattern: "^([^$#+{}\\s][^#+{}\\s]*/)?\\{urn\\}(/[^#+{}\\s]+)?$", description: "Topic a client subscribes to for its frames; `{urn}` (one whole level) is its identity." }),
     mqttAckTopic: Type.String({ default: "clients/{urn}/ack", pattern: "^([^$#+{}\\s][^#+{}\\s]*/)?\\{urn\\}(/[^#+{}\\s]+)?$", description: "Topic a client publishes `{\"messageIds\": [...]}` to; `{urn}` as for the receive topic." }),

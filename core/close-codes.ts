@@ -1,4 +1,4 @@
-/** WebSocket close codes the gateway uses. The README lists them; clients may switch on them. */
+/** WebSocket close codes the gateway uses. docs/protocol.md lists them; clients may switch on them. */
 export const CLOSE = {
   /** Normal closure requested by either side. */
   NORMAL: 1000,

@@ -11,7 +11,7 @@ export const ErrorBodySchema = Type.Object(
       {
         code: Type.Union(
           (Object.keys(ERRORS) as ErrorCode[]).map((code) => Type.Literal(code)),
-          { description: "the contract's error code (README: Error codes)" },
+          { description: "the contract's error code (docs/protocol.md: Error codes)" },
         ),
         message: Type.String({ description: "a human sentence; names fields, never values" }),
       },

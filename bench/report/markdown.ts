@@ -1,4 +1,4 @@
-/** The run as Markdown: printed at the end of `npm run bench`, written to results/latest.md, pasted into the README. */
+/** The run as Markdown: printed at the end of `npm run bench`, written to results/latest.md, pasted into bench/results/README.md. */
 import type { ConnRow } from "../scenarios/connections.ts";
 import type { Row, Skip } from "../scenarios/matrix.ts";
 import { fmt, fmtMs, fmtSpread } from "./format.ts";

@@ -6,7 +6,8 @@ import { createServer, type Server } from "node:http";
 import net from "node:net";
 import { afterEach, describe, expect, it } from "vitest";
 import WebSocket, { WebSocketServer } from "ws";
-import { RoutingClient, type ConnectionState, type QueuedMessage } from "../client/src/index.ts";
+import { Backoff, RoutingClient, tokenExpiry, type ConnectionState, type QueuedMessage } from "../client/src/index.ts";
+import { refreshDelayMs } from "../client/src/token.ts";
 import { http } from "./helpers/clients.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
 
@@ -55,6 +56,33 @@ function client(url: string, urn: string, extra: { tokenTtl?: string; onToken?: 
 
 const payload = (n: number) => Buffer.from(`n=${n}`).toString("base64");
 const numberOf = (m: QueuedMessage) => Number(Buffer.from(m.envelope.encryptedData, "base64").toString().slice(2));
+
+describe("client SDK timing rules", () => {
+  it("refreshes at 80 % of a token's life, at the latest 30 s before exp, never before half of it", () => {
+    const now = 1_000_000;
+    expect(refreshDelayMs(now + 3_600_000, now)).toBe(2_880_000);
+    expect(refreshDelayMs(now + 100_000, now)).toBe(70_000);
+    expect(refreshDelayMs(now + 3_000, now)).toBe(1_500);
+    expect(refreshDelayMs(now - 5_000, now)).toBe(0);
+  });
+
+  it("reads exp from a JWT without verifying it, and nothing from garbage", async () => {
+    const jwt = await token("urn:sm:user:exp", "1h");
+    const exp = tokenExpiry(jwt)!;
+    expect(Math.abs(exp - (Date.now() + 3_600_000))).toBeLessThan(5_000);
+    expect(tokenExpiry("not.a.jwt")).toBeUndefined();
+    expect(tokenExpiry("")).toBeUndefined();
+  });
+
+  it("backs off with equal jitter: each delay within [step/2, step], doubling to the cap, never under Retry-After", () => {
+    const low = new Backoff({ baseMs: 100, maxMs: 1_000 }, () => 0);
+    const high = new Backoff({ baseMs: 100, maxMs: 1_000 }, () => 1);
+    expect([1, 2, 3, 4, 5, 6].map(() => low.next())).toEqual([50, 100, 200, 400, 500, 500]);
+    expect([1, 2, 3, 4, 5, 6].map(() => high.next())).toEqual([100, 200, 400, 800, 1_000, 1_000]);
+    high.reset();
+    expect(high.next(5_000)).toBe(5_000);
+  });
+});
 
 describe("client SDK against the service", () => {
   it("500 sends across a kill -9 and restart: each message handled exactly once, the mailbox ends empty", async () => {

@@ -45,6 +45,7 @@ const GOING_AWAY = 1001;
 const TOKEN_EXPIRED = 4002;
 const SLOW_CONSUMER = 4008;
 const MOVED = 4010;
+const MAX_TIMER_MS = 2_147_483_647;
 
 /**
  * A client of the Routing Service. It keeps one connection open (reconnecting with jittered
@@ -225,6 +226,12 @@ export class RoutingClient {
     const expiresAt = tokenExpiry(token);
     if (expiresAt === undefined) return;
     const transport = this.#transport;
+    const delay = refreshDelayMs(expiresAt, Date.now());
+    // setTimeout fires at once past 2^31-1 ms (~24.8 days): wait in steps for a longer-lived token.
+    if (delay > MAX_TIMER_MS) {
+      this.#refreshTimer = setTimeout(() => this.#transport === transport && this.#scheduleRefresh(token), MAX_TIMER_MS);
+      return;
+    }
     this.#refreshTimer = setTimeout(async () => {
       if (this.#life.closed || this.#transport !== transport || !transport) return;
       try {
@@ -236,7 +243,7 @@ export class RoutingClient {
         this.#emit("error", err);
         if (Date.now() < expiresAt - 1000) this.#refreshTimer = setTimeout(() => this.#scheduleRefresh(token), 1000);
       }
-    }, refreshDelayMs(expiresAt, Date.now()));
+    }, delay);
   }
 
   /** Pulls until the mailbox is empty; a poke during a pull makes it go round once more. */

@@ -84,6 +84,20 @@ describe("client SDK timing rules", () => {
   });
 });
 
+describe("client SDK lifecycle", () => {
+  it("close() ends a reconnect backoff at once and rejects sends that wait for a connection", async () => {
+    const port = await freePort(); // nothing listens there
+    const c = new RoutingClient({ url: `http://127.0.0.1:${port}`, token: () => "t", WebSocket, backoff: { baseMs: 120_000, maxMs: 120_000 } });
+    const states: ConnectionState[] = [];
+    c.on("state", (s) => states.push(s));
+    const pending = c.send({ recipientId: "urn:sm:user:x", encryptedData: payload(0) });
+    await waitFor(() => states.includes("offline"), "the first refused connect");
+    await c.close(); // a two-minute backoff is running: close must not wait for it (the test would time out)
+    await expect(pending).rejects.toMatchObject({ code: "CLIENT_CLOSED" });
+    expect(states).toEqual(["connecting", "offline"]);
+  }, 20_000);
+});
+
 describe("client SDK against the service", () => {
   it("500 sends across a kill -9 and restart: each message handled exactly once, the mailbox ends empty", async () => {
     const port = await freePort();

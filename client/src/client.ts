@@ -34,10 +34,22 @@ type Events = {
   error: (error: unknown) => void;
 };
 
-const sleep = (ms: number, signal: { closed: boolean }): Promise<void> =>
+/** The client's lifetime: `close()` ends every pending wait at once. */
+interface Life {
+  closed: boolean;
+  readonly wakers: Set<() => void>;
+}
+
+const sleep = (ms: number, life: Life): Promise<void> =>
   new Promise((resolve) => {
-    if (signal.closed) return resolve();
-    setTimeout(resolve, ms);
+    if (life.closed) return resolve();
+    const wake = () => {
+      clearTimeout(timer);
+      life.wakers.delete(wake);
+      resolve();
+    };
+    const timer = setTimeout(wake, ms);
+    life.wakers.add(wake);
   });
 
 /** Close codes (the service's README lists them). */
@@ -65,7 +77,7 @@ export class RoutingClient {
   readonly #listeners: { [K in keyof Events]: Set<Events[K]> } = { message: new Set(), state: new Set(), acked: new Set(), error: new Set() };
   readonly #handled = new Set<string>();
   readonly #backoff: Backoff;
-  readonly #life = { closed: false };
+  readonly #life: Life = { closed: false, wakers: new Set() };
   #url: string;
   #state: ConnectionState = "offline";
   #transport: Transport | undefined;
@@ -125,6 +137,7 @@ export class RoutingClient {
     clearTimeout(this.#refreshTimer);
     this.#transport?.close(1000, "client closed");
     for (const wake of this.#online.splice(0)) wake();
+    for (const wake of [...this.#life.wakers]) wake();
     await this.#loop;
     this.#setState("offline");
   }

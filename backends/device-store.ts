@@ -27,6 +27,8 @@ export interface DeviceStore {
   /** Removes the token whoever holds it (the provider reported it invalid). */
   removeToken(token: string): Promise<void>;
   list(owner: Urn): Promise<DeviceToken[]>;
+  /** Removes every token `owner` holds (account deletion); resolves with how many. Idempotent. */
+  purge(owner: Urn): Promise<number>;
   ready(): Promise<boolean>;
   close(): Promise<void>;
 }

@@ -64,15 +64,21 @@ async function createBus(config: Config, db: SqliteDb): Promise<IngressBus> {
   }
 }
 
-function createMailbox(config: Config, db: SqliteDb, firestore: () => ReturnType<typeof openFirestore>): Mailbox {
-  const dedupTtlMs = config.dedupTtlSeconds * 1000;
+/** What the composition root wants to hear from the backends (metrics). */
+export interface BackendHooks {
+  /** Expired messages a fetch removed on its way (the retention sweep counts its own). */
+  readonly onExpired?: (count: number) => void;
+}
+
+function createMailbox(config: Config, db: SqliteDb, firestore: () => ReturnType<typeof openFirestore>, hooks: BackendHooks): Mailbox {
+  const life = { dedupTtlMs: config.dedupTtlSeconds * 1000, retentionMs: config.mailboxRetentionSeconds * 1000, onExpired: hooks.onExpired };
   switch (config.store) {
     case "embedded":
-      return createSqliteMailbox(db, { dedupTtlMs });
+      return createSqliteMailbox(db, life);
     case "redis":
-      return createRedisMailbox({ dedupTtlMs, redis: config.redisUrl, keyPrefix: config.redisPrefix });
+      return createRedisMailbox({ ...life, redis: config.redisUrl, keyPrefix: config.redisPrefix });
     case "firestore":
-      return createFirestoreMailbox({ dedupTtlMs, firestore: firestore() });
+      return createFirestoreMailbox({ ...life, firestore: firestore() });
     default:
       throw new Error(`unknown store type: ${String(config.store)}`);
   }
@@ -105,7 +111,7 @@ function createPresence(config: Config): PresenceStore {
  * Builds the backends the config names. The node's own SQLite database always opens: it holds the
  * embedded roles and the node's push queue (each node pushes what its router decided).
  */
-export async function createBackends(config: Config): Promise<Backends> {
+export async function createBackends(config: Config, hooks: BackendHooks = {}): Promise<Backends> {
   const db = openSqliteDb({ dataDir: config.dataDir, sync: config.sqliteSync });
   let firestoreClient: ReturnType<typeof openFirestore> | undefined;
   const firestore = () => (firestoreClient ??= openFirestore({ projectId: config.gcpProjectId, emulatorHost: config.firestoreEndpoint }));
@@ -116,7 +122,7 @@ export async function createBackends(config: Config): Promise<Backends> {
     db.close();
     throw err;
   }
-  const mailbox = createMailbox(config, db, firestore);
+  const mailbox = createMailbox(config, db, firestore, hooks);
   const devices = createDeviceStore(config, db, firestore);
   const pushQueue = createSqlitePushQueue(db);
   const presence = createPresence(config);

@@ -106,6 +106,25 @@ class FirestoreDeviceStore implements DeviceStore {
     });
   }
 
+  /** The owner's list document and every token document it names, in one transaction. */
+  purge(owner: Urn): Promise<number> {
+    return this.#guard("device purge", async () =>
+      this.#db.runTransaction(async (tx) => {
+        const mine = await tx.get(this.#ownerRef(owner));
+        const tokens = tokensOf(mine);
+        const held = tokens.length > 0 ? await tx.getAll(...tokens.map((t) => this.#tokenRef(t.token))) : [];
+        let removed = 0;
+        for (const h of held) {
+          if (!h.exists || h.get("owner") !== owner) continue;
+          tx.delete(h.ref);
+          removed++;
+        }
+        if (mine.exists) tx.delete(mine.ref);
+        return removed;
+      }),
+    );
+  }
+
   async ready(): Promise<boolean> {
     if (!this.#open) return false;
     return readyWithin(this.#db.collection("devices").limit(1).get());

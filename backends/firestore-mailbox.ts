@@ -1,8 +1,8 @@
 import { createHash } from "node:crypto";
-import { Firestore, Timestamp, type CollectionReference, type DocumentReference } from "@google-cloud/firestore";
+import { FieldValue, Firestore, Timestamp, type CollectionReference, type DocumentReference, type Transaction } from "@google-cloud/firestore";
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
-import type { Mailbox, MailboxDepth, MailboxEntry, MailboxOptions, StoreOutcome } from "./mailbox.ts";
+import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
 import { readyWithin } from "./readiness.ts";
 
 /** How to reach Firestore when no client is passed in. */
@@ -32,6 +32,14 @@ export interface FirestoreMailboxOptions extends MailboxOptions {
  *   and the message in one batch (create fails if either exists); only then a transaction decides
  *   whether an existing record has expired (by the injected clock) and the pair is new again. In
  *   production a TTL policy on `dedup.expireAt` deletes expired records (deploy/firestore.indexes.json).
+ * - `mailboxUsage/<urn>`: {recipientId, count, bytes}, changed by FieldValue.increment in the same
+ *   batch or transaction as every message created or deleted: the quota reads one document. (A
+ *   document takes about one sustained write per second: a recipient receiving faster than that
+ *   sees its stores contend on it; see docs/data-lifecycle.md.)
+ * - Retention: `fetch` skips and deletes expired messages of the mailbox it reads; `expire` sweeps
+ *   the collection group `messages` by `queuedAt` (a collection-group single-field index in
+ *   production, deploy/firestore.indexes.json), a few hundred per transaction. Not a TTL policy: a
+ *   TTL deletion could not keep `mailboxUsage` right.
  * Writes resolve once Firestore committed them (replicated, durable); `ack` deletes in a transaction.
  * Document ids escape `/` (and the few other forms Firestore refuses), so any URN or message id fits.
  */
@@ -74,6 +82,8 @@ function grpcCode(err: unknown): number | undefined {
 
 interface MessageDoc {
   readonly messageId: string;
+  /** UTF-8 bytes of the envelope (the usage counter's share). */
+  readonly bytes?: number;
   readonly priority: number;
   readonly high: boolean;
   readonly seq: number;
@@ -91,6 +101,8 @@ class FirestoreMailbox implements Mailbox {
   #db: Firestore;
   #owned: boolean;
   #ttlMs: number;
+  #retentionMs: number;
+  #onExpired: ((count: number) => void) | undefined;
   #now: () => number;
   #lastSeq = 0;
   #open = true;
@@ -99,6 +111,8 @@ class FirestoreMailbox implements Mailbox {
     this.#owned = !(opts.firestore instanceof Firestore);
     this.#db = opts.firestore instanceof Firestore ? opts.firestore : openFirestore(opts.firestore);
     this.#ttlMs = opts.dedupTtlMs;
+    this.#retentionMs = opts.retentionMs ?? DEFAULT_RETENTION_MS;
+    this.#onExpired = opts.onExpired;
     this.#now = opts.now ?? Date.now;
   }
 
@@ -110,8 +124,12 @@ class FirestoreMailbox implements Mailbox {
       const dedupRef = this.#dedupRef(entry.recipientId, entry.messageId);
       const messageRef = this.#messages(entry.recipientId).doc(docId(entry.messageId));
       const dedup: DedupDoc = { recipientId: entry.recipientId, messageId: entry.messageId, expireAt: Timestamp.fromMillis(now + this.#ttlMs) };
+      const bytes = Buffer.byteLength(entry.envelope);
+      const usageRef = this.#usageRef(entry.recipientId);
+      const grow = { recipientId: entry.recipientId, count: FieldValue.increment(1), bytes: FieldValue.increment(bytes) };
       const message: MessageDoc = {
         messageId: entry.messageId,
+        bytes,
         priority: entry.priority,
         high: entry.priority >= 5,
         seq,
@@ -119,7 +137,7 @@ class FirestoreMailbox implements Mailbox {
         queuedAt: entry.queuedAt,
       };
       try {
-        await this.#db.batch().create(dedupRef, dedup).create(messageRef, message).commit();
+        await this.#db.batch().create(dedupRef, dedup).create(messageRef, message).set(usageRef, grow, { merge: true }).commit();
         return "stored";
       } catch (err) {
         if (grpcCode(err) !== GRPC_ALREADY_EXISTS) throw err;
@@ -133,6 +151,7 @@ class FirestoreMailbox implements Mailbox {
         // Still unacked after its window: a duplicate too (like every other store).
         if (existing.exists) return "duplicate";
         tx.create(messageRef, message);
+        tx.set(usageRef, grow, { merge: true });
         return "stored";
       });
     });
@@ -141,11 +160,20 @@ class FirestoreMailbox implements Mailbox {
   fetch(recipientId: Urn, limit: number): Promise<MailboxEntry[]> {
     return this.#guard("mailbox fetch", async () => {
       if (limit <= 0) return [];
-      const snap = await this.#messages(recipientId).orderBy("high", "desc").orderBy("seq", "asc").limit(Math.floor(limit)).get();
-      return snap.docs.map((doc) => {
-        const m = doc.data() as MessageDoc;
-        return { recipientId, messageId: m.messageId, priority: m.priority, envelope: m.envelope, queuedAt: m.queuedAt };
-      });
+      const cutoff = this.#cutoff();
+      for (;;) {
+        const snap = await this.#messages(recipientId).orderBy("high", "desc").orderBy("seq", "asc").limit(Math.floor(limit)).get();
+        const expired = snap.docs.filter((doc) => (doc.get("queuedAt") as number) <= cutoff);
+        if (expired.length === 0) {
+          return snap.docs.map((doc) => {
+            const m = doc.data() as MessageDoc;
+            return { recipientId, messageId: m.messageId, priority: m.priority, envelope: m.envelope, queuedAt: m.queuedAt };
+          });
+        }
+        // Expired ones are deleted on the way (and never returned); then read again.
+        const removed = await this.#remove(recipientId, expired.map((d) => d.ref));
+        if (removed > 0) this.#onExpired?.(removed);
+      }
     });
   }
 
@@ -154,17 +182,7 @@ class FirestoreMailbox implements Mailbox {
       const unique = [...new Set(messageIds)];
       let removed = 0;
       for (let i = 0; i < unique.length; i += WRITE_BATCH) {
-        const refs = unique.slice(i, i + WRITE_BATCH).map((id) => this.#messages(recipientId).doc(docId(id)));
-        removed += await this.#db.runTransaction(async (tx) => {
-          const snaps = await tx.getAll(...refs);
-          let n = 0;
-          for (const snap of snaps) {
-            if (!snap.exists) continue;
-            tx.delete(snap.ref);
-            n++;
-          }
-          return n;
-        });
+        removed += await this.#remove(recipientId, unique.slice(i, i + WRITE_BATCH).map((id) => this.#messages(recipientId).doc(docId(id))));
       }
       return removed;
     });
@@ -172,17 +190,101 @@ class FirestoreMailbox implements Mailbox {
 
   depth(recipientId: Urn): Promise<MailboxDepth> {
     return this.#guard("mailbox depth", async () => {
-      const messages = this.#messages(recipientId);
+      const live = this.#messages(recipientId).where("queuedAt", ">", this.#cutoff());
       // One snapshot for both reads.
       return this.#db.runTransaction(
         async (tx) => {
-          const counted = await tx.get(messages.count());
-          const oldest = await tx.get(messages.orderBy("queuedAt", "asc").limit(1));
+          const counted = await tx.get(live.count());
+          const oldest = await tx.get(live.orderBy("queuedAt", "asc").limit(1));
           const first = oldest.docs[0]?.data() as MessageDoc | undefined;
           return { count: counted.data().count, oldestQueuedAt: first?.queuedAt };
         },
         { readOnly: true },
       );
+    });
+  }
+
+  usage(recipientId: Urn): Promise<MailboxUsage> {
+    return this.#guard("mailbox usage", async () => {
+      const snap = await this.#usageRef(recipientId).get();
+      return { count: Math.max(0, Number(snap.get("count") ?? 0)), bytes: Math.max(0, Number(snap.get("bytes") ?? 0)) };
+    });
+  }
+
+  largest(limit: number): Promise<number[]> {
+    return this.#guard("mailbox largest", async () => {
+      if (limit <= 0) return [];
+      const snap = await this.#db.collection("mailboxUsage").where("count", ">", 0).orderBy("count", "desc").limit(limit).get();
+      return snap.docs.map((d) => Number(d.get("count")));
+    });
+  }
+
+  /** Sweeps the `messages` collection group by queuedAt, oldest first, one mailbox's share per transaction. */
+  expire(limit: number): Promise<number> {
+    return this.#guard("mailbox expire", async () => {
+      const cutoff = this.#cutoff();
+      let total = 0;
+      while (total < limit) {
+        const snap = await this.#db.collectionGroup("messages").where("queuedAt", "<=", cutoff).orderBy("queuedAt").limit(Math.min(WRITE_BATCH, limit - total)).get();
+        if (snap.empty) break;
+        const byMailbox = new Map<string, DocumentReference[]>();
+        for (const doc of snap.docs) {
+          const mailbox = doc.ref.parent.parent;
+          if (mailbox === null) continue;
+          byMailbox.set(mailbox.id, [...(byMailbox.get(mailbox.id) ?? []), doc.ref]);
+        }
+        let removed = 0;
+        for (const [mailboxId, refs] of byMailbox) removed += await this.#removeRefs(this.#db.collection("mailboxUsage").doc(mailboxId), refs, () => []);
+        total += removed;
+        if (removed === 0 || snap.size < WRITE_BATCH) break;
+      }
+      return total;
+    });
+  }
+
+  /**
+   * Messages with their de-duplication records (a transaction per WRITE_BATCH / 2), then the records
+   * whose message is gone (one stored meanwhile keeps both), then the usage document once empty.
+   */
+  purge(recipientId: Urn): Promise<MailboxPurged> {
+    return this.#guard("mailbox purge", async () => {
+      let messages = 0;
+      let dedup = 0;
+      const half = WRITE_BATCH / 2 - 1;
+      for (;;) {
+        const snap = await this.#messages(recipientId).limit(half).get();
+        if (snap.empty) break;
+        const ids = snap.docs.map((d) => d.get("messageId") as string);
+        const removed = await this.#removeRefs(this.#usageRef(recipientId), snap.docs.map((d) => d.ref), (tx, gone) => {
+          const records = gone.map((ref) => this.#dedupRef(recipientId, ids[snap.docs.findIndex((d) => d.ref.isEqual(ref))]));
+          for (const r of records) tx.delete(r);
+          return records;
+        });
+        messages += removed;
+        dedup += removed;
+      }
+      for (;;) {
+        const snap = await this.#db.collection("dedup").where("recipientId", "==", recipientId).limit(WRITE_BATCH / 2).get();
+        if (snap.empty) break;
+        const n = await this.#db.runTransaction(async (tx) => {
+          const records = await tx.getAll(...snap.docs.map((d) => d.ref));
+          const kept = await tx.getAll(...records.map((r) => this.#messages(recipientId).doc(docId(String(r.get("messageId"))))));
+          let deleted = 0;
+          records.forEach((r, i) => {
+            if (!r.exists || kept[i].exists) return;
+            tx.delete(r.ref);
+            deleted++;
+          });
+          return deleted;
+        });
+        dedup += n;
+        if (n === 0) break;
+      }
+      await this.#db.runTransaction(async (tx) => {
+        const usage = await tx.get(this.#usageRef(recipientId));
+        if (usage.exists && Number(usage.get("count") ?? 0) <= 0) tx.delete(usage.ref);
+      });
+      return { messages, dedup };
     });
   }
 
@@ -195,6 +297,39 @@ class FirestoreMailbox implements Mailbox {
     if (!this.#open) return;
     this.#open = false;
     if (this.#owned) await this.#db.terminate().catch(() => undefined);
+  }
+
+  #cutoff(): number {
+    return this.#now() - this.#retentionMs;
+  }
+
+  /** Deletes those of `refs` (one recipient's messages) that exist, with the usage counter, in one transaction. */
+  #remove(recipientId: Urn, refs: DocumentReference[]): Promise<number> {
+    return this.#removeRefs(this.#usageRef(recipientId), refs, () => []);
+  }
+
+  async #removeRefs(usageRef: DocumentReference, refs: DocumentReference[], alsoDelete: (tx: Transaction, gone: DocumentReference[]) => unknown[]): Promise<number> {
+    if (refs.length === 0) return 0;
+    return this.#db.runTransaction(async (tx) => {
+      const snaps = await tx.getAll(...refs);
+      const gone: DocumentReference[] = [];
+      let bytes = 0;
+      for (const snap of snaps) {
+        if (!snap.exists) continue;
+        tx.delete(snap.ref);
+        gone.push(snap.ref);
+        bytes += Number(snap.get("bytes") ?? Buffer.byteLength(String(snap.get("envelope") ?? "")));
+      }
+      if (gone.length > 0) {
+        alsoDelete(tx, gone);
+        tx.set(usageRef, { count: FieldValue.increment(-gone.length), bytes: FieldValue.increment(-bytes) }, { merge: true });
+      }
+      return gone.length;
+    });
+  }
+
+  #usageRef(recipientId: Urn): DocumentReference {
+    return this.#db.collection("mailboxUsage").doc(docId(recipientId));
   }
 
   #nextSeq(): number {

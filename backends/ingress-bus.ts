@@ -43,6 +43,8 @@ export interface BusStats {
 }
 
 export interface DeadLetter {
+  /** Names it for `replayDeadLetters` and `dropDeadLetters` (the bus's own key: a row, stream sequence or message id). */
+  readonly id: string;
   readonly record: BusRecord;
   readonly attempts: number;
   readonly reason: string;
@@ -60,6 +62,10 @@ export interface DeadLetter {
  * - After `maxAttempts` failed deliveries the record moves to a dead-letter place that
  *   `deadLetters()` lists; it is not redelivered from there.
  * - Ordering is best-effort FIFO per bus; nothing may depend on it.
+ * - `replayDeadLetters` puts dead letters back on the bus as records with the same message id and
+ *   no failed attempts (moved in one durable step, or published before being removed: never lost;
+ *   at worst delivered twice, which consumers de-duplicate). `dropDeadLetters` deletes them. Both
+ *   ignore unknown ids and resolve with how many they acted on.
  */
 export interface IngressBus {
   publish(record: BusRecord): Promise<void>;
@@ -67,6 +73,8 @@ export interface IngressBus {
   consume(handler: (delivery: Delivery) => void): BusSubscription;
   stats(): Promise<BusStats>;
   deadLetters(limit: number): Promise<DeadLetter[]>;
+  replayDeadLetters(ids: readonly string[]): Promise<number>;
+  dropDeadLetters(ids: readonly string[]): Promise<number>;
   /** True when the backend is reachable (readiness). */
   ready(): Promise<boolean>;
   close(): Promise<void>;

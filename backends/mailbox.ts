@@ -18,6 +18,23 @@ export interface MailboxDepth {
 
 export type StoreOutcome = "stored" | "duplicate";
 
+/** What a recipient's mailbox holds, as the store keeps it (a counter, not a count per read). */
+export interface MailboxUsage {
+  readonly count: number;
+  /** UTF-8 bytes of the stored envelopes. */
+  readonly bytes: number;
+}
+
+/** What `purge` removed. */
+export interface MailboxPurged {
+  readonly messages: number;
+  /** De-duplication records (acked messages' included). */
+  readonly dedup: number;
+}
+
+/** Default retention when none is given: 30 days (CONTRACT, "Retention, quotas and purge"). */
+export const DEFAULT_RETENTION_MS = 30 * 24 * 3600 * 1000;
+
 /**
  * Per-recipient mailboxes with de-duplication.
  *
@@ -28,6 +45,14 @@ export type StoreOutcome = "stored" | "duplicate";
  * - `fetch` returns unacked messages, high priority (>= 5) first, then oldest first (by store
  *   order), up to `limit`. It does not remove them: every fetch returns them until acked.
  * - `ack` is durable before it resolves, idempotent, and ignores unknown ids and other recipients'.
+ * - Retention: a message whose queuedAt is `retentionMs` or more before now is never returned by
+ *   `fetch` nor counted by `depth`, whether or not `expire` has removed it yet. `expire` removes such
+ *   messages by the store's own means, in small steps that never hold the store for long.
+ * - `usage` reads counters the store keeps with every store, ack, expiry and purge (cheap: no count
+ *   of the mailbox); expired messages not yet removed still count.
+ * - `purge` removes everything the store holds of one recipient (messages, de-duplication records,
+ *   counters); idempotent. A store running alongside it either survives whole (message and
+ *   de-duplication record) or is removed whole: never half.
  */
 export interface Mailbox {
   store(entry: MailboxEntry): Promise<StoreOutcome>;
@@ -40,6 +65,12 @@ export interface Mailbox {
    * scrape). Optional: a store that cannot count cheaply leaves it out and the gauge is not set.
    */
   totalDepth?(): Promise<number>;
+  usage(recipientId: Urn): Promise<MailboxUsage>;
+  /** The `limit` largest mailboxes' message counts, largest first (counts only: for metrics and the status page). */
+  largest(limit: number): Promise<number[]>;
+  /** Removes up to `limit` expired messages (see retention); resolves with how many. */
+  expire(limit: number): Promise<number>;
+  purge(recipientId: Urn): Promise<MailboxPurged>;
   ready(): Promise<boolean>;
   close(): Promise<void>;
 }
@@ -47,4 +78,8 @@ export interface Mailbox {
 export interface MailboxOptions {
   /** How long a (recipient, messageId) pair is remembered for de-duplication, in ms. */
   readonly dedupTtlMs: number;
+  /** Messages older than this are never fetched and are removed by `expire`; default DEFAULT_RETENTION_MS. */
+  readonly retentionMs?: number;
+  /** Told how many expired messages a fetch removed on its way (the `expire` calls' counts are their results). */
+  readonly onExpired?: (count: number) => void;
 }

@@ -60,6 +60,13 @@ class MemoryDeviceStore implements DeviceStore {
     return tokens.sort(byRegistration);
   }
 
+  async purge(owner: Urn): Promise<number> {
+    this.#check("device purge");
+    const tokens = [...(this.#byOwner.get(owner) ?? [])];
+    for (const token of tokens) this.#drop(token);
+    return tokens.length;
+  }
+
   async ready(): Promise<boolean> {
     return this.#open;
   }

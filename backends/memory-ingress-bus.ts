@@ -40,6 +40,10 @@ export interface BusJournal {
   deadLetterCount(): number;
   /** Newest first. */
   deadLetters(limit: number): Promise<DeadLetter[]>;
+  /** Moves the named dead letters back to the records (attempts 0, new seqs), atomically; unknown ids are skipped. */
+  revive(ids: readonly string[], enqueuedAt: number): Promise<JournalEntry[]>;
+  /** Deletes the named dead letters; resolves with how many there were. */
+  drop(ids: readonly string[]): Promise<number>;
   ready(): boolean;
 }
 
@@ -61,7 +65,7 @@ function unavailable(what: string, cause?: unknown): RoutingError {
 }
 
 function deadLetterOf(entry: JournalEntry, reason: string, deadAt: number): DeadLetter {
-  return { record: entry.record, attempts: entry.attempts, reason, deadAt };
+  return { id: String(entry.seq), record: entry.record, attempts: entry.attempts, reason, deadAt };
 }
 
 class MemoryJournal implements BusJournal {
@@ -90,6 +94,18 @@ class MemoryJournal implements BusJournal {
   deadLetters(limit: number): Promise<DeadLetter[]> {
     if (limit <= 0) return Promise.resolve([]);
     return Promise.resolve(this.#dead.slice(Math.max(0, this.#dead.length - limit)).reverse());
+  }
+  revive(ids: readonly string[], enqueuedAt: number): Promise<JournalEntry[]> {
+    const wanted = new Set(ids);
+    const revived = this.#dead.filter((d) => wanted.has(d.id)).map((d) => ({ seq: ++this.#seq, record: d.record, attempts: 0, enqueuedAt }));
+    this.#dead = this.#dead.filter((d) => !wanted.has(d.id));
+    return Promise.resolve(revived);
+  }
+  drop(ids: readonly string[]): Promise<number> {
+    const wanted = new Set(ids);
+    const before = this.#dead.length;
+    this.#dead = this.#dead.filter((d) => !wanted.has(d.id));
+    return Promise.resolve(before - this.#dead.length);
   }
   ready(): boolean {
     return true;
@@ -226,6 +242,31 @@ class JournaledBus implements IngressBus {
       return await this.#journal.deadLetters(limit);
     } catch (err) {
       throw unavailable("ingress bus: dead letters unavailable", err);
+    }
+  }
+
+  async replayDeadLetters(ids: readonly string[]): Promise<number> {
+    if (this.#closed) throw unavailable("ingress bus: closed");
+    let entries: JournalEntry[];
+    try {
+      entries = await this.#journal.revive(ids, this.#now());
+    } catch (err) {
+      throw unavailable("ingress bus: replay failed", err);
+    }
+    for (const entry of entries) {
+      const slot = this.#slotOf(entry);
+      this.#slots.set(slot.seq, slot);
+      this.#ready.push(slot);
+    }
+    this.#schedule();
+    return entries.length;
+  }
+
+  async dropDeadLetters(ids: readonly string[]): Promise<number> {
+    try {
+      return await this.#journal.drop(ids);
+    } catch (err) {
+      throw unavailable("ingress bus: dropping dead letters failed", err);
     }
   }
 

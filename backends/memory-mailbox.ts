@@ -1,6 +1,6 @@
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
-import type { Mailbox, MailboxDepth, MailboxEntry, MailboxOptions, StoreOutcome } from "./mailbox.ts";
+import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
 
 export interface MailboxImplOptions extends MailboxOptions {
   /** Clock for the de-duplication window (tests inject one). */
@@ -27,10 +27,12 @@ function isHigh(priority: number): boolean {
 interface Stored {
   readonly entry: MailboxEntry;
   readonly seq: number;
+  readonly bytes: number;
 }
 
 class MemoryMailbox implements PurgingMailbox {
   #ttlMs: number;
+  #retentionMs: number;
   #now: () => number;
   #open = true;
   #seq = 0;
@@ -41,6 +43,7 @@ class MemoryMailbox implements PurgingMailbox {
 
   constructor(opts: MailboxImplOptions) {
     this.#ttlMs = opts.dedupTtlMs;
+    this.#retentionMs = opts.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#now = opts.now ?? Date.now;
     this.#purgeTimer = setInterval(() => {
       this.purgeExpired().catch(() => undefined);
@@ -59,7 +62,7 @@ class MemoryMailbox implements PurgingMailbox {
     let box = this.#boxes.get(entry.recipientId);
     if (box === undefined) this.#boxes.set(entry.recipientId, (box = new Map()));
     if (box.has(entry.messageId)) return "duplicate";
-    box.set(entry.messageId, { entry: { ...entry }, seq: ++this.#seq });
+    box.set(entry.messageId, { entry: { ...entry }, seq: ++this.#seq, bytes: Buffer.byteLength(entry.envelope) });
     return "stored";
   }
 
@@ -68,7 +71,9 @@ class MemoryMailbox implements PurgingMailbox {
     if (limit <= 0) return [];
     const box = this.#boxes.get(recipientId);
     if (box === undefined) return [];
+    const cutoff = this.#cutoff();
     return [...box.values()]
+      .filter((s) => s.entry.queuedAt > cutoff)
       .sort((a, b) => Number(isHigh(b.entry.priority)) - Number(isHigh(a.entry.priority)) || a.seq - b.seq)
       .slice(0, limit)
       .map((s) => ({ ...s.entry }));
@@ -87,9 +92,57 @@ class MemoryMailbox implements PurgingMailbox {
   async depth(recipientId: Urn): Promise<MailboxDepth> {
     this.#check("mailbox depth");
     const box = this.#boxes.get(recipientId);
+    const cutoff = this.#cutoff();
     let oldest: number | undefined;
-    for (const s of box?.values() ?? []) if (oldest === undefined || s.entry.queuedAt < oldest) oldest = s.entry.queuedAt;
-    return { count: box?.size ?? 0, oldestQueuedAt: oldest };
+    let count = 0;
+    for (const s of box?.values() ?? []) {
+      if (s.entry.queuedAt <= cutoff) continue;
+      count++;
+      if (oldest === undefined || s.entry.queuedAt < oldest) oldest = s.entry.queuedAt;
+    }
+    return { count, oldestQueuedAt: oldest };
+  }
+
+  async usage(recipientId: Urn): Promise<MailboxUsage> {
+    this.#check("mailbox usage");
+    const box = this.#boxes.get(recipientId);
+    let bytes = 0;
+    for (const s of box?.values() ?? []) bytes += s.bytes;
+    return { count: box?.size ?? 0, bytes };
+  }
+
+  async largest(limit: number): Promise<number[]> {
+    this.#check("mailbox largest");
+    return [...this.#boxes.values()].map((b) => b.size).filter((n) => n > 0).sort((a, b) => b - a).slice(0, Math.max(0, limit));
+  }
+
+  async expire(limit: number): Promise<number> {
+    this.#check("mailbox expire");
+    const cutoff = this.#cutoff();
+    let removed = 0;
+    for (const [recipient, box] of this.#boxes) {
+      for (const [id, s] of box) {
+        if (removed >= limit) return removed;
+        if (s.entry.queuedAt > cutoff) continue;
+        box.delete(id);
+        removed++;
+      }
+      if (box.size === 0) this.#boxes.delete(recipient);
+    }
+    return removed;
+  }
+
+  async purge(recipientId: Urn): Promise<MailboxPurged> {
+    this.#check("mailbox purge");
+    const messages = this.#boxes.get(recipientId)?.size ?? 0;
+    const dedup = this.#dedup.get(recipientId)?.size ?? 0;
+    this.#boxes.delete(recipientId);
+    this.#dedup.delete(recipientId);
+    return { messages, dedup };
+  }
+
+  #cutoff(): number {
+    return this.#now() - this.#retentionMs;
   }
 
   /** O(recipients): one size read per non-empty mailbox. */

@@ -1,4 +1,5 @@
 import { RoutingError } from "../core/errors.ts";
+import type { Urn } from "../core/urn.ts";
 import type { PendingPush, PushDeadLetter, PushDue, PushQueue } from "./push-queue.ts";
 
 /** The reference push queue (not durable). */
@@ -56,6 +57,20 @@ class MemoryPushQueue implements PushQueue {
   async deadLetterCount(): Promise<number> {
     this.#check("push dead letter count");
     return this.#dead.length;
+  }
+
+  async purge(recipientId: Urn): Promise<number> {
+    this.#check("push purge");
+    let removed = 0;
+    for (const [seq, push] of this.#pending) {
+      if (push.recipientId !== recipientId) continue;
+      this.#pending.delete(seq);
+      removed++;
+    }
+    const kept = this.#dead.filter((d) => d.recipientId !== recipientId);
+    removed += this.#dead.length - kept.length;
+    this.#dead = kept;
+    return removed;
   }
 
   async close(): Promise<void> {

@@ -100,12 +100,25 @@ function unavailable(what: string, cause?: unknown): RoutingError {
   return new RoutingError("BACKEND_UNAVAILABLE", what, cause === undefined ? undefined : { cause });
 }
 
+/** A dead letter as the dead-letter stream keeps it; its id is its sequence there. */
+type StoredDeadLetter = Omit<DeadLetter, "id">;
+
 function deadStreamOf(stream: string): string {
   return `${stream}_DEAD`;
 }
 
 function isNotFound(err: unknown): boolean {
   return err instanceof NatsError && err.api_error?.code === 404;
+}
+
+/**
+ * A message delete of a sequence that is not (or no longer) in the stream. NATS 2.9 answers it in
+ * several ways: 400 "sequence not found" (10043), 500 "no message found" or "stream store EOF" (10057).
+ */
+function isMissingMessage(err: unknown): boolean {
+  if (isNotFound(err)) return true;
+  const api = typeof err === "object" && err !== null && "api_error" in err ? (err.api_error as { err_code?: number } | undefined) : undefined;
+  return api?.err_code === 10043 || api?.err_code === 10057;
 }
 
 async function ensureStreams(jsm: JetStreamManager, opts: NatsIngressBusOptions): Promise<void> {
@@ -294,12 +307,67 @@ class NatsIngressBus implements IngressBus {
           throw err;
         });
         if (stored === undefined) continue;
-        dead.push(JSON.parse(decoder.decode(stored.data)) as DeadLetter);
+        dead.push({ ...(JSON.parse(decoder.decode(stored.data)) as StoredDeadLetter), id: String(seq) });
       }
       return dead;
     } catch (err) {
       throw unavailable("ingress bus: dead letters unavailable", err);
     }
+  }
+
+  /**
+   * Each named dead letter (its sequence in `<stream>_DEAD`) is published to the ingress subject
+   * again (de-duplicated by `Nats-Msg-Id` `replay-<seq>`, so a crash between the steps cannot
+   * fork it), then deleted from the dead-letter stream.
+   */
+  async replayDeadLetters(ids: readonly string[]): Promise<number> {
+    if (this.#closed) throw unavailable("ingress bus: closed");
+    try {
+      let replayed = 0;
+      for (const seq of this.#deadSeqs(ids)) {
+        const dead = await this.#deadLetterAt(seq);
+        if (dead === undefined) continue;
+        const h = headers();
+        h.set(ENQUEUED_AT, String(Date.now()));
+        await this.#js.publish(this.#ingress, encoder.encode(JSON.stringify(dead.record)), { headers: h, msgID: `replay-${this.#stream}-${seq}` });
+        await this.#jsm.streams.deleteMessage(deadStreamOf(this.#stream), seq, false).catch((err: unknown) => {
+          if (!isMissingMessage(err)) throw err;
+        });
+        replayed++;
+      }
+      return replayed;
+    } catch (err) {
+      throw unavailable("ingress bus: replay failed", err);
+    }
+  }
+
+  async dropDeadLetters(ids: readonly string[]): Promise<number> {
+    try {
+      let dropped = 0;
+      for (const seq of this.#deadSeqs(ids)) {
+        if ((await this.#deadLetterAt(seq)) === undefined) continue;
+        const gone = await this.#jsm.streams.deleteMessage(deadStreamOf(this.#stream), seq, false).catch((err: unknown) => {
+          if (isMissingMessage(err)) return false;
+          throw err;
+        });
+        if (gone) dropped++;
+      }
+      return dropped;
+    } catch (err) {
+      throw unavailable("ingress bus: dropping dead letters failed", err);
+    }
+  }
+
+  #deadSeqs(ids: readonly string[]): number[] {
+    return [...new Set(ids)].map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+  }
+
+  async #deadLetterAt(seq: number): Promise<StoredDeadLetter | undefined> {
+    const stored = await this.#jsm.streams.getMessage(deadStreamOf(this.#stream), { seq }).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    });
+    return stored === undefined ? undefined : (JSON.parse(decoder.decode(stored.data)) as StoredDeadLetter);
   }
 
   async ready(): Promise<boolean> {
@@ -434,7 +502,7 @@ class NatsIngressBus implements IngressBus {
     await this.#ackAfterMove(h, "nack");
   }
 
-  async #deadLetter(h: Held<JsMsg>, dead: DeadLetter): Promise<void> {
+  async #deadLetter(h: Held<JsMsg>, dead: StoredDeadLetter): Promise<void> {
     try {
       await this.#js.publish(this.#dead, encoder.encode(JSON.stringify(dead)), { msgID: `dead-${h.message.seq}` });
     } catch (err) {

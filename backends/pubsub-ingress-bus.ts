@@ -180,9 +180,10 @@ function deadLetterOf(received: protos.google.pubsub.v1.IReceivedMessage): DeadL
   if (!m?.data) return undefined;
   const data = Buffer.from(m.data);
   const attributes = m.attributes ?? {};
+  const id = m.messageId ?? "";
   if (attributes[KIND] === DEAD_LETTER) {
     try {
-      return JSON.parse(data.toString("utf8")) as DeadLetter;
+      return { ...(JSON.parse(data.toString("utf8")) as Omit<DeadLetter, "id">), id };
     } catch {
       return undefined;
     }
@@ -192,6 +193,7 @@ function deadLetterOf(received: protos.google.pubsub.v1.IReceivedMessage): DeadL
   const deliveries = Number(attributes.CloudPubSubDeadLetterSourceDeliveryCount ?? 0);
   const seconds = Number(m.publishTime?.seconds ?? 0);
   return {
+    id,
     record,
     attempts: Number(attributes[FAILURES] ?? 0),
     reason: `delivered ${deliveries} times without being settled (Pub/Sub dead-letter policy)`,
@@ -324,9 +326,59 @@ class PubSubIngressBus implements IngressBus {
    * the messages straight back (ack deadline 0): they stay for the next reader.
    */
   #peekDeadLetters(): Promise<DeadLetter[]> {
+    return this.#pullDeadLetters(async () => new Set<string>());
+  }
+
+  /**
+   * The named dead letters (Pub/Sub message ids) are found by pulling the dead-letter subscription;
+   * each is published to the ingress topic again, and only then acked (removed): a failure between
+   * the two leaves a dead letter that was also replayed, which consumers de-duplicate.
+   */
+  async replayDeadLetters(ids: readonly string[]): Promise<number> {
+    if (this.#closed) throw unavailable("ingress bus: closed");
+    const wanted = new Set(ids);
+    let replayed = 0;
+    try {
+      await this.#pullDeadLetters(async (letters) => {
+        const done = new Set<string>();
+        for (const letter of letters) {
+          if (!wanted.has(letter.id) || done.has(letter.id)) continue;
+          await this.#topic.publishMessage({ data: Buffer.from(JSON.stringify(letter.record)), attributes: { [ENQUEUED_AT]: String(Date.now()) } });
+          done.add(letter.id);
+        }
+        replayed = done.size;
+        return done;
+      });
+    } catch (err) {
+      throw unavailable("ingress bus: replay failed", err);
+    }
+    return replayed;
+  }
+
+  async dropDeadLetters(ids: readonly string[]): Promise<number> {
+    const wanted = new Set(ids);
+    let dropped = 0;
+    try {
+      await this.#pullDeadLetters(async (letters) => {
+        const done = new Set(letters.filter((l) => wanted.has(l.id)).map((l) => l.id));
+        dropped = done.size;
+        return done;
+      });
+    } catch (err) {
+      throw unavailable("ingress bus: dropping dead letters failed", err);
+    }
+    return dropped;
+  }
+
+  /**
+   * Pulls every dead letter (up to PEEK_LIMIT), lets `settle` choose which to remove (by id), acks
+   * those and hands the others straight back (ack deadline 0). One pull at a time.
+   */
+  #pullDeadLetters(settle: (letters: DeadLetter[]) => Promise<ReadonlySet<string>>): Promise<DeadLetter[]> {
     const peek = this.#peeking.catch(() => undefined).then(async () => {
       const ackIds: string[] = [];
       const dead: DeadLetter[] = [];
+      const ackIdOf = new Map<DeadLetter, string>();
       try {
         while (ackIds.length < PEEK_LIMIT) {
           const [response] = await this.#admin.pull(
@@ -338,8 +390,18 @@ class PubSubIngressBus implements IngressBus {
           for (const r of received) {
             if (r.ackId) ackIds.push(r.ackId);
             const letter = deadLetterOf(r);
-            if (letter !== undefined) dead.push(letter);
+            if (letter === undefined) continue;
+            dead.push(letter);
+            if (r.ackId) ackIdOf.set(letter, r.ackId);
           }
+        }
+        const remove = await settle(dead);
+        const removing = dead.filter((l) => remove.has(l.id)).map((l) => ackIdOf.get(l)).filter((a): a is string => a !== undefined);
+        if (removing.length > 0) {
+          await this.#admin.acknowledge({ subscription: this.#deadSubscriptionPath, ackIds: removing });
+          const gone = new Set(removing);
+          ackIds.splice(0, ackIds.length, ...ackIds.filter((a) => !gone.has(a)));
+          return dead.filter((l) => !remove.has(l.id));
         }
       } finally {
         if (ackIds.length > 0) {
@@ -382,7 +444,7 @@ class PubSubIngressBus implements IngressBus {
     const now = Date.now();
     const work =
       failures >= this.#maxAttempts
-        ? this.#move(h, this.#deadTopic, Buffer.from(JSON.stringify({ record: h.record, attempts: failures, reason, deadAt: now } satisfies DeadLetter)), {
+        ? this.#move(h, this.#deadTopic, Buffer.from(JSON.stringify({ record: h.record, attempts: failures, reason, deadAt: now } satisfies Omit<DeadLetter, "id">)), {
             [KIND]: DEAD_LETTER,
           })
         : this.#move(h, this.#topic, h.message.data, {

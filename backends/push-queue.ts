@@ -40,5 +40,7 @@ export interface PushQueue {
   deadLetter(seq: number, reason: string): Promise<void>;
   deadLetters(limit: number): Promise<PushDeadLetter[]>;
   deadLetterCount(): Promise<number>;
+  /** Removes the recipient's pending pushes and push dead letters (account deletion); resolves with how many. */
+  purge(recipientId: Urn): Promise<number>;
   close(): Promise<void>;
 }

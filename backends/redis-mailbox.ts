@@ -1,9 +1,9 @@
-import { createHash } from "node:crypto";
 import { Redis } from "ioredis";
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
-import type { Mailbox, MailboxDepth, MailboxEntry, MailboxOptions, StoreOutcome } from "./mailbox.ts";
+import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
 import { readyWithin } from "./readiness.ts";
+import { ACK, EXPIRE, FETCH, PURGE, STORE, type Script } from "./redis-mailbox-scripts.ts";
 
 export interface RedisMailboxOptions extends MailboxOptions {
   /**
@@ -13,6 +13,8 @@ export interface RedisMailboxOptions extends MailboxOptions {
   readonly redis: string | Redis;
   /** Prepended to every key, so deployments can share one Redis (e.g. "routing:"). Default "". */
   readonly keyPrefix?: string;
+  /** Clock of the retention cutoff (the router stamps queuedAt with Date.now); default Date.now. */
+  readonly now?: () => number;
 }
 
 /**
@@ -24,8 +26,18 @@ export interface RedisMailboxOptions extends MailboxOptions {
  * - `mbox:{<urn>}:queued`: sorted set messageId -> queuedAt, for depth's oldest entry.
  * - `mbox:{<urn>}:seq`: the store sequence.
  * - `mbox:{<urn>}:dedup:<messageId>`: the de-duplication record, `SET NX PX dedupTtlMs`.
- * Each operation is one Lua script, so store (de-duplication record and message together), fetch
- * and ack are atomic. The de-duplication window is measured by Redis's clock; `now` is not used.
+ * - `mbox:{<urn>}:dedupidx`: sorted set messageId -> record expiry, so `purge` finds the records.
+ * - `mbox:{<urn>}:sizes` (hash messageId -> envelope bytes) and `mbox:{<urn>}:bytes` (their sum):
+ *   with ZCARD of `order`, the usage the quota reads in O(1).
+ * Each operation is one Lua script (backends/redis-mailbox-scripts.ts), so store (de-duplication
+ * record and message together), fetch and ack are atomic. The de-duplication window is measured by
+ * Redis's clock; the retention cutoff by `now` (the clock that stamped queuedAt).
+ *
+ * Two keys span recipients (no hash tag), kept after each script as a best-effort index: a lost
+ * update (a crash between the script and it) is mended by the next store, fetch or ack of that mailbox.
+ * - `mbox-expiry`: sorted set urn -> its oldest queuedAt (at most); `expire` removes expired
+ *   messages mailbox by mailbox through a score range on it, then on the mailbox's `queued`.
+ * - `mbox-depths`: sorted set urn -> message count, for `largest` (counts only leave this module).
  *
  * Durability is Redis's, not this module's: a store resolves once the primary applied it in memory.
  * Whether it survives a Redis crash depends on the server's persistence (`appendonly yes` with
@@ -40,62 +52,6 @@ export function createRedisMailbox(opts: RedisMailboxOptions): Mailbox {
 /** For a connection the mailbox owns: fail fast rather than queue commands while Redis is away. */
 const CLIENT_OPTIONS = { maxRetriesPerRequest: 1, connectTimeout: 5_000 } as const;
 
-/** Low-priority messages sort after every high-priority one; sequences stay far below it. */
-const LOW_PRIORITY_OFFSET = 1e15;
-
-interface Script {
-  readonly lua: string;
-  readonly sha: string;
-}
-
-function script(lua: string): Script {
-  return { lua, sha: createHash("sha1").update(lua).digest("hex") };
-}
-
-/**
- * KEYS: dedup, order, entries, queued, seq. ARGV: dedupTtlMs, messageId, high (1/0), stored JSON, queuedAt.
- * A message still in the mailbox after its window lapsed is a duplicate too (like the other stores).
- */
-const STORE = script(`
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
-if redis.call('HEXISTS', KEYS[3], ARGV[2]) == 1 then return 0 end
-local seq = redis.call('INCR', KEYS[5])
-local score = seq
-if ARGV[3] ~= '1' then score = score + ${LOW_PRIORITY_OFFSET} end
-redis.call('ZADD', KEYS[2], score, ARGV[2])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[4])
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[2])
-return 1
-`);
-
-/** KEYS: order, entries. ARGV: limit. Returns [id1, json1, id2, json2, ...]. */
-const FETCH = script(`
-local ids = redis.call('ZRANGE', KEYS[1], 0, tonumber(ARGV[1]) - 1)
-if #ids == 0 then return {} end
-local values = redis.call('HMGET', KEYS[2], unpack(ids))
-local out = {}
-for i, id in ipairs(ids) do
-  if values[i] then
-    out[#out + 1] = id
-    out[#out + 1] = values[i]
-  end
-end
-return out
-`);
-
-/** KEYS: order, entries, queued. ARGV: message ids. Returns how many were removed. */
-const ACK = script(`
-local removed = 0
-for _, id in ipairs(ARGV) do
-  if redis.call('HDEL', KEYS[2], id) == 1 then
-    removed = removed + 1
-    redis.call('ZREM', KEYS[1], id)
-    redis.call('ZREM', KEYS[3], id)
-  end
-end
-return removed
-`);
-
 interface StoredEntry {
   readonly priority: number;
   readonly envelope: string;
@@ -104,12 +60,20 @@ interface StoredEntry {
 
 /** Ids per ACK script call, so one call never blocks Redis for long. */
 const ACK_BATCH = 500;
+/** Mailboxes taken from the expiry index per step, and messages one EXPIRE call removes at most. */
+const EXPIRE_MAILBOXES = 50;
+const EXPIRE_PER_CALL = 500;
+/** De-duplication records one PURGE call removes besides the messages' own. */
+const PURGE_DEDUP_BATCH = 1_000;
 
 class RedisMailbox implements Mailbox {
   #redis: Redis;
   #owned: boolean;
   #prefix: string;
   #ttlMs: number;
+  #retentionMs: number;
+  #onExpired: ((count: number) => void) | undefined;
+  #now: () => number;
   #open = true;
 
   constructor(opts: RedisMailboxOptions) {
@@ -117,18 +81,26 @@ class RedisMailbox implements Mailbox {
     this.#redis = typeof opts.redis === "string" ? new Redis(opts.redis, CLIENT_OPTIONS) : opts.redis;
     this.#prefix = opts.keyPrefix ?? "";
     this.#ttlMs = opts.dedupTtlMs;
+    this.#retentionMs = opts.retentionMs ?? DEFAULT_RETENTION_MS;
+    this.#onExpired = opts.onExpired;
+    this.#now = opts.now ?? Date.now;
   }
 
   store(entry: MailboxEntry): Promise<StoreOutcome> {
     return this.#guard("mailbox store", async () => {
       const k = this.#keys(entry.recipientId);
       const stored: StoredEntry = { priority: entry.priority, envelope: entry.envelope, queuedAt: entry.queuedAt };
-      const result = await this.#run(
-        STORE,
-        [`${k}:dedup:${entry.messageId}`, `${k}:order`, `${k}:entries`, `${k}:queued`, `${k}:seq`],
-        [String(this.#ttlMs), entry.messageId, entry.priority >= 5 ? "1" : "0", JSON.stringify(stored), String(entry.queuedAt)],
+      const result = Number(
+        await this.#run(
+          STORE,
+          [...this.#messageKeys(k), `${k}:seq`, `${k}:dedup:${entry.messageId}`, `${k}:dedupidx`],
+          [String(this.#ttlMs), entry.messageId, entry.priority >= 5 ? "1" : "0", JSON.stringify(stored), String(entry.queuedAt), String(Buffer.byteLength(entry.envelope))],
+        ),
       );
-      return result === 1 ? "stored" : "duplicate";
+      if (result < 0) return "duplicate";
+      // ZADD LT keeps the oldest queuedAt (and adds a missing member).
+      await this.#index(entry.recipientId, result, entry.queuedAt);
+      return "stored";
     });
   }
 
@@ -136,10 +108,15 @@ class RedisMailbox implements Mailbox {
     return this.#guard("mailbox fetch", async () => {
       if (limit <= 0) return [];
       const k = this.#keys(recipientId);
-      const flat = await this.#run(FETCH, [`${k}:order`, `${k}:entries`], [String(Math.floor(limit))]);
-      if (!Array.isArray(flat)) throw new Error("unexpected fetch reply");
+      const flat = await this.#run(FETCH, this.#messageKeys(k), [String(Math.floor(limit)), String(this.#cutoff())]);
+      if (!Array.isArray(flat) || flat.length < 2) throw new Error("unexpected fetch reply");
+      const expired = Number(flat[0]);
+      if (expired > 0) {
+        this.#onExpired?.(expired);
+        await this.#index(recipientId, Number(flat[1]));
+      }
       const entries: MailboxEntry[] = [];
-      for (let i = 0; i + 1 < flat.length; i += 2) {
+      for (let i = 2; i + 1 < flat.length; i += 2) {
         const stored = JSON.parse(String(flat[i + 1])) as StoredEntry;
         entries.push({ recipientId, messageId: String(flat[i]), priority: stored.priority, envelope: stored.envelope, queuedAt: stored.queuedAt });
       }
@@ -151,10 +128,14 @@ class RedisMailbox implements Mailbox {
     return this.#guard("mailbox ack", async () => {
       const k = this.#keys(recipientId);
       let removed = 0;
+      let count = -1;
       for (let i = 0; i < messageIds.length; i += ACK_BATCH) {
         const batch = messageIds.slice(i, i + ACK_BATCH);
-        removed += Number(await this.#run(ACK, [`${k}:order`, `${k}:entries`, `${k}:queued`], batch));
+        const [n, left] = (await this.#run(ACK, this.#messageKeys(k), batch)) as [number, number];
+        removed += Number(n);
+        count = Number(left);
       }
+      if (removed > 0) await this.#index(recipientId, count);
       return removed;
     });
   }
@@ -162,12 +143,75 @@ class RedisMailbox implements Mailbox {
   depth(recipientId: Urn): Promise<MailboxDepth> {
     return this.#guard("mailbox depth", async () => {
       const queued = `${this.#keys(recipientId)}:queued`;
-      const results = await this.#redis.multi().zcard(queued).zrange(queued, 0, 0, "WITHSCORES").exec();
+      const from = `(${this.#cutoff()}`;
+      const results = await this.#redis.multi().zcount(queued, from, "+inf").zrangebyscore(queued, from, "+inf", "WITHSCORES", "LIMIT", 0, 1).exec();
       if (results === null) throw new Error("redis transaction aborted");
       for (const [err] of results) if (err) throw err;
       const count = Number(results[0][1]);
       const oldest = results[1][1] as string[];
       return { count, oldestQueuedAt: oldest.length === 2 ? Number(oldest[1]) : undefined };
+    });
+  }
+
+  usage(recipientId: Urn): Promise<MailboxUsage> {
+    return this.#guard("mailbox usage", async () => {
+      const k = this.#keys(recipientId);
+      const results = await this.#redis.multi().zcard(`${k}:order`).get(`${k}:bytes`).exec();
+      if (results === null) throw new Error("redis transaction aborted");
+      for (const [err] of results) if (err) throw err;
+      return { count: Number(results[0][1]), bytes: Number(results[1][1] ?? 0) };
+    });
+  }
+
+  largest(limit: number): Promise<number[]> {
+    return this.#guard("mailbox largest", async () => {
+      if (limit <= 0) return [];
+      const flat = await this.#redis.zrevrange(`${this.#prefix}mbox-depths`, 0, limit - 1, "WITHSCORES");
+      const counts: number[] = [];
+      for (let i = 1; i < flat.length; i += 2) counts.push(Number(flat[i]));
+      return counts;
+    });
+  }
+
+  /**
+   * Mailboxes whose oldest message is past the cutoff, from `mbox-expiry`, a few at a time: each is
+   * taken out of the index, swept by one EXPIRE script (at most EXPIRE_PER_CALL messages), and put
+   * back with its new oldest queuedAt if anything is left. A store racing with it re-adds itself.
+   */
+  expire(limit: number): Promise<number> {
+    return this.#guard("mailbox expire", async () => {
+      const cutoff = this.#cutoff();
+      const index = `${this.#prefix}mbox-expiry`;
+      let total = 0;
+      while (total < limit) {
+        const due = await this.#redis.zrangebyscore(index, "-inf", cutoff, "LIMIT", 0, EXPIRE_MAILBOXES);
+        if (due.length === 0) break;
+        for (const urn of due) {
+          if (total >= limit) break;
+          await this.#redis.zrem(index, urn);
+          const k = this.#keys(urn as Urn);
+          const [removed, count, oldest] = (await this.#run(EXPIRE, this.#messageKeys(k), [String(cutoff), String(Math.min(EXPIRE_PER_CALL, limit - total))])) as [number, number, number];
+          total += Number(removed);
+          await this.#index(urn as Urn, Number(count), Number(oldest) >= 0 ? Number(oldest) : undefined);
+        }
+      }
+      return total;
+    });
+  }
+
+  purge(recipientId: Urn): Promise<MailboxPurged> {
+    return this.#guard("mailbox purge", async () => {
+      const k = this.#keys(recipientId);
+      let messages = 0;
+      let dedup = 0;
+      for (;;) {
+        const [m, d, left] = (await this.#run(PURGE, [...this.#messageKeys(k), `${k}:seq`, `${k}:dedupidx`], [`${k}:dedup:`, String(PURGE_DEDUP_BATCH)])) as [number, number, number];
+        messages += Number(m);
+        dedup += Number(d);
+        if (Number(left) === 0) break;
+      }
+      await this.#redis.multi().zrem(`${this.#prefix}mbox-expiry`, recipientId).zrem(`${this.#prefix}mbox-depths`, recipientId).exec();
+      return { messages, dedup };
     });
   }
 
@@ -183,8 +227,25 @@ class RedisMailbox implements Mailbox {
     if (this.#owned) await this.#redis.quit().catch(() => this.#redis.disconnect());
   }
 
+  #cutoff(): number {
+    return this.#now() - this.#retentionMs;
+  }
+
+  /** The cross-recipient indexes after a mailbox changed: its count, and its oldest queuedAt if known. */
+  async #index(recipientId: Urn, count: number, oldest?: number): Promise<void> {
+    const tx = this.#redis.multi();
+    if (count > 0) tx.zadd(`${this.#prefix}mbox-depths`, count, recipientId);
+    else tx.zrem(`${this.#prefix}mbox-depths`, recipientId).zrem(`${this.#prefix}mbox-expiry`, recipientId);
+    if (count > 0 && oldest !== undefined) tx.zadd(`${this.#prefix}mbox-expiry`, "LT", oldest, recipientId);
+    await tx.exec();
+  }
+
   #keys(recipientId: Urn): string {
     return `${this.#prefix}mbox:{${recipientId}}`;
+  }
+
+  #messageKeys(k: string): string[] {
+    return [`${k}:order`, `${k}:entries`, `${k}:queued`, `${k}:sizes`, `${k}:bytes`];
   }
 
   /** EVALSHA, sending the script itself only when Redis does not have it cached (first use, restart). */

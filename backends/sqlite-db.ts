@@ -95,6 +95,30 @@ const MIGRATIONS: readonly string[] = [
   );
   CREATE INDEX push_dead_letters_dead_at ON push_dead_letters (dead_at);
   `,
+  // 3: data life cycle (issue 21). Retention deletes by queued_at through its index; the per-recipient
+  // usage (the quota's depth) is kept by triggers, so every insert and delete of a message (store, ack,
+  // expiry, purge) updates it in the same transaction, and a quota check is one primary-key read.
+  `
+  CREATE INDEX mailbox_queued_at ON mailbox (queued_at);
+  CREATE TABLE mailbox_usage (
+    recipient_id TEXT    PRIMARY KEY,
+    count        INTEGER NOT NULL,
+    bytes        INTEGER NOT NULL
+  ) WITHOUT ROWID;
+  CREATE INDEX mailbox_usage_count ON mailbox_usage (count);
+  INSERT INTO mailbox_usage (recipient_id, count, bytes)
+    SELECT recipient_id, count(*), sum(length(CAST(envelope AS BLOB))) FROM mailbox GROUP BY recipient_id;
+  CREATE TRIGGER mailbox_usage_insert AFTER INSERT ON mailbox BEGIN
+    INSERT INTO mailbox_usage (recipient_id, count, bytes) VALUES (new.recipient_id, 1, length(CAST(new.envelope AS BLOB)))
+      ON CONFLICT (recipient_id) DO UPDATE SET count = count + 1, bytes = bytes + excluded.bytes;
+  END;
+  CREATE TRIGGER mailbox_usage_delete AFTER DELETE ON mailbox BEGIN
+    UPDATE mailbox_usage SET count = count - 1, bytes = bytes - length(CAST(old.envelope AS BLOB)) WHERE recipient_id = old.recipient_id;
+    DELETE FROM mailbox_usage WHERE recipient_id = old.recipient_id AND count <= 0;
+  END;
+  CREATE INDEX push_queue_recipient ON push_queue (recipient_id);
+  CREATE INDEX bus_dead_letters_recipient ON bus_dead_letters (recipient_id);
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -72,6 +72,12 @@ class SqliteDeviceStore implements DeviceStore {
     );
   }
 
+  purge(owner: Urn): Promise<number> {
+    return guarded("device purge", this.#open, () =>
+      this.#db.writeStatement(() => this.#db.statement<[Urn]>("DELETE FROM device_tokens WHERE owner = ?").run(owner).changes),
+    );
+  }
+
   async ready(): Promise<boolean> {
     return this.#open && this.#db.open;
   }

@@ -111,7 +111,42 @@ class SqliteBusJournal implements BusJournal {
     const rows = this.#db
       .statement<[number], DeadRow>(`SELECT seq, ${COLUMNS}, attempts, reason, dead_at FROM bus_dead_letters ORDER BY dead_at DESC, seq DESC LIMIT ?`)
       .all(limit);
-    return rows.map((row) => ({ record: recordOf(row), attempts: row.attempts, reason: row.reason, deadAt: row.dead_at }));
+    return rows.map((row) => ({ id: String(row.seq), record: recordOf(row), attempts: row.attempts, reason: row.reason, deadAt: row.dead_at }));
+  }
+
+  /** One transaction: each named dead letter becomes a new record row (attempts 0) and leaves the dead letters. */
+  async revive(ids: readonly string[], enqueuedAt: number): Promise<JournalEntry[]> {
+    const select = this.#db.statement<[number], DeadRow>(`SELECT seq, ${COLUMNS}, attempts, reason, dead_at FROM bus_dead_letters WHERE seq = ?`);
+    const remove = this.#db.statement<[number]>("DELETE FROM bus_dead_letters WHERE seq = ?");
+    const revived = await this.#db.write(() => {
+      const out: JournalEntry[] = [];
+      for (const id of new Set(ids)) {
+        const seq = Number(id);
+        const row = Number.isSafeInteger(seq) ? select.get(seq) : undefined;
+        if (row === undefined) continue;
+        const record = recordOf(row);
+        const newSeq = Number(this.#insert.run(...columnsOf(record), enqueuedAt).lastInsertRowid);
+        remove.run(seq);
+        out.push({ seq: newSeq, record, attempts: 0, enqueuedAt });
+      }
+      return out;
+    });
+    this.#deadCount -= revived.length;
+    return revived;
+  }
+
+  async drop(ids: readonly string[]): Promise<number> {
+    const remove = this.#db.statement<[number]>("DELETE FROM bus_dead_letters WHERE seq = ?");
+    const dropped = await this.#db.write(() => {
+      let n = 0;
+      for (const id of new Set(ids)) {
+        const seq = Number(id);
+        if (Number.isSafeInteger(seq)) n += remove.run(seq).changes;
+      }
+      return n;
+    });
+    this.#deadCount -= dropped;
+    return dropped;
   }
 
   ready(): boolean {

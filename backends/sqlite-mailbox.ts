@@ -1,10 +1,16 @@
 import type { Urn } from "../core/urn.ts";
-import type { MailboxDepth, MailboxEntry, StoreOutcome } from "./mailbox.ts";
+import { DEFAULT_RETENTION_MS, type MailboxDepth, type MailboxEntry, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
 import type { MailboxImplOptions, PurgingMailbox } from "./memory-mailbox.ts";
 import { guarded, type SqliteDb } from "./sqlite-db.ts";
 
 /** Rows deleted per purge transaction, so a large purge never holds the writer for long. */
 const PURGE_BATCH = 5_000;
+/**
+ * Messages deleted per expiry or per-recipient purge transaction. Each deleted message also updates
+ * its recipient's usage row (trigger): 500 keep one transaction to a few milliseconds, and each
+ * batch is its own group commit, so sends and acks queued meanwhile commit between two batches.
+ */
+export const MESSAGE_DELETE_BATCH = 500;
 
 export function createSqliteMailbox(db: SqliteDb, opts: MailboxImplOptions): PurgingMailbox {
   return new SqliteMailbox(db, opts);
@@ -20,6 +26,7 @@ interface EntryRow {
 class SqliteMailbox implements PurgingMailbox {
   #db: SqliteDb;
   #ttlMs: number;
+  #retentionMs: number;
   #now: () => number;
   #open = true;
   #purgeTimer: NodeJS.Timeout;
@@ -30,10 +37,17 @@ class SqliteMailbox implements PurgingMailbox {
   #depth;
   #totalDepth;
   #purge;
+  #usage;
+  #largest;
+  #expire;
+  #purgeMessages;
+  #purgeDedupOf;
+  #purgeDedup;
 
   constructor(db: SqliteDb, opts: MailboxImplOptions) {
     this.#db = db;
     this.#ttlMs = opts.dedupTtlMs;
+    this.#retentionMs = opts.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#now = opts.now ?? Date.now;
     // An expired record is revived in place, so it counts as new; a live one is a duplicate (0 changes).
     this.#dedup = db.statement<[Urn, string, number, number]>(
@@ -45,14 +59,33 @@ class SqliteMailbox implements PurgingMailbox {
     this.#insert = db.statement<[Urn, string, number, string, number]>(
       "INSERT OR IGNORE INTO mailbox (recipient_id, message_id, priority, envelope, queued_at) VALUES (?, ?, ?, ?, ?)",
     );
-    this.#fetch = db.statement<[Urn, number], EntryRow>(
-      "SELECT message_id, priority, envelope, queued_at FROM mailbox WHERE recipient_id = ? ORDER BY high DESC, seq ASC LIMIT ?",
+    // Expired rows not yet deleted are skipped here; the fetch index still drives the order.
+    this.#fetch = db.statement<[Urn, number, number], EntryRow>(
+      "SELECT message_id, priority, envelope, queued_at FROM mailbox WHERE recipient_id = ? AND queued_at > ? ORDER BY high DESC, seq ASC LIMIT ?",
     );
     this.#ack = db.statement<[Urn, string]>(
       "DELETE FROM mailbox WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))",
     );
-    this.#depth = db.statement<[Urn], { count: number; oldest: number | null }>(
-      "SELECT count(*) AS count, min(queued_at) AS oldest FROM mailbox WHERE recipient_id = ?",
+    this.#depth = db.statement<[Urn, number], { count: number; oldest: number | null }>(
+      "SELECT count(*) AS count, min(queued_at) AS oldest FROM mailbox WHERE recipient_id = ? AND queued_at > ?",
+    );
+    this.#usage = db.statement<[Urn], { count: number; bytes: number }>("SELECT count, bytes FROM mailbox_usage WHERE recipient_id = ?");
+    this.#largest = db.statement<[number], number>("SELECT count FROM mailbox_usage ORDER BY count DESC LIMIT ?").pluck();
+    // Oldest first through the queued_at index: each batch reads only rows it deletes.
+    this.#expire = db.statement<[number, number]>(
+      "DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE queued_at <= ? ORDER BY queued_at LIMIT ?)",
+    );
+    this.#purgeMessages = db.statement<[Urn, number], string>(
+      "DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE recipient_id = ? LIMIT ?) RETURNING message_id",
+    ).pluck();
+    this.#purgeDedupOf = db.statement<[Urn, string]>(
+      "DELETE FROM mailbox_dedup WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))",
+    );
+    // Records whose message is gone (acked, expired, purged); one stored meanwhile keeps both.
+    this.#purgeDedup = db.statement<[Urn, number]>(
+      `DELETE FROM mailbox_dedup WHERE (recipient_id, message_id) IN
+       (SELECT d.recipient_id, d.message_id FROM mailbox_dedup d WHERE d.recipient_id = ?
+        AND NOT EXISTS (SELECT 1 FROM mailbox m WHERE m.recipient_id = d.recipient_id AND m.message_id = d.message_id) LIMIT ?)`,
     );
     // One scan of the smallest index per scrape (WAL readers never block the writer).
     this.#totalDepth = db.statement<[], { count: number }>("SELECT count(*) AS count FROM mailbox");
@@ -82,7 +115,7 @@ class SqliteMailbox implements PurgingMailbox {
   fetch(recipientId: Urn, limit: number): Promise<MailboxEntry[]> {
     return guarded("mailbox fetch", this.#open, () => {
       if (limit <= 0) return [];
-      return this.#fetch.all(recipientId, limit).map((row) => ({
+      return this.#fetch.all(recipientId, this.#cutoff(), limit).map((row) => ({
         recipientId,
         messageId: row.message_id,
         priority: row.priority,
@@ -102,13 +135,66 @@ class SqliteMailbox implements PurgingMailbox {
 
   depth(recipientId: Urn): Promise<MailboxDepth> {
     return guarded("mailbox depth", this.#open, () => {
-      const row = this.#depth.get(recipientId);
+      const row = this.#depth.get(recipientId, this.#cutoff());
       return { count: row?.count ?? 0, oldestQueuedAt: row?.oldest ?? undefined };
     });
   }
 
   totalDepth(): Promise<number> {
     return guarded("mailbox total depth", this.#open, () => this.#totalDepth.get()?.count ?? 0);
+  }
+
+  usage(recipientId: Urn): Promise<MailboxUsage> {
+    return guarded("mailbox usage", this.#open, () => {
+      const row = this.#usage.get(recipientId);
+      return { count: row?.count ?? 0, bytes: row?.bytes ?? 0 };
+    });
+  }
+
+  largest(limit: number): Promise<number[]> {
+    return guarded("mailbox largest", this.#open, () => (limit > 0 ? this.#largest.all(limit) : []));
+  }
+
+  /** Batches of MESSAGE_DELETE_BATCH, each its own short write, until `limit` or nothing expired is left. */
+  expire(limit: number): Promise<number> {
+    return guarded("mailbox expire", this.#open, async () => {
+      const cutoff = this.#cutoff();
+      let total = 0;
+      while (total < limit) {
+        const batch = Math.min(MESSAGE_DELETE_BATCH, limit - total);
+        const removed = await this.#db.writeStatement(() => this.#expire.run(cutoff, batch).changes);
+        total += removed;
+        if (removed < batch) break;
+      }
+      return total;
+    });
+  }
+
+  purge(recipientId: Urn): Promise<MailboxPurged> {
+    return guarded("mailbox purge", this.#open, async () => {
+      let messages = 0;
+      let dedup = 0;
+      for (;;) {
+        // A message and its de-duplication record go in the same transaction.
+        const [m, d] = await this.#db.write(() => {
+          const ids = this.#purgeMessages.all(recipientId, MESSAGE_DELETE_BATCH);
+          return [ids.length, ids.length === 0 ? 0 : this.#purgeDedupOf.run(recipientId, JSON.stringify(ids)).changes] as const;
+        });
+        messages += m;
+        dedup += d;
+        if (m < MESSAGE_DELETE_BATCH) break;
+      }
+      for (;;) {
+        const d = await this.#db.writeStatement(() => this.#purgeDedup.run(recipientId, PURGE_BATCH).changes);
+        dedup += d;
+        if (d < PURGE_BATCH) break;
+      }
+      return { messages, dedup };
+    });
+  }
+
+  #cutoff(): number {
+    return this.#now() - this.#retentionMs;
   }
 
   purgeExpired(): Promise<number> {

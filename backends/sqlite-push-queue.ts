@@ -104,6 +104,16 @@ class SqlitePushQueue implements PushQueue {
     return guarded("push dead letter count", this.#open, () => this.#deadCount.get() ?? 0);
   }
 
+  purge(recipientId: Urn): Promise<number> {
+    return guarded("push purge", this.#open, () =>
+      this.#db.write(
+        () =>
+          this.#db.statement<[Urn]>("DELETE FROM push_queue WHERE recipient_id = ?").run(recipientId).changes +
+          this.#db.statement<[Urn]>("DELETE FROM push_dead_letters WHERE recipient_id = ?").run(recipientId).changes,
+      ),
+    );
+  }
+
   async close(): Promise<void> {
     this.#open = false;
   }

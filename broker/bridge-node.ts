@@ -14,6 +14,8 @@ import { createExternalLink } from "./external.ts";
 import { withExternalDelivery } from "./external-routing.ts";
 import { createMqttIngest } from "./ingest.ts";
 import { mqttTopics } from "./topics.ts";
+import { lockDataDir } from "../runtime/data-dir-lock.ts";
+import { brokerLogger } from "../runtime/logger.ts";
 
 export interface MqttBridgeNode {
   readonly httpPort: number;
@@ -60,9 +62,11 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
     nodeID: config.instanceId,
     // Not a cluster member: its router service (embedded bus) serves only this process.
     transporter: null,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+    logger: brokerLogger(config),
   });
   const log = broker.getLogger("mqtt-bridge");
+  // One process per data dir, as for a routing node.
+  const lock = await lockDataDir(config.dataDir, config.instanceId);
   const backends = await createBackends(config);
   const metrics = createMetrics();
   const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics });
@@ -104,6 +108,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
     await link.close().catch(() => {});
     await broker.stop().catch(() => {});
     await backends.close();
+    lock.release();
     throw err;
   }
   log.info(`routing ready: http=${httpPort} mqtt=external role=mqtt-bridge routes=${routes} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
@@ -119,6 +124,7 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
         await broker.stop();
         await new Promise<void>((resolve) => ops.close(() => resolve()));
         await backends.close();
+        lock.release();
       })()),
   };
 }

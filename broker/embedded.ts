@@ -159,10 +159,12 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     return payload;
   }
 
-  function settle(state: ClientState, outcome: Promise<PublishOutcome>, done: (err?: Error | null) => void): void {
+  function settle(state: ClientState, outcome: Promise<PublishOutcome>, done: (err?: Error | null) => void, packet?: PublishPacket): void {
     const work = outcome.then(
       (result) => {
-        if (result.kind === "rejected" && state.session?.isOnline()) state.session.send(result.frame);
+        if (result.kind !== "accepted" && state.session?.isOnline()) state.session.send(result.frame);
+        // aedes acknowledges by the packet's QoS once this is done: at QoS 0 it sends no PUBACK.
+        if (result.kind === "withheld" && packet !== undefined) packet.qos = 0;
         done(null);
       },
       (err: unknown) => done(err instanceof Error ? err : new Error("publish not accepted")),
@@ -178,7 +180,7 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     if (!accepting) return done(new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere"));
     packet.retain = false;
     const identity = state.principal.identity;
-    if (packet.topic === topics.ingest) return settle(state, options.ingest.envelope(takePayload(packet), identity), done);
+    if (packet.topic === topics.ingest) return settle(state, options.ingest.envelope(takePayload(packet), identity), done, packet);
     if (packet.topic === topics.ack(identity)) return settle(state, options.ingest.ack(takePayload(packet), identity), done);
     log.info({ code: "FORBIDDEN", topic: packet.topic }, "mqtt publish refused: disconnecting");
     done(new RoutingError("FORBIDDEN", "publishing to this topic is not allowed"));

@@ -76,7 +76,8 @@ export function createExternalLink(options: ExternalLinkOptions) {
       return;
     }
     const outcome = sender !== undefined ? await ingest.envelope(payload, identity) : await ingest.ack(payload, identity);
-    if (outcome.kind === "rejected") publish(identity, outcome.frame);
+    // The external broker acknowledged the client already: a withheld (MAILBOX_FULL) one is answered by its frame alone.
+    if (outcome.kind !== "accepted") publish(identity, outcome.frame);
   }
 
   /** Drops the connection so the broker redelivers what was not acknowledged (the session persists). */

@@ -11,10 +11,17 @@ import type { Ingress } from "../routing/ingress.ts";
  * - `rejected`: permanently refused (malformed, too large, sender mismatch): acknowledge it too, so
  *   the client does not resend what can never succeed, and publish `frame` (an `error` frame) to
  *   the client's receive topic. This is MQTT 3.1.1's form of a negative PUBACK.
+ * - `withheld`: refused for now (MAILBOX_FULL): publish `frame` (an `error` frame with
+ *   `retryAfterMs`) to the receive topic and send NO acknowledgement, keeping the connection: the
+ *   message stays in the client's in-flight window and is resent on its next connection (MQTT
+ *   3.1.1 has no negative PUBACK; MQTT 5's would be 0x97). See docs/data-lifecycle.md.
  * A retryable failure (bus or store unavailable, shutting down) rejects instead: then nothing may
  * be acknowledged, and the caller drops the connection so the client resends.
  */
-export type PublishOutcome = { readonly kind: "accepted" } | { readonly kind: "rejected"; readonly frame: string };
+export type PublishOutcome =
+  | { readonly kind: "accepted" }
+  | { readonly kind: "rejected"; readonly frame: string }
+  | { readonly kind: "withheld"; readonly frame: string };
 
 export interface MqttIngestOptions {
   readonly ingress: Ingress;
@@ -43,6 +50,10 @@ function messageIdOf(payload: Buffer): string | undefined {
 export function createMqttIngest({ ingress, mailbox, log }: MqttIngestOptions) {
   function refused(err: unknown, payload: Buffer, what: "envelope" | "ack"): PublishOutcome {
     const error = asRoutingError(err);
+    if (error.code === "MAILBOX_FULL") {
+      log.info({ code: error.code, bytes: payload.length, what }, "mqtt publish refused for now: no acknowledgement");
+      return { kind: "withheld", frame: errorFrame(messageIdOf(payload), error.code, error.message, error.retryAfterMs) };
+    }
     // Logged with the code and sizes only: payload bytes appear in no log line.
     if (error.retryable) {
       log.warn({ code: error.code, bytes: payload.length, what }, "mqtt publish not accepted (retryable): no acknowledgement");

@@ -11,6 +11,7 @@ const Port = (def: number, description: string) =>
 export const ConfigSchema = Type.Object(
   {
     httpPort: Port(8080, "HTTP + WebSocket port. 0 picks a free one. A taken default moves to the next free port; a taken explicit port stops start-up."),
+    httpReusePort: Type.Boolean({ default: false, description: "Share ROUTING_HTTP_PORT with other processes (SO_REUSEPORT, uws engine only): the kernel splits connections between them. Off: the port is this process's alone." }),
     mqttPort: Port(1883, "Embedded MQTT broker (TCP) port; same rules as ROUTING_HTTP_PORT."),
     host: Type.String({ default: "0.0.0.0", minLength: 1, description: "Address the listeners bind." }),
     jwtSecret: Type.Optional(Type.String({ minLength: 16, description: "HS256 secret (dev and tests). With neither this nor ROUTING_JWKS_URL, a dev secret is created in the data dir." })),
@@ -26,7 +27,11 @@ export const ConfigSchema = Type.Object(
     busMaxAttempts: Type.Integer({ minimum: 1, maximum: 100, default: 5, description: "Deliveries of a bus record before it is dead-lettered." }),
     busRetryBaseMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 200, description: "First redelivery delay after a failure; doubles per attempt (max 30 s)." }),
     routerMaxInFlight: Type.Integer({ minimum: 1, maximum: 100_000, default: 512, description: "Bus records the router works on at once; intake pauses when full." }),
-    dedupTtlSeconds: Type.Integer({ minimum: 1, default: 7 * 24 * 3600, description: "How long a (recipient, messageId) pair is remembered for de-duplication." }),
+    dedupTtlSeconds: Type.Integer({ minimum: 1, default: 30 * 24 * 3600, description: "How long a (recipient, messageId) pair is remembered for de-duplication; at least ROUTING_MAILBOX_RETENTION_SECONDS (a shorter one stops start-up)." }),
+    // data life cycle (issue 21): docs/data-lifecycle.md
+    mailboxRetentionSeconds: Type.Integer({ minimum: 1, default: 30 * 24 * 3600, description: "An unacked message older than this is never returned again and is removed (docs/data-lifecycle.md)." }),
+    mailboxMaxMessages: Type.Integer({ minimum: 0, default: 10_000, description: "Per-recipient quota of unacked messages; a send past it is refused with MAILBOX_FULL. 0 switches it off." }),
+    mailboxMaxBytes: Type.Integer({ minimum: 0, default: 64 * 1024 * 1024, description: "Per-recipient quota of unacked envelope bytes; a send past it is refused with MAILBOX_FULL. 0 switches it off." }),
     wsMaxBufferBytes: Type.Integer({ minimum: 1024, default: 1024 * 1024, description: "Per-connection send buffer limit; a slower reader is closed with 4008." }),
     heartbeatSeconds: Type.Integer({ minimum: 1, maximum: 3600, default: 30, description: "WebSocket ping interval; a session without a pong for two intervals is closed with 4000." }),
     authTimeoutMs: Type.Integer({ minimum: 100, default: 10_000, description: "Time a new connection has to become online." }),
@@ -51,6 +56,7 @@ export const ConfigSchema = Type.Object(
     transporter: Type.Optional(Type.String({ minLength: 1, description: "Moleculer transporter joining the nodes (e.g. `nats://127.0.0.1:4222`); unset: a standalone node." })),
     namespace: Type.String({ default: "routing", pattern: "^[A-Za-z0-9_-]+$", description: "Moleculer namespace: nodes join only their own namespace." }),
     logLevel: Type.Union(["fatal", "error", "warn", "info", "debug", "trace"].map((l) => Type.Literal(l)), { default: "info", description: "Log level." }),
+    logFormat: Type.Union([Type.Literal("auto"), Type.Literal("json"), Type.Literal("pretty")], { default: "auto", description: "Log format: `auto` is human-readable lines (pino-pretty) when stdout is a terminal and JSON lines otherwise; `json` or `pretty` force one." }),
     // push (issue 6)
     pushCollapseSeconds: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: "At most one push per recipient in this window while an earlier pushed message is still unread. 0 turns collapsing off." }),
     pushMaxAttempts: Type.Integer({ minimum: 1, maximum: 100, default: 5, description: "Sends of a push that keeps failing retryably (provider 5xx, 429, network) before it is dead-lettered." }),

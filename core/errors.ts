@@ -17,6 +17,7 @@ export const ERRORS = {
   NOT_FOUND: { status: 404, retryable: false, doc: "No such route." },
   METHOD_NOT_ALLOWED: { status: 405, retryable: false, doc: "The route exists but not with this method." },
   ENVELOPE_TOO_LARGE: { status: 413, retryable: false, doc: "The envelope exceeds ROUTING_MAX_ENVELOPE_BYTES." },
+  MAILBOX_FULL: { status: 429, retryable: true, doc: "The recipient's mailbox is at ROUTING_MAILBOX_MAX_MESSAGES or ROUTING_MAILBOX_MAX_BYTES; retry after `Retry-After` (docs/data-lifecycle.md)." },
   RATE_LIMITED: { status: 429, retryable: true, doc: "Too many requests; retry later." },
   BACKEND_UNAVAILABLE: { status: 503, retryable: true, doc: "A backend (bus, store) did not accept the operation; nothing was accepted." },
   SHUTTING_DOWN: { status: 503, retryable: true, doc: "The instance is draining; retry on another instance." },
@@ -28,9 +29,12 @@ export type ErrorCode = keyof typeof ERRORS;
 export class RoutingError extends Error {
   override readonly name = "RoutingError";
   readonly code: ErrorCode;
-  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+  /** For retryable refusals that know when a retry can succeed (MAILBOX_FULL): HTTP `Retry-After`, `retryAfterMs`. */
+  readonly retryAfterMs: number | undefined;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
     super(message, options);
     this.code = code;
+    this.retryAfterMs = options?.retryAfterMs;
   }
   get status(): number {
     return ERRORS[this.code].status;
@@ -38,7 +42,8 @@ export class RoutingError extends Error {
   get retryable(): boolean {
     return ERRORS[this.code].retryable;
   }
-  toBody(): { error: { code: ErrorCode; message: string } } {
+  toBody(): { error: { code: ErrorCode; message: string; retryAfterMs?: number } } {
+    if (this.retryAfterMs !== undefined) return { error: { code: this.code, message: this.message, retryAfterMs: this.retryAfterMs } };
     return { error: { code: this.code, message: this.message } };
   }
 }

@@ -77,6 +77,7 @@ export function authedFrame(ref: string, expiresAt: number | undefined): string 
   return JSON.stringify(expiresAt === undefined ? { type: "authed", ref } : { type: "authed", ref, exp: Math.floor(expiresAt / 1000) });
 }
 
-export function errorFrame(ref: string | undefined, code: ErrorCode, message: string): string {
-  return JSON.stringify(ref === undefined ? { type: "error", code, message } : { type: "error", ref, code, message });
+export function errorFrame(ref: string | undefined, code: ErrorCode, message: string, retryAfterMs?: number): string {
+  const frame = ref === undefined ? { type: "error", code, message } : { type: "error", ref, code, message };
+  return JSON.stringify(retryAfterMs === undefined ? frame : { ...frame, retryAfterMs });
 }

@@ -71,8 +71,15 @@ function operationMessages(channel: string, names: readonly MessageName[]): Arra
 
 const URN_PARAMETER = { urn: { description: "The subscriber's own URN (urn:<namespace>:<type>:<id>); other identities' topics are refused." } };
 
+/** The ports a node bound; the document names them (the defaults when not given). */
+export interface AsyncApiPorts {
+  readonly http?: number;
+  /** The embedded broker's TCP port; undefined with an external broker or when not known. */
+  readonly mqtt?: number;
+}
+
 /** The document as an object (schemas are the typebox objects themselves); serve `JSON.stringify` of it. */
-export function buildAsyncApi() {
+export function buildAsyncApi(ports: AsyncApiPorts = {}) {
   return {
     asyncapi: "3.0.0",
     info: {
@@ -83,14 +90,14 @@ export function buildAsyncApi() {
     defaultContentType: "application/json",
     servers: {
       websocket: {
-        host: "localhost:8080",
+        host: `localhost:${ports.http ?? 8080}`,
         protocol: "ws",
         pathname: "/connect",
         description: "ROUTING_HTTP_PORT. Query `delivery=poke` (default) or `delivery=push`.",
         security: [{ $ref: "#/components/securitySchemes/bearer" }],
       },
       mqtt: {
-        host: "localhost:1883",
+        host: `localhost:${ports.mqtt ?? 1883}`,
         protocol: "mqtt",
         description: "ROUTING_MQTT_PORT (embedded broker).",
         security: [{ $ref: "#/components/securitySchemes/mqttJwt" }],

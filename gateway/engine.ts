@@ -106,6 +106,17 @@ export interface EngineOptions<C> {
   readonly maxBodyBytes: number;
   /** Byte-stream WebSocket paths besides `wsPath` (e.g. MQTT at "/mqtt"); none by default. */
   readonly streams?: readonly BinaryStreamRoute[];
+  /**
+   * Share the port with other processes (SO_REUSEPORT; ROUTING_HTTP_REUSE_PORT), the kernel splitting
+   * connections between them. Off by default: the port is this process's alone, and a taken port fails
+   * with EADDRINUSE. Only the uws engine can share; the ws engine refuses the option.
+   */
+  readonly reusePort?: boolean;
+  /**
+   * Told when the engine itself refuses input over `maxBodyBytes`: an HTTP body (answered 413, with
+   * the request's path) or a frame on `wsPath` (the socket closed with 1009). Nothing else sees those.
+   */
+  readonly onRefused?: (kind: "body" | "frame", path: string) => void;
 }
 
 export interface GatewayEngine {

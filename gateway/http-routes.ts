@@ -84,6 +84,10 @@ function json(status: number, body: string): HttpResponse {
 }
 
 export function errorResponse(error: RoutingError): HttpResponse {
+  if (error.retryAfterMs !== undefined) {
+    // Whole seconds, rounded up (RFC 9110); the body carries the exact `retryAfterMs`.
+    return { status: error.status, headers: { ...JSON_HEADERS, "retry-after": String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) }, body: JSON.stringify(error.toBody()) };
+  }
   return json(error.status, JSON.stringify(error.toBody()));
 }
 

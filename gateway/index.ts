@@ -29,6 +29,8 @@ export interface GatewayDeps {
   readonly pages?: (request: HttpRequest) => Promise<HttpResponse | undefined>;
   /** Byte-stream WebSocket paths on the same port: MQTT over WebSocket (issue 4). */
   readonly streams?: readonly BinaryStreamRoute[];
+  /** ROUTING_HTTP_REUSE_PORT: share the port (uws only); off, the port is this process's alone. */
+  readonly reusePort?: boolean;
 }
 
 interface SocketContext {
@@ -86,7 +88,13 @@ class SessionListener implements SocketListener {
 
 export function createGateway(deps: GatewayDeps) {
   let accepting = true;
-  const onFrame = createFrameHandler({ ingress: deps.ingress, mailbox: deps.mailbox, maxEnvelopeBytes: deps.maxEnvelopeBytes, verifier: deps.verifier });
+  const onFrame = createFrameHandler({
+    ingress: deps.ingress,
+    mailbox: deps.mailbox,
+    maxEnvelopeBytes: deps.maxEnvelopeBytes,
+    rejected: (code) => deps.metrics.rejected("ws", code),
+    verifier: deps.verifier,
+  });
   const routes = createHttpRoutes({ ...deps, accepting: () => accepting, ready: async () => accepting && (await deps.ready()) });
   const pages = deps.pages;
   const http = pages === undefined ? routes : async (req: HttpRequest): Promise<HttpResponse> => (await pages(req)) ?? routes(req);
@@ -96,6 +104,12 @@ export function createGateway(deps: GatewayDeps) {
     wsPath: "/connect",
     maxBodyBytes: deps.maxEnvelopeBytes + 4 * STAMP_ALLOWANCE_BYTES,
     streams: deps.streams,
+    reusePort: deps.reusePort,
+    // Input the engine refuses before any handler sees it still counts as a refused envelope.
+    onRefused: (kind, path) => {
+      if (kind === "frame") deps.metrics.rejected("ws", "ENVELOPE_TOO_LARGE");
+      else if (path.startsWith("/send")) deps.metrics.rejected("http", "ENVELOPE_TOO_LARGE");
+    },
     sockets: {
       async upgrade(req): Promise<UpgradeDecision<SocketContext>> {
         try {

@@ -6,11 +6,22 @@ import type { Ingress } from "../routing/ingress.ts";
 import { STAMP_ALLOWANCE_BYTES, utf8Exceeds } from "../routing/ingress.ts";
 import { DEFAULT_FETCH_LIMIT } from "./http-routes.ts";
 import type { Session } from "./sessions.ts";
+import type { ErrorCode } from "../core/errors.ts";
+
+/** A parsed frame that meant to send an envelope (`type: "send"`), valid or not. */
+function isSendAttempt(value: unknown): boolean {
+  return typeof value === "object" && value !== null && (value as { type?: unknown }).type === "send";
+}
 
 export interface FrameDeps {
   readonly ingress: Ingress;
   readonly mailbox: Mailbox;
   readonly maxEnvelopeBytes: number;
+  /**
+   * Counts an envelope refused here, before the ingress saw it (routing_envelopes_rejected_total):
+   * a frame that is not JSON, one over the envelope limit, or a `send` frame that is not one.
+   */
+  readonly rejected?: (code: ErrorCode) => void;
   /** Checks the token of an `auth` frame (the same verifier as the upgrade's). */
   readonly verifier: TokenVerifier;
 }
@@ -20,7 +31,7 @@ export interface FrameDeps {
  * Every bad frame is answered with an `error` frame carrying the frame's ref when it had one; the
  * session stays open. Only online sessions are served; a draining one answers SHUTTING_DOWN.
  */
-export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, verifier }: FrameDeps) {
+export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, rejected, verifier }: FrameDeps) {
   /**
    * Per session, the acks not yet durable. A fetch waits for the acks sent before it, so "ack then
    * fetch" never returns what was just acked; sends stay pipelined (their order is the bus's).
@@ -30,7 +41,7 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, verifie
   /** Answers a frame that failed with an `error` frame, carrying the frame's ref when it had one. */
   function fail(session: Session, ref: string | undefined, err: unknown): void {
     const error = asRoutingError(err);
-    session.send(errorFrame(ref, error.code, error.message));
+    session.send(errorFrame(ref, error.code, error.message, error.retryAfterMs));
   }
 
   async function handle(session: Session, frame: ClientFrame): Promise<void> {
@@ -78,9 +89,9 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, verifie
   return function onText(session: Session, text: string | null): void {
     let ref: string | undefined;
     let frame: ClientFrame;
+    let value: unknown;
     try {
       if (text === null) throw new RoutingError("INVALID_FRAME", "frames are JSON text; binary frames are not accepted");
-      let value: unknown;
       try {
         value = JSON.parse(text);
       } catch {
@@ -95,6 +106,8 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, verifie
       if (!session.isOnline()) throw new RoutingError("SHUTTING_DOWN", "this session is closing");
       frame = value;
     } catch (err) {
+      const code = asRoutingError(err).code;
+      if (code === "INVALID_JSON" || code === "ENVELOPE_TOO_LARGE" || (code === "INVALID_FRAME" && isSendAttempt(value))) rejected?.(code);
       fail(session, ref, err);
       return;
     }

@@ -148,9 +148,25 @@ class UwsSocketHandle<C> implements SocketHandle {
   }
 }
 
+/** uWS's `ListenOptions` (a const enum in its typings, so not importable as a value). */
+const LIBUS_LISTEN_DEFAULT = 0;
+const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
+const MESSAGE_TOO_BIG = 1009;
+
+/**
+ * The frame size uWS buffers before it drops the connection outright: 4x the cap, at least 1 MiB.
+ * Frames between the cap and this get a clean 1009; this bounds what one frame can cost in memory.
+ */
+export function uwsFrameCeiling(maxBody: number): number {
+  return Math.max(4 * maxBody, 1 << 20);
+}
+/** `app.listen(host, port, options, cb)`: the native binding takes it, the shipped typings lack the overload. */
+type ListenWithOptions = (this: Uws.TemplatedApp, host: string, port: number, options: number, cb: (socket: Uws.us_listen_socket | false) => void) => Uws.TemplatedApp;
+
 export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   const uws = loadUwsNative();
   const app = uws.App();
+  const listenWithOptions = app.listen as unknown as ListenWithOptions;
   const maxBody = options.maxBodyBytes;
   const openSockets = new Set<SocketState<C>>();
   let listenSocket: Uws.us_listen_socket | undefined;
@@ -197,7 +213,9 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   };
 
   app.ws<UserData<C>>(options.wsPath, {
-    maxPayloadLength: maxBody,
+    // uWS drops a frame over maxPayloadLength without a close frame (the client sees 1006), so it
+    // gets headroom and the cap is enforced in `message` with 1009. Past the headroom uWS still drops.
+    maxPayloadLength: uwsFrameCeiling(maxBody),
     idleTimeout: 0,
     maxBackpressure: MAX_BACKPRESSURE_BYTES,
     // The addon reads it as a boolean; the shipped typings say number.
@@ -257,6 +275,11 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
 
     message: (ws, message, isBinary) => {
       const state = ws.getUserData().state;
+      if (message.byteLength > maxBody) {
+        options.onRefused?.("frame", options.wsPath);
+        state.handle?.close(MESSAGE_TOO_BIG, "message too big");
+        return;
+      }
       // Decoding copies: the ArrayBuffer is neutered when this callback returns.
       const text = isBinary ? null : Buffer.from(message).toString("utf8");
       state.listener?.message(text);
@@ -386,6 +409,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
 
     const declared = headers["content-length"];
     if (declared !== undefined && Number(declared) > maxBody) {
+      options.onRefused?.("body", path);
       writeResponse(res, method, tooLarge(maxBody), true);
       return;
     }
@@ -403,6 +427,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       if (size > maxBody) {
         done = true;
         chunks.length = 0;
+        options.onRefused?.("body", path);
         res.cork(() => writeResponse(res, method, tooLarge(maxBody), true));
         return;
       }
@@ -429,7 +454,9 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       if (stopped) return Promise.reject(new Error("the uws engine is closed"));
       if (listenSocket) return Promise.reject(new Error("the uws engine is already listening"));
       return new Promise<number>((resolve, reject) => {
-        app.listen(host, port, (socket) => {
+        // uWS sets SO_REUSEPORT unless told LIBUS_LISTEN_EXCLUSIVE_PORT: a second process would then bind
+        // the same port and the kernel would split connections (and sessions) between the two.
+        listenWithOptions.call(app, host, port, options.reusePort ? LIBUS_LISTEN_DEFAULT : LIBUS_LISTEN_EXCLUSIVE_PORT, (socket) => {
           if (socket) {
             listenSocket = socket;
             resolve(uws.us_socket_local_port(socket as unknown as Uws.us_socket));

@@ -29,6 +29,7 @@ const CLOSE_GRACE_MS = 2_000;
 const UNSUPPORTED_DATA = 1003;
 
 export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
+  if (options.reusePort) throw new Error("ROUTING_HTTP_REUSE_PORT needs ROUTING_GATEWAY_ENGINE=uws: the ws engine (Node 20 http) cannot share a port");
   const maxBody = options.maxBodyBytes;
   /** The subprotocol each accepted upgrade echoes (read back by handleProtocols). */
   const chosenProtocol = new WeakMap<http.IncomingMessage, string>();
@@ -75,6 +76,7 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
 
     const declared = headers["content-length"];
     if (declared !== undefined && Number(declared) > maxBody) {
+      options.onRefused?.("body", path);
       writeResponse(res, tooLarge(maxBody), true);
       req.resume();
       return;
@@ -89,6 +91,7 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       if (size > maxBody) {
         over = true;
         chunks.length = 0;
+        options.onRefused?.("body", path);
         writeResponse(res, tooLarge(maxBody), true);
         return;
       }
@@ -211,8 +214,9 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     socket.on("drain", () => {
       if (ws.readyState === WebSocket.OPEN) listener?.drain();
     });
-    ws.on("error", () => {
+    ws.on("error", (err: Error & { code?: string }) => {
       // Protocol errors (too big, invalid UTF-8): ws closes the socket and emits 'close' next.
+      if (err.code === "WS_ERR_UNSUPPORTED_MESSAGE_LENGTH") options.onRefused?.("frame", options.wsPath);
     });
     ws.on("close", (code: number) => {
       if (notified || !listener) return;

@@ -13,7 +13,9 @@ export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivere
  */
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: "routing_process_" });
+  // prom-client's own names already start with process_ / nodejs_: the prefix only adds "routing_"
+  // (routing_process_cpu_user_seconds_total, routing_nodejs_eventloop_lag_seconds).
+  collectDefaultMetrics({ register: registry, prefix: "routing_" });
   const accepted = new Counter({ name: "routing_envelopes_accepted_total", help: "Envelopes accepted by the ingress bus, per ingestion path.", labelNames: ["path"] as const, registers: [registry] });
   const rejected = new Counter({ name: "routing_envelopes_rejected_total", help: "Envelopes refused at ingress, per path and error code.", labelNames: ["path", "code"] as const, registers: [registry] });
   const routed = new Counter({ name: "routing_routed_total", help: "Router outcomes per bus record.", labelNames: ["outcome"] as const, registers: [registry] });
@@ -34,12 +36,17 @@ export function createMetrics() {
   const push = new Counter({ name: "routing_push_total", help: "Push provider answers, per platform and result (sent, retry, invalidToken, failed).", labelNames: ["platform", "result"] as const, registers: [registry] });
   // operator tools (issue 7)
   const mailboxDepth = new Gauge({ name: "routing_mailbox_depth", help: "Unacked messages in every mailbox of the store, read once per scrape.", registers: [registry] });
+  // data life cycle (issue 21): counts only, never a URN
+  const mailboxExpired = new Counter({ name: "routing_mailbox_expired_total", help: "Unacked messages removed because they outlived ROUTING_MAILBOX_RETENTION_SECONDS.", registers: [registry] });
+  const mailboxFull = new Counter({ name: "routing_mailbox_full_total", help: "Sends refused with MAILBOX_FULL (recipient at its quota), per ingestion path.", labelNames: ["path"] as const, registers: [registry] });
+  const mailboxLargest = new Gauge({ name: "routing_mailbox_largest_depth", help: "Message counts of the largest mailboxes, by rank (1 = largest), read once per scrape.", labelNames: ["rank"] as const, registers: [registry] });
   const signalsReceived = new Counter({ name: "routing_signals_received_total", help: "Signals from other instances that arrived here.", registers: [registry] });
   const signalsDelivered = new Counter({ name: "routing_signals_delivered_total", help: "Arrived signals that reached at least one local session (received minus delivered is noise).", registers: [registry] });
   // Every path and outcome exists from the start (at 0), so rate() and dashboards work before the first event.
   const paths: Record<IngressPath, true> = { http: true, ws: true, mqtt: true, action: true };
   const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true };
   for (const path of Object.keys(paths)) accepted.inc({ path }, 0);
+  for (const path of Object.keys(paths)) mailboxFull.inc({ path }, 0);
   for (const outcome of Object.keys(outcomes)) routed.inc({ outcome }, 0);
   /** Plain running totals beside the counters, for the status page's throughput (no async registry read). */
   const totals = { accepted: 0, routed: 0 };
@@ -72,6 +79,12 @@ export function createMetrics() {
     httpRequest: (route: string, status: number) => http.inc({ route, status: String(status) }),
     pushed: (platform: PushPlatform, result: PushResult["kind"]) => push.inc({ platform, result }),
     mailboxDepth,
+    mailboxExpired: (count: number) => mailboxExpired.inc(count),
+    mailboxFull: (path: IngressPath) => mailboxFull.inc({ path }),
+    /** Sets the ranked gauge from counts largest first; ranks past the list read 0. */
+    mailboxLargest: (counts: readonly number[], ranks: number) => {
+      for (let rank = 1; rank <= ranks; rank++) mailboxLargest.set({ rank: String(rank) }, counts[rank - 1] ?? 0);
+    },
     /** Envelopes accepted and bus records routed by this node since it started. */
     totals: (): { readonly accepted: number; readonly routed: number } => ({ ...totals }),
     /** The counters `createSignalReceiver` takes: a signal arrived; it reached a local session. */

@@ -89,6 +89,7 @@ export function signalOnEnqueue(queue: PushQueue, signal: () => void): PushQueue
     deadLetter: (seq, reason) => queue.deadLetter(seq, reason),
     deadLetters: (limit) => queue.deadLetters(limit),
     deadLetterCount: () => queue.deadLetterCount(),
+    purge: (recipientId) => queue.purge(recipientId),
     close: () => queue.close(),
   };
 }

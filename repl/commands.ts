@@ -1,5 +1,7 @@
 import type { ServiceBroker } from "moleculer";
 import { actionNodes, answers, callEach, stateText, type PerNode, type RouterStats, type SessionRow } from "../operator/cluster.ts";
+import type { DeadLetterView } from "../lifecycle/dead-letters.ts";
+import type { PurgeCounts } from "../lifecycle/purge.ts";
 import type { RouteExplanation } from "../routing/explain.ts";
 import { duration, plural, problems, table, type Cell } from "./format.ts";
 
@@ -127,6 +129,40 @@ export async function busCommand(broker: ServiceBroker): Promise<string> {
   return table(["node", "router", "backlog", "in flight", "dead letters", "oldest unacked", "routed (since start)"], rows) + problems(failures(results));
 }
 
+/** `deadletters [limit]`: the ingress bus's dead letters (`router.deadLetters`): header fields, reason, attempts; never payload. */
+export async function deadLettersCommand(broker: ServiceBroker, limit?: number): Promise<string> {
+  const letters = await broker.call<DeadLetterView[], { limit?: number }>("router.deadLetters", limit === undefined ? {} : { limit });
+  if (letters.length === 0) return "no dead letters";
+  const now = Date.now();
+  return (
+    `${plural(letters.length, "dead letter")} (newest first)\n` +
+    table(
+      ["id", "recipient", "message id", "sender", "prio", "path", "attempts", "reason", "dead since"],
+      letters.map((d) => [d.id, d.recipientId, d.messageId, d.senderId ?? "", d.priority, d.path, d.attempts, d.reason, since(d.deadAt, now)]),
+    )
+  );
+}
+
+/** `replay <ids...>`: puts dead letters back on the ingress bus with their message ids (`router.replay`). */
+export async function replayCommand(broker: ServiceBroker, ids: readonly string[]): Promise<string> {
+  if (ids.length === 0) return "usage: replay <id> [id ...] (ids from `deadletters`)";
+  const { replayed } = await broker.call<{ replayed: number }, { ids: readonly string[] }>("router.replay", { ids });
+  return `${plural(replayed, "dead letter")} replayed onto the ingress bus${replayed < ids.length ? ` (${ids.length - replayed} not found)` : ""}`;
+}
+
+/** `dropdeadletters <ids...>`: deletes dead letters (`router.dropDeadLetters`). */
+export async function dropDeadLettersCommand(broker: ServiceBroker, ids: readonly string[]): Promise<string> {
+  if (ids.length === 0) return "usage: dropdeadletters <id> [id ...] (ids from `deadletters`)";
+  const { dropped } = await broker.call<{ dropped: number }, { ids: readonly string[] }>("router.dropDeadLetters", { ids });
+  return `${plural(dropped, "dead letter")} dropped${dropped < ids.length ? ` (${ids.length - dropped} not found)` : ""}`;
+}
+
+/** `purge <urn>`: removes everything kept of an identity (`mailbox.purge`) and prints the counts. */
+export async function purgeCommand(broker: ServiceBroker, urn: string): Promise<string> {
+  const c = await broker.call<PurgeCounts, { urn: string }>("mailbox.purge", { urn });
+  return `${urn}: purged ${plural(c.messages, "message")}, ${plural(c.dedup, "de-duplication record")}, ${plural(c.deviceTokens, "device token")}, ${`${c.pendingPushes} pending push${c.pendingPushes === 1 ? "" : "es"}`}, ${plural(c.deadLetters, "dead letter")}`;
+}
+
 /** moleculer-repl's custom command definition (the subset used here). */
 export interface ReplCommand {
   readonly command: string;
@@ -145,6 +181,9 @@ function print(run: (broker: ServiceBroker, args: Readonly<Record<string, unknow
 }
 
 const urnArg = (args: Readonly<Record<string, unknown>>): string => String(args.urn ?? "");
+/** A variadic argument as moleculer-repl (vorpal) hands it: an array, one value, or nothing. */
+const listArg = (value: unknown): string[] => (Array.isArray(value) ? value.map(String) : value === undefined ? [] : [String(value)]);
+const limitArg = (value: unknown): number | undefined => (value === undefined || value === "" || !Number.isFinite(Number(value)) ? undefined : Math.floor(Number(value)));
 
 /** The routing commands, beside moleculer-repl's own (`call`, `nodes`, `services`, `actions`, ...). */
 export const REPL_COMMANDS: readonly ReplCommand[] = [
@@ -154,4 +193,8 @@ export const REPL_COMMANDS: readonly ReplCommand[] = [
   { command: "route <urn>", description: "What the router would do now with a message to this identity, and why", action: print((b, a) => routeCommand(b, urnArg(a))) },
   { command: "actors", description: "Every hosted actor (router, push, sessions) and its current state", action: print((b) => actorsCommand(b)) },
   { command: "bus", description: "Ingress bus backlog, in-flight, dead letters and oldest unacked age, per node", action: print((b) => busCommand(b)) },
+  { command: "deadletters [limit]", description: "Dead letters of the ingress bus: id, recipient, message id, sender, reason, attempts (never payload)", action: print((b, a) => deadLettersCommand(b, limitArg(a.limit))) },
+  { command: "replay [ids...]", description: "Put dead letters back on the ingress bus with their message ids", action: print((b, a) => replayCommand(b, listArg(a.ids))) },
+  { command: "dropdeadletters [ids...]", description: "Delete dead letters", action: print((b, a) => dropDeadLettersCommand(b, listArg(a.ids))) },
+  { command: "purge <urn>", description: "Remove everything kept of an identity: messages, de-duplication records, device tokens, pending pushes", action: print((b, a) => purgeCommand(b, urnArg(a))) },
 ];

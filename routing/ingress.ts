@@ -23,6 +23,8 @@ export interface IngressOptions {
   readonly maxEnvelopeBytes: number;
   readonly metrics: Metrics;
   readonly newId?: () => string;
+  /** Per-recipient quota (lifecycle/quota.ts), checked for stored (non-ephemeral) messages before publishing. */
+  readonly quota?: { admit(recipientId: Urn, bytes: number): Promise<void> };
 }
 
 /**
@@ -30,13 +32,15 @@ export interface IngressOptions {
  * publish. Resolves the messageId only after the bus has durably accepted the record: that is what
  * a 202, a `sent` frame or a PUBACK promise.
  */
-export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID }: IngressOptions) {
+export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID, quota }: IngressOptions) {
   async function accept(value: unknown, identity: Urn, path: IngressPath): Promise<string> {
     try {
       const { header, json } = stampEnvelopeJson(value, identity, newId);
       if (utf8Exceeds(json, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
         throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
       }
+      // String length as the size: the quota is "as last known" anyway, and it spares a pass over the payload.
+      if (quota !== undefined && !header.isEphemeral) await quota.admit(header.recipientId, json.length);
       await bus.publish({
         recipientId: header.recipientId,
         messageId: header.messageId,
@@ -51,6 +55,7 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
     } catch (err) {
       const error = asRoutingError(err);
       metrics.rejected(path, error.code);
+      if (error.code === "MAILBOX_FULL") metrics.mailboxFull(path);
       throw error;
     }
   }

@@ -15,6 +15,8 @@ import { createSessionHost } from "../gateway/sessions.ts";
 import { createMetrics } from "../metrics/registry.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
 import { createIngress } from "../routing/ingress.ts";
+import { createQuota } from "../lifecycle/quota.ts";
+import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { createDevicesService } from "../services/devices.service.ts";
@@ -27,11 +29,19 @@ import { createRouterService } from "../services/router.service.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
+import { lockDataDir } from "./data-dir-lock.ts";
+import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
+import { brokerLogger } from "./logger.ts";
+
+/** Ranks of the `routing_mailbox_largest_depth` gauge (and of the status page's list). */
+const LARGEST_RANKS = 5;
 
 export interface RoutingNode {
   readonly broker: ServiceBroker;
   readonly config: Config;
   readonly httpPort: number;
+  /** The embedded MQTT broker's TCP port; undefined with an external broker. */
+  readonly mqttPort: number | undefined;
   readonly backends: Backends;
   readonly sessions: ReturnType<typeof createSessionHost>;
   /** Graceful shutdown: stop intake, drain sessions (1001), finish or return in-flight bus work, close backends. */
@@ -49,22 +59,26 @@ export interface NodeExtras {
  * backends or reads the config.
  */
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
+  // One process per data dir: a second node here refuses to start, naming the holder's pid.
+  const lock = await lockDataDir(config.dataDir, config.instanceId);
+  // No transporter configured: serve a local one on a Unix socket in the data dir, so `npm run repl` attaches to this node.
+  const local = config.transporter ? undefined : new LocalHubTransporter({ path: localSocketPath(lock.dataDir) });
   const broker = new ServiceBroker({
     ...brokerConfig,
     middlewares: [...(brokerConfig.middlewares ?? []), ...(extra.middlewares ?? [])],
     nodeID: config.instanceId,
     // cluster (issue 5/7): nodes sharing a transporter and namespace form one cluster (the REPL's --join too).
     namespace: config.namespace,
-    transporter: config.transporter ?? null,
-    logger: { type: "Pino", options: { ...(brokerConfig.logger as { options: object }).options, level: config.logLevel } },
+    transporter: config.transporter ?? local ?? null,
+    logger: brokerLogger(config),
   });
   const log = broker.getLogger("routing");
   const pushSenders = createPushSenders(config, log);
-  const backends = await createBackends(config);
+  const metrics = createMetrics();
+  const backends = await createBackends(config, { onExpired: metrics.mailboxExpired });
   const auth = resolveAuth(config);
   if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
 
-  const metrics = createMetrics();
   const sessions = createSessionHost({
     instanceId: config.instanceId,
     presence: backends.presence,
@@ -76,7 +90,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     log,
   });
   const signals = await createSignalBridge(config, sessions, metrics.signalCounters());
-  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics });
+  // data life cycle (issue 21): quota at the ingress, retention sweep (docs/data-lifecycle.md).
+  const quota = createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes });
+  const retention = startRetentionSweep({ mailbox: backends.mailbox, intervalMs: sweepIntervalMs(config.mailboxRetentionSeconds * 1000), onExpired: metrics.mailboxExpired, log });
+  const ingress = createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota });
   // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
   const mqtt = createMqtt({
     instanceId: config.instanceId,
@@ -99,7 +116,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
   // operator tools (issue 7): API documents (built on first request), status page, mailbox depth gauge.
   let documents: { openapi: string; asyncapi: string } | undefined;
-  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi()) });
+  // Built on first request, after the listeners are bound: the AsyncAPI servers name the ports in use.
+  const docs = () => (documents ??= { openapi: JSON.stringify(buildOpenApi()), asyncapi: JSON.stringify(buildAsyncApi({ http: httpPort, mqtt: mqttPort })) });
   const operator: OperatorEndpoints = {
     openapi: () => docs().openapi,
     asyncapi: () => docs().asyncapi,
@@ -110,6 +128,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     const depth = await backends.mailbox.totalDepth?.();
     if (depth !== undefined) metrics.mailboxDepth.set(depth);
   });
+  metrics.onScrape(async () => metrics.mailboxLargest(await backends.mailbox.largest(LARGEST_RANKS), LARGEST_RANKS));
   const demoOn = demoEnabled(config, auth);
   const gateway = createGateway({
     operator,
@@ -124,6 +143,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     ready: backends.ready,
     log,
     streams: mqtt.streams,
+    reusePort: config.httpReusePort,
     // demo (issue 17): /demo, off unless enabled (default: the embedded default with the dev secret).
     pages: demoOn ? createDemoRoutes({ secret: auth.secret }) : undefined,
   });
@@ -139,7 +159,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
 
   let httpPort = 0;
   broker.createService(createIngressService({ ingress }));
-  broker.createService(createMailboxService({ mailbox: backends.mailbox }));
+  broker.createService(createMailboxService({ mailbox: backends.mailbox, purge: { devices: backends.devices, pushQueue: backends.pushQueue, bus: backends.bus } }));
   broker.createService(createDevicesService({ devices: backends.devices }));
   broker.createService(createPresenceService({ presence: backends.presence, instanceId: config.instanceId, heartbeatMs: Math.max(1000, (config.presenceTtlSeconds * 1000) / 3) }));
   broker.createService(router.schema);
@@ -153,16 +173,21 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   );
 
   let mqttReady = "";
+  let mqttPort: number | undefined;
   try {
     mqttReady = await mqtt.start();
+    mqttPort = /^mqtt=(\d+)$/.test(mqttReady) ? Number(mqttReady.slice("mqtt=".length)) : undefined;
     await broker.start();
   } catch (err) {
+    await retention.stop();
     await broker.stop().catch(() => {});
     await mqtt.close().catch(() => {});
     await gateway.close().catch(() => {});
     await backends.close();
+    lock.release();
     throw err;
   }
+  if (local?.listening) lock.update({ replSocket: local.path });
   log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
   if (demoOn) log.info(`demo: end-to-end-encrypted chat at http://localhost:${httpPort}/demo (ROUTING_DEMO=false turns it off)`);
 
@@ -178,7 +203,9 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       await broker.stop();
       await gateway.close();
       await signals.close();
+      await retention.stop();
       await backends.close();
+      lock.release();
     })());
 
   return {
@@ -186,6 +213,9 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     config,
     get httpPort() {
       return httpPort;
+    },
+    get mqttPort() {
+      return mqttPort;
     },
     backends,
     sessions,

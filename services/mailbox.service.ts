@@ -1,12 +1,13 @@
 import type { Context, ServiceSchema } from "moleculer";
 import type { Mailbox } from "../backends/mailbox.ts";
 import type { Urn } from "../core/urn.ts";
+import { purgeRecipient, type PurgeDeps } from "../lifecycle/purge.ts";
 import { mapped } from "./errors.ts";
 
 const urn = { type: "string", pattern: /^urn:[^:\s]+:[^:\s]+:[^:\s]+$/ };
 
 /** The integrator API to mailboxes. Envelopes come back as stored (opaque payloads). */
-export function createMailboxService(deps: { mailbox: Mailbox }): ServiceSchema {
+export function createMailboxService(deps: { mailbox: Mailbox; purge?: Omit<PurgeDeps, "mailbox"> }): ServiceSchema {
   return {
     name: "mailbox",
     actions: {
@@ -22,6 +23,20 @@ export function createMailboxService(deps: { mailbox: Mailbox }): ServiceSchema 
         params: { urn, messageIds: { type: "array", items: "string", min: 1, max: 500 } },
         handler: (ctx: Context<{ urn: Urn; messageIds: string[] }>) =>
           mapped(async () => ({ removed: await deps.mailbox.ack(ctx.params.urn, ctx.params.messageIds) })),
+      },
+      /** Everything kept of one recipient (account deletion): lifecycle/purge.ts. Answers the counts removed. */
+      purge: {
+        params: { urn },
+        handler: (ctx: Context<{ urn: Urn }>) =>
+          mapped(async () => {
+            if (!deps.purge) throw new Error("mailbox.purge needs the device store, push queue and bus");
+            return purgeRecipient({ mailbox: deps.mailbox, ...deps.purge }, ctx.params.urn);
+          }),
+      },
+      /** The largest mailboxes' message counts, largest first (counts only). */
+      largest: {
+        params: { limit: { type: "number", integer: true, min: 1, max: 100, optional: true, convert: true } },
+        handler: (ctx: Context<{ limit?: number }>) => mapped(async () => ({ counts: await deps.mailbox.largest(ctx.params.limit ?? 10) })),
       },
       depth: {
         params: { urn },

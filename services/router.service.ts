@@ -7,6 +7,7 @@ import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import { explainRoute, type SessionView } from "../routing/explain.ts";
 import type { Route } from "../routing/router.ts";
+import { deadLetterView } from "../lifecycle/dead-letters.ts";
 import { mapped } from "./errors.ts";
 import { urnParam } from "./mailbox.service.ts";
 
@@ -106,6 +107,20 @@ export function createRouterService(deps: RouterServiceDeps) {
             const snapshot = actor?.getSnapshot();
             return { state: snapshot?.value ?? "stopped", inFlight, routed: settled, bus: await bus.stats() };
           }),
+      },
+      /** Dead letters of the ingress bus, newest first: header fields, reason, attempts, time (never payload bytes). */
+      deadLetters: {
+        params: { limit: { type: "number", integer: true, min: 1, max: 1000, optional: true, convert: true } },
+        handler: (ctx: Context<{ limit?: number }>) => mapped(async () => (await bus.deadLetters(ctx.params.limit ?? 100)).map(deadLetterView)),
+      },
+      /** Puts dead letters back on the ingress bus with their message ids (de-duplication makes a replay of a stored one harmless). */
+      replay: {
+        params: { ids: { type: "array", items: "string", min: 1, max: 1000 } },
+        handler: (ctx: Context<{ ids: string[] }>) => mapped(async () => ({ replayed: await bus.replayDeadLetters(ctx.params.ids) })),
+      },
+      dropDeadLetters: {
+        params: { ids: { type: "array", items: "string", min: 1, max: 1000 } },
+        handler: (ctx: Context<{ ids: string[] }>) => mapped(async () => ({ dropped: await bus.dropDeadLetters(ctx.params.ids) })),
       },
       /** What the router would do now with a message to `urn`, and why (presence and the routing rules; no mailbox read). */
       explain: {

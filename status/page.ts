@@ -53,6 +53,7 @@ function render(s) {
   rows("nodes", s.nodes, (n) => [n.id, n.available ? "available" : "gone", n.local ? "yes" : "", n.hostname, n.sessions ?? "-", n.services.join(" ")]);
   rows("sessions", s.sessions.byProtocolState, (g) => [g.protocol, g.state, g.count]);
   rows("bus", s.bus, (b) => [b.nodeID, b.router, b.backlog, b.inFlight, b.deadLetters, b.oldestUnackedSeconds.toFixed(1)]);
+  rows("largest", s.mailboxes.largest.map((count, i) => ({ rank: i + 1, count })), (m) => [m.rank, m.count]);
   rows("rates", s.throughput.perNode, (r) => [r.nodeID, r.acceptedPerSecond.toFixed(1), r.routedPerSecond.toFixed(1)]);
   text("problem", s.problems.join("; "));
   document.body.dataset.ready = "true";
@@ -108,6 +109,8 @@ ${table("nodes", ["node", "state", "this", "host", "sessions", "services"])}
 ${table("sessions", ["protocol", "state", "count"])}
 <h2>Bus per node</h2>
 ${table("bus", ["node", "router", "backlog", "in flight", "dead letters", "oldest unacked (s)"])}
+<h2>Largest mailboxes (message counts)</h2>
+${table("largest", ["rank", "unacked messages"])}
 <h2>Throughput per node</h2>
 ${table("rates", ["node", "accepted / s", "routed / s"])}
 <script>${SCRIPT}</script>

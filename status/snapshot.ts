@@ -14,19 +14,27 @@ export interface StatusSnapshot {
   readonly sessions: { readonly total: number; readonly byProtocolState: ReadonlyArray<{ readonly protocol: string; readonly state: string; readonly count: number }> };
   readonly bus: ReadonlyArray<{ readonly nodeID: string; readonly router: string; readonly backlog: number; readonly inFlight: number; readonly deadLetters: number; readonly oldestUnackedSeconds: number }>;
   readonly throughput: Rates & { readonly perNode: ReadonlyArray<Rates & { readonly nodeID: string }> };
+  /** The largest mailboxes' message counts, largest first (counts only, no identity). */
+  readonly mailboxes: { readonly largest: readonly number[] };
   /** Nodes that did not answer a query, and why. */
   readonly problems: readonly string[];
 }
 
 /** Asks every node for its sessions, router stats and throughput (`status.throughput`) and sums them up. */
 export async function statusSnapshot(broker: ServiceBroker): Promise<StatusSnapshot> {
-  const [nodes, sessionResults, routerResults, rateResults] = await Promise.all([
+  const [nodes, sessionResults, routerResults, rateResults, largest] = await Promise.all([
     listNodes(broker),
     callEach<SessionRow[]>(broker, "gateway.sessions"),
     callEach<RouterStats>(broker, "router.stats"),
     callEach<Rates>(broker, "status.throughput"),
+    // The store is shared by the cluster (or this node's own): one answer is the picture.
+    broker.call<{ counts: number[] }, { limit: number }>("mailbox.largest", { limit: 5 }).then(
+      (r) => ({ ok: true as const, counts: r.counts }),
+      (err: unknown) => ({ ok: false as const, error: err instanceof Error ? err.message : String(err) }),
+    ),
   ]);
   const problems = [...sessionResults, ...routerResults, ...rateResults].flatMap((r) => (r.ok ? [] : [`${r.nodeID}: ${r.error}`]));
+  if (!largest.ok) problems.push(`mailbox.largest: ${largest.error}`);
 
   const perNodeSessions = new Map(answers(sessionResults).map((a) => [a.nodeID, a.value]));
   const groups = new Map<string, { protocol: string; state: string; count: number }>();
@@ -63,6 +71,7 @@ export async function statusSnapshot(broker: ServiceBroker): Promise<StatusSnaps
       routedPerSecond: sum((r) => r.routedPerSecond),
       perNode,
     },
+    mailboxes: { largest: largest.ok ? largest.counts : [] },
     problems,
   };
 }

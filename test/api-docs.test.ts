@@ -35,7 +35,7 @@ describe("API documents", () => {
 
   it("the served documents are the generated ones", () => {
     expect(JSON.parse(openapiText)).toEqual(json(buildOpenApi()));
-    expect(JSON.parse(asyncapiText)).toEqual(json(buildAsyncApi()));
+    expect(JSON.parse(asyncapiText)).toEqual(json(buildAsyncApi({ http: n.port, mqtt: n.node.mqttPort })));
   });
 
   it("OpenAPI 3.1 validates with swagger-parser", async () => {

@@ -19,6 +19,7 @@ import { busRecord, describeIngressBusContract } from "./contracts/ingress-bus.c
 import { describeDeviceStoreContract, type DeviceStoreContractOptions } from "./contracts/device-store.contract.ts";
 import { describeMailboxContract, mailboxEntry, type MailboxContractOptions } from "./contracts/mailbox.contract.ts";
 import { describePresenceStoreContract } from "./contracts/presence-store.contract.ts";
+import { describeMailboxLifecycleContract, type LifecycleFixture } from "./contracts/mailbox-lifecycle.contract.ts";
 import { startFirestoreEmulator, startPubSubEmulator, type Emulator } from "./helpers/emulators.ts";
 
 /*
@@ -117,6 +118,39 @@ describeMailboxContract(
   redisFactory((keyPrefix, opts) => createRedisMailbox({ redis: REDIS_URL, keyPrefix, dedupTtlMs: opts.dedupTtlMs })),
   { injectableClock: false },
 );
+
+/** Every key under `prefix` that names `urn`, or holds it as a sorted-set member. */
+async function redisResidue(prefix: string, urn: string): Promise<string[]> {
+  const hits: string[] = [];
+  let cursor = "0";
+  do {
+    const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 500);
+    cursor = next;
+    for (const key of keys) {
+      if (key.includes(urn)) hits.push(key);
+      else if ((await admin.type(key)) === "zset" && (await admin.zscore(key, urn)) !== null) hits.push(`${key} (member)`);
+    }
+  } while (cursor !== "0");
+  return hits;
+}
+
+describeMailboxLifecycleContract("redis", async (): Promise<LifecycleFixture> => {
+  const keyPrefix = `routing-test:${unique()}:`;
+  const opened: Mailbox[] = [];
+  return {
+    async open(opts) {
+      const mailbox = createRedisMailbox({ redis: REDIS_URL, keyPrefix, ...opts });
+      opened.push(mailbox);
+      return mailbox;
+    },
+    rawMessageIds: (urn) => admin.hkeys(`${keyPrefix}mbox:{${urn}}:entries`),
+    residue: (urn) => redisResidue(keyPrefix, urn),
+    async teardown() {
+      for (const m of opened) await m.close();
+      await deleteKeys(keyPrefix);
+    },
+  };
+});
 
 /** One backend on a fresh key space, closed and deleted afterwards. */
 async function withRedis<T extends Closable>(make: (keyPrefix: string) => T, body: (backend: T, keyPrefix: string) => Promise<void>): Promise<void> {
@@ -416,6 +450,51 @@ describe("on the Firestore emulator", () => {
   );
 
   describeMailboxContract("firestore", mailboxes);
+
+  /** Every document of the project (all collections, all depths) that names `urn` in its path or data. */
+  async function firestoreResidue(firestore: ReturnType<typeof openFirestore>, urn: string): Promise<string[]> {
+    const hits: string[] = [];
+    const visit = async (collections: Awaited<ReturnType<typeof firestore.listCollections>>): Promise<void> => {
+      for (const collection of collections) {
+        for (const ref of await collection.listDocuments()) {
+          const snap = await ref.get();
+          if (ref.path.includes(docId(urn)) && snap.exists) hits.push(ref.path);
+          else if (snap.exists && JSON.stringify(snap.data()).includes(urn)) hits.push(ref.path);
+          await visit(await ref.listCollections());
+        }
+      }
+    };
+    await visit(await firestore.listCollections());
+    return hits;
+  }
+
+  describeMailboxLifecycleContract(
+    "firestore",
+    async (): Promise<LifecycleFixture> => {
+      const projectId = `routing-test-${unique()}`;
+      const firestore = openFirestore({ projectId, emulatorHost: host() });
+      const opened: Mailbox[] = [];
+      return {
+        async open(opts) {
+          const mailbox = createFirestoreMailbox({ firestore, ...opts });
+          opened.push(mailbox);
+          return mailbox;
+        },
+        async rawMessageIds(urn) {
+          const snap = await firestore.collection(`mailboxes/${docId(urn)}/messages`).get();
+          return snap.docs.sort((a, b) => (a.get("seq") as number) - (b.get("seq") as number)).map((d) => d.get("messageId") as string);
+        },
+        residue: (urn) => firestoreResidue(firestore, urn),
+        async teardown() {
+          for (const m of opened) await m.close();
+          await firestore.terminate();
+          await deleteProject(projectId);
+        },
+      };
+    },
+    // 10,000 as on every store (about two minutes on the emulator here); ROUTING_TEST_FIRESTORE_BULK lowers it for a quick run.
+    { bulk: Number(process.env.ROUTING_TEST_FIRESTORE_BULK ?? 10_000) },
+  );
   describeDeviceStoreContract("firestore", devices);
 
   async function deleteProject(projectId: string): Promise<void> {

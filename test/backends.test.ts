@@ -20,12 +20,15 @@ import { describeDeviceStoreContract } from "./contracts/device-store.contract.t
 import { manualClock, sleep, waitFor, type Fixture, type FixtureFactory } from "./contracts/fixture.ts";
 import { busRecord, describeIngressBusContract } from "./contracts/ingress-bus.contract.ts";
 import { describeMailboxContract, mailboxEntry } from "./contracts/mailbox.contract.ts";
+import { sqliteResidue } from "./helpers/residue.ts";
+import { describeMailboxLifecycleContract, type LifecycleFixture } from "./contracts/mailbox-lifecycle.contract.ts";
 import { describePresenceStoreContract } from "./contracts/presence-store.contract.ts";
 import { describePushQueueContract } from "./contracts/push-queue.contract.ts";
 
 interface Closable {
   close(): Promise<void>;
 }
+
 
 function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "routing-test-"));
@@ -75,6 +78,32 @@ describeIngressBusContract("sqlite", sqliteFactory((db, opts: BusOptions) => cre
 
 describeMailboxContract("memory", memoryFactory(createMemoryMailbox));
 describeMailboxContract("sqlite", sqliteFactory(createSqliteMailbox));
+
+describeMailboxLifecycleContract("memory", memoryFactory(createMemoryMailbox));
+// The embedded default's durability (synchronous = FULL), so the printed latencies are the default's.
+describeMailboxLifecycleContract("sqlite", async (): Promise<LifecycleFixture> => {
+  const dir = tempDir();
+  const db = openSqliteDb({ dataDir: dir, sync: "full" });
+  const opened: PurgingMailbox[] = [];
+  return {
+    async open(opts) {
+      const mailbox = createSqliteMailbox(db, opts);
+      opened.push(mailbox);
+      return mailbox;
+    },
+    async rawMessageIds(urn) {
+      return db.statement<[Urn], string>("SELECT message_id FROM mailbox WHERE recipient_id = ? ORDER BY seq").pluck().all(urn);
+    },
+    async residue(urn) {
+      return sqliteResidue(db, urn);
+    },
+    async teardown() {
+      for (const m of opened) await m.close();
+      db.close();
+      fs.rmSync(dir, { recursive: true, force: true });
+    },
+  };
+});
 
 describeDeviceStoreContract("memory", memoryFactory(createMemoryDeviceStore));
 describeDeviceStoreContract("sqlite", sqliteFactory(createSqliteDeviceStore));

@@ -381,6 +381,8 @@ describe("QoS 1 PUBACK only after the ingress bus accepted (in-process, bus unde
     consume: () => ({ pause() {}, resume() {}, close: async () => {} }),
     stats: async () => ({ backlog: 0, inFlight: 0, deadLetters: 0, oldestUnackedAgeMs: 0 }),
     deadLetters: async () => [],
+    replayDeadLetters: async () => 0,
+    dropDeadLetters: async () => 0,
     ready: async () => true,
     close: async () => {},
   };

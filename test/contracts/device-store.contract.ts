@@ -30,6 +30,19 @@ export function describeDeviceStoreContract(name: string, factory: FixtureFactor
       await fx.teardown();
     });
 
+    it("purge removes every token of the owner only, idempotently", async () => {
+      await store.register(ALICE, "tok-1", "fcm");
+      await store.register(ALICE, "tok/2", "apns");
+      await store.register(BOB, "tok-3", "fcm");
+      expect(await store.purge(ALICE)).toBe(2);
+      expect(await store.list(ALICE)).toEqual([]);
+      expect(await store.purge(ALICE)).toBe(0);
+      expect((await store.list(BOB)).map((t) => t.token)).toEqual(["tok-3"]);
+      // The tokens are free again: registering one for Bob is a plain registration.
+      await store.register(BOB, "tok-1", "fcm");
+      expect((await store.list(BOB)).map((t) => t.token).sort()).toEqual(["tok-1", "tok-3"]);
+    });
+
     it("registering a token twice for one owner stores it once, refreshed", async () => {
       const t0 = clock.now();
       await store.register(ALICE, "tok-1", "fcm");

@@ -2,6 +2,13 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { BusOptions, BusRecord, BusSubscription, Delivery, IngressBus } from "../../backends/ingress-bus.ts";
 import { RoutingError } from "../../core/errors.ts";
 import type { Urn } from "../../core/urn.ts";
+import { createMemoryMailbox } from "../../backends/memory-mailbox.ts";
+import { createMemoryPresenceStore } from "../../backends/memory-presence-store.ts";
+import { createMemoryPushQueue } from "../../backends/memory-push-queue.ts";
+import type { Mailbox } from "../../backends/mailbox.ts";
+import { deadLetterView } from "../../lifecycle/dead-letters.ts";
+import { createRouter } from "../../routing/router.ts";
+import { createLocalSignalBridge } from "../../routing/signals.ts";
 import { sleep, waitFor, type Fixture, type FixtureFactory } from "./fixture.ts";
 
 export interface IngressBusContractOptions {
@@ -152,6 +159,63 @@ export function describeIngressBusContract(
       expect(dead).toHaveLength(1);
       expect(dead[0]).toMatchObject({ record, attempts: 3, reason: "failed attempt 3" });
       expect(typeof dead[0].deadAt).toBe("number");
+    });
+
+    it("dead-letters what a refusing store fails, lists it without payload, replays it once the store recovers: stored once", async () => {
+      const bus = await fx.open({ maxAttempts: 2, retryBaseMs: 5 });
+      const store = createMemoryMailbox({ dedupTtlMs: 60_000 });
+      let refusing = true;
+      const mailbox: Mailbox = Object.assign(Object.create(store) as Mailbox, {
+        store: (entry: Parameters<Mailbox["store"]>[0]) =>
+          refusing ? Promise.reject(new RoutingError("BACKEND_UNAVAILABLE", "mailbox store failed")) : store.store(entry),
+      });
+      const route = createRouter({
+        mailbox,
+        presence: createMemoryPresenceStore({ ttlMs: 60_000 }),
+        signals: createLocalSignalBridge({ deliver: () => 0 }),
+        pushQueue: createMemoryPushQueue(),
+      });
+      const routed: string[] = [];
+      bus.consume((d) => {
+        route(d.record).then(
+          () => d.ack().then(() => routed.push(d.record.messageId)),
+          (err: unknown) => d.nack(err instanceof Error ? err.message : "routing failed"),
+        );
+      });
+      const stored = busRecord(7, { isEphemeral: false });
+      await bus.publish(stored);
+      await waitFor(async () => (await bus.stats()).deadLetters === 1, "dead letter", 15_000);
+      const [dead] = await bus.deadLetters(10);
+      const view = deadLetterView(dead);
+      expect(view).toMatchObject({ recipientId: RECIPIENT, messageId: "msg-7", attempts: 2, reason: "mailbox store failed", path: "http", priority: 7 });
+      expect(JSON.stringify(view)).not.toContain("c1ph3r");
+      expect(await store.fetch(RECIPIENT, 10)).toEqual([]);
+
+      refusing = false;
+      expect(await bus.replayDeadLetters([dead.id, "no-such-id"])).toBe(1);
+      await waitFor(() => routed.includes("msg-7"), "the replayed record routed", 15_000);
+      await waitFor(async () => (await bus.stats()).deadLetters === 0, "dead letter gone", 15_000);
+      expect(await bus.replayDeadLetters([dead.id])).toBe(0);
+      const fetched = await store.fetch(RECIPIENT, 10);
+      expect(fetched.map((e) => [e.messageId, e.envelope])).toEqual([["msg-7", stored.envelope]]);
+      // The same message id again (a second replay, a client resend): de-duplicated, fetched once.
+      await bus.publish(stored);
+      await waitFor(() => routed.filter((id) => id === "msg-7").length === 2, "the resend routed", 15_000);
+      expect(await store.fetch(RECIPIENT, 10)).toHaveLength(1);
+      await store.close();
+    });
+
+    it("drops dead letters by id, ignoring unknown ids", async () => {
+      const bus = await fx.open({ maxAttempts: 1, retryBaseMs: 5 });
+      for (let i = 0; i < 3; i++) await bus.publish(busRecord(i));
+      collect(bus, (d) => void d.nack("bad"));
+      await waitFor(async () => (await bus.stats()).deadLetters === 3, "3 dead letters", 15_000);
+      const all = await bus.deadLetters(10);
+      const drop = all.filter((d) => d.record.messageId !== "msg-1").map((d) => d.id);
+      expect(await bus.dropDeadLetters([...drop, "unknown"])).toBe(2);
+      expect(await bus.dropDeadLetters(drop)).toBe(0);
+      expect((await bus.deadLetters(10)).map((d) => d.record.messageId)).toEqual(["msg-1"]);
+      expect(await bus.stats()).toMatchObject({ deadLetters: 1 });
     });
 
     it("deadLetters lists at most `limit`", async () => {

@@ -20,6 +20,17 @@ export function describePushQueueContract(name: string, factory: FixtureFactory<
       await fx.teardown();
     });
 
+    it("purge removes one recipient's pending pushes and push dead letters", async () => {
+      for (let i = 0; i < 6; i++) await queue.enqueue(due(i));
+      const [first] = await queue.pending(1);
+      await queue.deadLetter(first.seq, "UNREGISTERED");
+      // u0: msg-0 (dead), msg-3 (pending).
+      expect(await queue.purge("urn:sm:user:u0" as Urn)).toBe(2);
+      expect((await queue.pending(10)).map((p) => p.messageId)).toEqual(["msg-1", "msg-2", "msg-4", "msg-5"]);
+      expect(await queue.deadLetterCount()).toBe(0);
+      expect(await queue.purge("urn:sm:user:u0" as Urn)).toBe(0);
+    });
+
     it("returns pending pushes oldest first, unchanged, without removing them", async () => {
       for (let i = 0; i < 3; i++) await queue.enqueue(due(i));
       const pending = await queue.pending(10);

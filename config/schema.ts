@@ -71,6 +71,12 @@ export const ConfigSchema = Type.Object(
     apnsProduction: Type.Boolean({ default: false, description: "Use the production APNs endpoint (false: sandbox)." }),
     apnsHost: Type.Optional(Type.String({ minLength: 1, description: "For testing against a local stand-in: APNs host instead of Apple's." })),
     apnsPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: "For testing against a local stand-in: APNs port (default 443)." })),
+    // web push (issue 17)
+    vapidPublicKey: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9_-]{80,100}$", description: "VAPID public key (uncompressed P-256, base64url) for Web Push; give it to browsers as `applicationServerKey`. With the private key unset too, the embedded default makes a dev pair in the data dir." })),
+    vapidPrivateKey: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9_-]{40,50}$", description: "VAPID private key (base64url). Web Push is off unless both keys are set (or the dev pair is in use)." })),
+    vapidSubject: Type.String({ default: "mailto:routing@localhost.invalid", pattern: "^(mailto:|https://)", description: "VAPID `sub`: a mailto: or https: contact for push services; set a real one in production." }),
+    // demo (issue 17)
+    demo: Type.Optional(Type.Boolean({ description: "Serve the end-to-end-encrypted chat demo at /demo (and its dev token route). Default: on in the embedded default with the dev JWT secret, off otherwise." })),
     // mqtt (issue 4)
     mqttUrl: Type.Optional(Type.String({ pattern: "^(mqtts?|tcp|ssl|wss?)://", description: "External MQTT broker, e.g. `mqtt://routing:secret@broker:1883`. Set: no embedded broker; this process joins the ingest topic's shared subscription and publishes deliveries to that broker (docs/mqtt.md)." })),
     mqttIngestTopic: Type.String({ default: "envelopes/send", pattern: "^[^$#+{}\\s][^#+{}\\s]*$", description: "Topic clients publish envelopes to. With ROUTING_MQTT_URL the sender's URN is one more level: `<topic>/<urn>`." }),

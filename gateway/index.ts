@@ -6,7 +6,7 @@ import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
 import { createEngine } from "./create-engine.ts";
-import type { BinaryStreamRoute, GatewayEngine, SocketListener, UpgradeDecision, UpgradeRequest } from "./engine.ts";
+import type { BinaryStreamRoute, GatewayEngine, HttpRequest, HttpResponse, SocketListener, UpgradeDecision, UpgradeRequest } from "./engine.ts";
 import { bearerToken, createHttpRoutes, errorResponse, type OperatorEndpoints } from "./http-routes.ts";
 import type { DeliveryMode, Session, SessionHost } from "./sessions.ts";
 import { createFrameHandler } from "./socket-frames.ts";
@@ -28,6 +28,8 @@ export interface GatewayDeps {
   readonly log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void; debug?(obj: object, msg: string): void };
   /** /openapi.json, /asyncapi.json, /status, /status.json (operator tools, issue 7). */
   readonly operator?: OperatorEndpoints;
+  /** Pages outside the API (the demo, issue 17): asked first; undefined passes the request on. */
+  readonly pages?: (request: HttpRequest) => Promise<HttpResponse | undefined>;
   /** Byte-stream WebSocket paths on the same port: MQTT over WebSocket (issue 4). */
   readonly streams?: readonly BinaryStreamRoute[];
   /** Per-identity connection limit (issue 14): a slot is taken before the 101. */
@@ -97,8 +99,16 @@ class SessionListener implements SocketListener {
 
 export function createGateway(deps: GatewayDeps) {
   let accepting = true;
-  const onFrame = createFrameHandler({ ingress: deps.ingress, mailbox: deps.mailbox, maxEnvelopeBytes: deps.maxEnvelopeBytes, rejected: (code) => deps.metrics.rejected("ws", code) });
-  const http = createHttpRoutes({ ...deps, accepting: () => accepting, ready: async () => accepting && (await deps.ready()) });
+  const onFrame = createFrameHandler({
+    ingress: deps.ingress,
+    mailbox: deps.mailbox,
+    maxEnvelopeBytes: deps.maxEnvelopeBytes,
+    rejected: (code) => deps.metrics.rejected("ws", code),
+    verifier: deps.verifier,
+  });
+  const routes = createHttpRoutes({ ...deps, accepting: () => accepting, ready: async () => accepting && (await deps.ready()) });
+  const pages = deps.pages;
+  const http = pages === undefined ? routes : async (req: HttpRequest): Promise<HttpResponse> => (await pages(req)) ?? routes(req);
 
   const engine: GatewayEngine = createEngine<SocketContext>(deps.engine, {
     http,

@@ -8,6 +8,8 @@ import { buildAsyncApi } from "../docs-api/asyncapi.ts";
 import { buildOpenApi } from "../docs-api/openapi.ts";
 import { createMqtt } from "../broker/index.ts";
 import { createGateway } from "../gateway/index.ts";
+import { demoEnabled } from "../demo/enabled.ts";
+import { createDemoRoutes } from "../demo/routes.ts";
 import type { OperatorEndpoints } from "../gateway/http-routes.ts";
 import { createSessionHost } from "../gateway/sessions.ts";
 import { createMetrics } from "../metrics/registry.ts";
@@ -131,6 +133,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     if (depth !== undefined) metrics.mailboxDepth.set(depth);
   });
   metrics.onScrape(async () => metrics.mailboxLargest(await backends.mailbox.largest(LARGEST_RANKS), LARGEST_RANKS));
+  const demoOn = demoEnabled(config, auth);
   const gateway = createGateway({
     operator,
     engine: config.gatewayEngine,
@@ -147,6 +150,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     connections: limits.connections,
     hygiene: { headerTimeoutMs: config.httpHeaderTimeoutMs, bodyTimeoutMs: config.httpBodyTimeoutMs, maxUnauthenticated: config.maxUnauthenticatedSockets },
     reusePort: config.httpReusePort,
+    // demo (issue 17): /demo, off unless enabled (default: the embedded default with the dev secret).
+    pages: demoOn ? createDemoRoutes({ secret: auth.secret }) : undefined,
   });
   const router = createRouterService({
     bus: backends.bus,
@@ -191,6 +196,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   }
   if (local?.listening) lock.update({ replSocket: local.path });
   log.info(`routing ready: http=${httpPort} ${mqttReady} engine=${gateway.engine.name} bus=${config.bus} store=${config.store} instance=${config.instanceId}`);
+  if (demoOn) log.info(`demo: end-to-end-encrypted chat at http://localhost:${httpPort}/demo (ROUTING_DEMO=false turns it off)`);
 
   let shuttingDown: Promise<void> | undefined;
   const shutdown = () =>

@@ -8,6 +8,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createTokenVerifier } from "../../auth/jose-verifier.ts";
 import { createMemoryIngressBus } from "../../backends/memory-ingress-bus.ts";
 import { createMemoryMailbox } from "../../backends/memory-mailbox.ts";
 import { createMemoryPresenceStore } from "../../backends/memory-presence-store.ts";
@@ -48,7 +49,7 @@ const ingress = createIngress({ bus: roles.bus, maxEnvelopeBytes: MAX_ENVELOPE_B
 const route = createRouter({ mailbox: roles.mailbox, presence, signals: createLocalSignalBridge(sessions), pushQueue: roles.pushQueue });
 const router = createRouterService({ bus: roles.bus, busName: store, route, metrics, maxInFlight: 512, drainTimeoutMs: 1_000 });
 await (router.schema.started as (this: { logger: typeof quiet }) => Promise<void>).call({ logger: quiet });
-const onFrame = createFrameHandler({ ingress, mailbox: roles.mailbox, maxEnvelopeBytes: MAX_ENVELOPE_BYTES });
+const onFrame = createFrameHandler({ ingress, mailbox: roles.mailbox, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, verifier: createTokenVerifier({ secret: "hot-path-bench-secret" }) });
 
 const payload = "Z".repeat(Number(payloadArg));
 let sent = 0;

@@ -43,22 +43,29 @@ export function loadOrCreateDevSecret(dataDir: string): { secret: string; create
 
   mkdirSync(dataDir, { recursive: true });
   const secret = randomBytes(32).toString("base64url");
-  const content = secret + "\n";
+  const created = createFileOnce(path, secret + "\n");
+  if (created) return { secret, created: true, path };
+  const winner = readSecret(path);
+  if (winner === undefined) throw new Error(`the dev JWT secret ${path} vanished while it was being created`);
+  return { secret: winner, created: false, path };
+}
+
+/**
+ * Creates `path` with `content` (mode 0600) unless it exists; true if this call created it.
+ * Race-free across processes: written completely to a private temp file, then hard-linked to the
+ * final name (EEXIST: another process won), so a reader never sees a half-written file.
+ */
+export function createFileOnce(path: string, content: string): boolean {
   const tmp = `${path}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`;
   writeFileSync(tmp, content, { flag: "wx", mode: 0o600 });
-  let created: boolean;
   try {
     linkSync(tmp, path);
-    created = true;
+    return true;
   } catch (err) {
     const code = errno(err);
-    if (code === "EEXIST") {
-      created = false;
-    } else if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP" || code === "ENOSYS") {
-      created = createDirectly(path, content);
-    } else {
-      throw err;
-    }
+    if (code === "EEXIST") return false;
+    if (code === "EPERM" || code === "ENOTSUP" || code === "EOPNOTSUPP" || code === "ENOSYS") return createDirectly(path, content);
+    throw err;
   } finally {
     try {
       unlinkSync(tmp);
@@ -66,10 +73,6 @@ export function loadOrCreateDevSecret(dataDir: string): { secret: string; create
       // already gone; nothing to clean up
     }
   }
-  if (created) return { secret, created: true, path };
-  const winner = readSecret(path);
-  if (winner === undefined) throw new Error(`the dev JWT secret ${path} vanished while it was being created`);
-  return { secret: winner, created: false, path };
 }
 
 function createDirectly(path: string, content: string): boolean {

@@ -1,6 +1,10 @@
 import type { Urn } from "../core/urn.ts";
 
-export type PushPlatform = "fcm" | "apns";
+/**
+ * `webpush`: a browser's Push API subscription; its token is the subscription as canonical JSON
+ * (push/webpush-subscription.ts), so purge, hygiene and moves work on it as on any token.
+ */
+export type PushPlatform = "fcm" | "apns" | "webpush";
 
 export interface DeviceToken {
   readonly token: string;

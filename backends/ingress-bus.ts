@@ -72,6 +72,8 @@ export interface IngressBus {
   /** Starts delivering to `handler`, one consumer per bus instance. */
   consume(handler: (delivery: Delivery) => void): BusSubscription;
   stats(): Promise<BusStats>;
+  /** The backlog as `stats()` counts it, synchronously; only buses that hold it in this process (embedded, memory). */
+  backlogNow?(): number;
   deadLetters(limit: number): Promise<DeadLetter[]>;
   replayDeadLetters(ids: readonly string[]): Promise<number>;
   dropDeadLetters(ids: readonly string[]): Promise<number>;

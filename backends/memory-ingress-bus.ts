@@ -227,6 +227,10 @@ class JournaledBus implements IngressBus {
     };
   }
 
+  backlogNow(): number {
+    return this.#slots.size;
+  }
+
   async stats(): Promise<BusStats> {
     const oldest = this.#slots.values().next().value;
     return {

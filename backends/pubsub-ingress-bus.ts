@@ -274,6 +274,11 @@ class PubSubIngressBus implements IngressBus {
     return c.deliveries.subscription(() => this.#release(c));
   }
 
+  /** What `stats()` counts as the backlog (the records this instance holds), without its dead-letter peek. */
+  backlogNow(): number {
+    return this.#local?.deliveries.held.size ?? 0;
+  }
+
   async stats(): Promise<BusStats> {
     await Promise.allSettled([...this.#settling]);
     let backlog = 0;

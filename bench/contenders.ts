@@ -112,7 +112,8 @@ export async function startContender(name: ContenderName): Promise<Contender> {
     case "service-uws":
     case "service-ws": {
       const engine = name === "service-uws" ? "uws" : "ws";
-      const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine, ROUTING_MQTT_PORT: "0", ...serviceEnv() });
+            // The per-identity send rate (issue 14) would cap a pair's throughput: these rows measure the router.
+      const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine, ROUTING_MQTT_PORT: "0", ROUTING_SEND_RATE_PER_SECOND: "0", ...serviceEnv() });
       const mqttPort = /routing ready:.*\bmqtt=(\d+)/.exec(svc.output())?.[1];
       const pid = svc.proc.pid ?? 0;
       return {

@@ -8,6 +8,8 @@
  * - connections: idle WebSocket connections held (10k, then 50k or as many as the open-file limit
  *   allows); connect rate and server RSS per connection;
  * - mqtt: MQTT publisher -> subscriber through the service (embedded broker) and through Mosquitto.
+ * - overload: 10x the service's measured saturation for 60 s, embedded and NATS + Redis: RSS peak,
+ *   refused share, p99 of accepted sends, and nothing accepted lost (scenarios/overload.ts).
  *
  * The load runs in worker threads (route, mqtt) and child processes (connections), never in the
  * servers' processes; every contender is its own process. The machine is shared (2 cores here):
@@ -27,6 +29,7 @@ import type { Results } from "./report/results.ts";
 import { ratiosOf, targetsOf } from "./report/targets.ts";
 import { runConnections, type ConnRow } from "./scenarios/connections.ts";
 import { runMatrix, type Row, type Skip } from "./scenarios/matrix.ts";
+import { overloadMarkdown, runOverload, type OverloadRow } from "./scenarios/overload.ts";
 
 const plan = loadPlan();
 const began = performance.now();
@@ -67,6 +70,7 @@ const socketContenders = plan.contenders.filter((c) => c !== "mosquitto");
 let route: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let mqtt: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let connections: { rows: ConnRow[]; cap: number } = { rows: [], cap: 0 };
+let overload: OverloadRow[] = [];
 
 log(`plan ${plan.profile}: ${[...plan.scenarios].join(", ")}; contenders ${plan.contenders.join(", ")}; open-file limit ${fdLimit.soft}${fdLimit.note ? ` (${fdLimit.note})` : ""}`);
 const pool = startWorkers(plan.workers);
@@ -100,6 +104,7 @@ try {
       await stop(contenders);
     }
   }
+  if (plan.scenarios.has("overload")) overload = await runOverload(log);
 } finally {
   await pool.close();
   await stop([...running]);
@@ -124,4 +129,10 @@ writeFileSync(join(plan.outDir, "latest.json"), JSON.stringify(results, null, 2)
 writeFileSync(join(plan.outDir, "latest.md"), md);
 writeFileSync(join(plan.outDir, "latest.svg"), chartSvg(results));
 console.log(`\n${md}`);
+if (overload.length > 0) {
+  const table = overloadMarkdown(overload);
+  writeFileSync(join(plan.outDir, "overload-latest.json"), JSON.stringify({ at: results.at, machine: results.machine, rows: overload }, null, 2));
+  writeFileSync(join(plan.outDir, "overload-latest.md"), `${table}\n`);
+  console.log(`\n## Overload\n\n${table}`);
+}
 log(`done; results in ${plan.outDir} (latest.json, latest.md, latest.svg)`);

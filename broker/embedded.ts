@@ -2,10 +2,11 @@ import type { Duplex } from "node:stream";
 import { Aedes, type AedesPublishPacket, type Client, type PublishPacket, type Subscription } from "aedes";
 import type { Principal, TokenVerifier } from "../auth/verifier.ts";
 import { CLOSE } from "../core/close-codes.ts";
-import { RoutingError } from "../core/errors.ts";
+import { asRoutingError, RoutingError, type ErrorCode } from "../core/errors.ts";
+import type { ConnectionSlot, ConnectionLimiter } from "../limits/index.ts";
 import type { DeliveryMode, Session, SessionHost } from "../gateway/sessions.ts";
 import { asConnectRefusal, CONNACK, connectRefusal, deliveryModeOf, verifyConnect } from "./connect-auth.ts";
-import type { MqttIngest, PublishOutcome } from "./ingest.ts";
+import type { HoldPolicy, MqttIngest, PublishOutcome } from "./ingest.ts";
 import { createTcpListener, mqttWebSocketRoute, type ConnectionSink } from "./listeners.ts";
 import type { MqttLog } from "./log.ts";
 import { createMqttTransport } from "./session-transport.ts";
@@ -23,10 +24,14 @@ export interface EmbeddedBrokerOptions {
   readonly ingest: MqttIngest;
   readonly sessions: SessionHost;
   readonly log: MqttLog;
+  /** Per-identity connection limit (issue 14): over it, CONNACK 5 (not authorized). */
+  readonly connections?: ConnectionLimiter;
 }
 
 interface ClientState {
   readonly principal: Principal;
+  /** This connection's place in its identity's connection limit; released when it ends. */
+  readonly slot: ConnectionSlot | undefined;
   readonly mode: DeliveryMode;
   /** Exists while the client is subscribed to its receive topic. */
   session: Session | undefined;
@@ -97,13 +102,31 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     if (holder !== undefined && holder !== client && !holder.closed && states.get(holder)?.principal.identity !== principal.identity) {
       throw connectRefusal(CONNACK.IDENTIFIER_REJECTED, "client id in use by another identity");
     }
+    const slot = await acquireSlot(principal);
+    // The connection may have ended while the slot was being taken: nothing would release it then.
+    if (client.closed || client.conn.destroyed) {
+      slot?.release();
+      throw connectRefusal(CONNACK.SERVER_UNAVAILABLE, "connection ended during CONNECT");
+    }
     holders.set(client.id, client);
-    states.set(client, { principal, mode: deliveryModeOf(username), session: undefined, keepaliveExpired: false });
+    states.set(client, { principal, slot, mode: deliveryModeOf(username), session: undefined, keepaliveExpired: false });
+  }
+
+  /** Over the identity's connection limit: CONNACK 5 (MQTT 3.1.1 has no quota code; MQTT 5 would say 0x97). */
+  async function acquireSlot(principal: Principal): Promise<ConnectionSlot | undefined> {
+    if (options.connections === undefined) return undefined;
+    try {
+      return await options.connections.acquire(principal.identity);
+    } catch (err) {
+      const error = asRoutingError(err);
+      throw connectRefusal(error.code === "TOO_MANY_CONNECTIONS" ? CONNACK.NOT_AUTHORIZED : CONNACK.SERVER_UNAVAILABLE, error.code);
+    }
   }
 
   function connectionGone(client: Client): void {
     if (client.id !== null && holders.get(client.id) === client) holders.delete(client.id);
     const state = states.get(client);
+    state?.slot?.release();
     if (state === undefined || sessionOver(state.session)) return;
     const code = state.keepaliveExpired ? CLOSE.HEARTBEAT_TIMEOUT : CLOSE.NORMAL;
     state.session?.actor.send({ type: "session.socket.closed", code });
@@ -173,6 +196,11 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     void work.finally(() => inflight.delete(work));
   }
 
+  const HELD = new Set<ErrorCode>(["RATE_LIMITED", "OVERLOADED"]);
+  function holdWhile(client: Client): HoldPolicy {
+    return { codes: HELD, while: () => accepting && !client.closed };
+  }
+
   function authorizePublish(client: Client | null, packet: PublishPacket, done: (err?: Error | null) => void): void {
     const state = client === null ? undefined : states.get(client);
     // Wills (published after the connection ended) and anything without a live identity.
@@ -180,7 +208,9 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     if (!accepting) return done(new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere"));
     packet.retain = false;
     const identity = state.principal.identity;
-    if (packet.topic === topics.ingest) return settle(state, options.ingest.envelope(takePayload(packet), identity), done, packet);
+    // Over the sender's rate or the ingress bound: the PUBACK is withheld until accepted, and as
+    // aedes reads a connection's next packets only after this one is done, the sender is throttled.
+    if (packet.topic === topics.ingest) return settle(state, options.ingest.envelope(takePayload(packet), identity, holdWhile(client)), done, packet);
     if (packet.topic === topics.ack(identity)) return settle(state, options.ingest.ack(takePayload(packet), identity), done);
     log.info({ code: "FORBIDDEN", topic: packet.topic }, "mqtt publish refused: disconnecting");
     done(new RoutingError("FORBIDDEN", "publishing to this topic is not allowed"));

@@ -1,5 +1,6 @@
 import mqtt, { type IPublishPacket, type MqttClient } from "mqtt";
 import type { Urn } from "../core/urn.ts";
+import type { ErrorCode } from "../core/errors.ts";
 import type { MqttIngest } from "./ingest.ts";
 import type { MqttLog } from "./log.ts";
 import type { MqttTopics } from "./topics.ts";
@@ -23,6 +24,7 @@ export interface ExternalLinkOptions {
 export const SESSION_EXPIRY_SECONDS = 300;
 /** How long close() waits for publishes being ingested and for deliveries' acknowledgements. */
 const CLOSE_GRACE_MS = 3_000;
+const HOLD_OVERLOADED = new Set<ErrorCode>(["OVERLOADED"]);
 
 function hostOf(url: string): string {
   try {
@@ -75,7 +77,9 @@ export function createExternalLink(options: ExternalLinkOptions) {
       log.info({ code: "INVALID_IDENTITY", topic: packet.topic, bytes: payload.length }, "mqtt publish without a usable identity level dropped");
       return;
     }
-    const outcome = sender !== undefined ? await ingest.envelope(payload, identity) : await ingest.ack(payload, identity);
+    // OVERLOADED: hold (the broker keeps the rest for this member meanwhile); RATE_LIMITED: an
+    // `error` frame to the sender (holding would stall every sender sharing this member).
+    const outcome = sender !== undefined ? await ingest.envelope(payload, identity, { codes: HOLD_OVERLOADED, while: () => client?.connected === true }) : await ingest.ack(payload, identity);
     // The external broker acknowledged the client already: a withheld (MAILBOX_FULL) one is answered by its frame alone.
     if (outcome.kind !== "accepted") publish(identity, outcome.frame);
   }

@@ -8,6 +8,7 @@ import { createEmbeddedBroker } from "./embedded.ts";
 import { createExternalLink } from "./external.ts";
 import { withExternalDelivery, type RouterReach } from "./external-routing.ts";
 import { createMqttIngest } from "./ingest.ts";
+import type { ConnectionLimiter } from "../limits/index.ts";
 import type { MqttLog } from "./log.ts";
 import { mqttTopics, type MqttTopicSettings } from "./topics.ts";
 
@@ -33,6 +34,8 @@ export interface MqttOptions {
   readonly mailbox: Mailbox;
   readonly sessions: SessionHost;
   readonly log: MqttLog;
+  /** Per-identity connection limit (issue 14), shared with WebSocket sessions. */
+  readonly connections?: ConnectionLimiter;
 }
 
 export interface MqttRuntime {
@@ -91,6 +94,7 @@ export function createMqtt(options: MqttOptions): MqttRuntime {
     ingest,
     sessions: options.sessions,
     log: options.log,
+    connections: options.connections,
   });
   return {
     mode: "embedded",

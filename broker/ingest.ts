@@ -1,6 +1,6 @@
 import type { Mailbox } from "../backends/mailbox.ts";
 import { MESSAGE_ID_PATTERN, parseJson } from "../core/envelope.ts";
-import { asRoutingError, RoutingError } from "../core/errors.ts";
+import { asRoutingError, RoutingError, type ErrorCode } from "../core/errors.ts";
 import { errorFrame, isAckBody } from "../core/frames.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Ingress } from "../routing/ingress.ts";
@@ -30,6 +30,14 @@ export interface MqttIngestOptions {
 }
 
 const ACCEPTED: PublishOutcome = { kind: "accepted" };
+/** Longest single wait of a held publish before it is tried again. */
+const HOLD_STEP_MS = 1000;
+
+/** Which refusals a publish waits out instead of answering, and for how long (while it holds). */
+export interface HoldPolicy {
+  readonly codes: ReadonlySet<ErrorCode>;
+  readonly while: () => boolean;
+}
 const MESSAGE_ID = new RegExp(MESSAGE_ID_PATTERN);
 
 /**
@@ -55,23 +63,37 @@ export function createMqttIngest({ ingress, mailbox, log }: MqttIngestOptions) {
       return { kind: "withheld", frame: errorFrame(messageIdOf(payload), error.code, error.message, error.retryAfterMs) };
     }
     // Logged with the code and sizes only: payload bytes appear in no log line.
-    if (error.retryable) {
+    // RATE_LIMITED is retryable but answered, not retried by reconnecting (a reconnect would not
+    // slow the sender down): an `error` frame with retryAfterMs (issue 14).
+    if (error.retryable && error.code !== "RATE_LIMITED") {
       log.warn({ code: error.code, bytes: payload.length, what }, "mqtt publish not accepted (retryable): no acknowledgement");
       throw error;
     }
-    const ref = error.code === "INVALID_ENVELOPE" || error.code === "SENDER_MISMATCH" ? messageIdOf(payload) : undefined;
+    const ref = error.code === "INVALID_ENVELOPE" || error.code === "SENDER_MISMATCH" || error.code === "RATE_LIMITED" ? messageIdOf(payload) : undefined;
     log.info({ code: error.code, bytes: payload.length, what, messageId: ref }, "mqtt publish dropped");
-    return { kind: "rejected", frame: errorFrame(ref, error.code, error.message) };
+    return { kind: "rejected", frame: errorFrame(ref, error.code, error.message, error.retryAfterMs) };
   }
 
   return {
-    /** A SecureEnvelope published by `identity`: accepted only once the ingress bus has it. */
-    async envelope(payload: Buffer, identity: Urn): Promise<PublishOutcome> {
-      try {
-        await ingress.acceptBytes(payload, identity, "mqtt");
-        return ACCEPTED;
-      } catch (err) {
-        return refused(err, payload, "envelope");
+    /**
+     * A SecureEnvelope published by `identity`: accepted only once the ingress bus has it. With
+     * `hold`, a refusal whose code it names is not answered: the publish waits (retryAfterMs, at
+     * most a second at a time) and is tried again while `hold.while()` holds, so its PUBACK is
+     * withheld until it is accepted (MQTT 3.1.1 has no negative PUBACK; issue 14).
+     */
+    async envelope(payload: Buffer, identity: Urn, hold?: HoldPolicy): Promise<PublishOutcome> {
+      for (;;) {
+        try {
+          await ingress.acceptBytes(payload, identity, "mqtt");
+          return ACCEPTED;
+        } catch (err) {
+          const error = asRoutingError(err);
+          if (hold !== undefined && hold.codes.has(error.code) && hold.while()) {
+            await new Promise((resolve) => setTimeout(resolve, Math.min(HOLD_STEP_MS, error.retryAfterMs ?? HOLD_STEP_MS)));
+            if (hold.while()) continue;
+          }
+          return refused(err, payload, "envelope");
+        }
       }
     },
 

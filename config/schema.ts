@@ -71,6 +71,12 @@ export const ConfigSchema = Type.Object(
     apnsProduction: Type.Boolean({ default: false, description: "Use the production APNs endpoint (false: sandbox)." }),
     apnsHost: Type.Optional(Type.String({ minLength: 1, description: "For testing against a local stand-in: APNs host instead of Apple's." })),
     apnsPort: Type.Optional(Type.Integer({ minimum: 1, maximum: 65535, description: "For testing against a local stand-in: APNs port (default 443)." })),
+    // web push (issue 17)
+    vapidPublicKey: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9_-]{80,100}$", description: "VAPID public key (uncompressed P-256, base64url) for Web Push; give it to browsers as `applicationServerKey`. With the private key unset too, the embedded default makes a dev pair in the data dir." })),
+    vapidPrivateKey: Type.Optional(Type.String({ pattern: "^[A-Za-z0-9_-]{40,50}$", description: "VAPID private key (base64url). Web Push is off unless both keys are set (or the dev pair is in use)." })),
+    vapidSubject: Type.String({ default: "mailto:routing@localhost.invalid", pattern: "^(mailto:|https://)", description: "VAPID `sub`: a mailto: or https: contact for push services; set a real one in production." }),
+    // demo (issue 17)
+    demo: Type.Optional(Type.Boolean({ description: "Serve the end-to-end-encrypted chat demo at /demo (and its dev token route). Default: on in the embedded default with the dev JWT secret, off otherwise." })),
     // mqtt (issue 4)
     mqttUrl: Type.Optional(Type.String({ pattern: "^(mqtts?|tcp|ssl|wss?)://", description: "External MQTT broker, e.g. `mqtt://routing:secret@broker:1883`. Set: no embedded broker; this process joins the ingest topic's shared subscription and publishes deliveries to that broker (docs/mqtt.md)." })),
     mqttIngestTopic: Type.String({ default: "envelopes/send", pattern: "^[^$#+{}\\s][^#+{}\\s]*$", description: "Topic clients publish envelopes to. With ROUTING_MQTT_URL the sender's URN is one more level: `<topic>/<urn>`." }),
@@ -78,6 +84,14 @@ export const ConfigSchema = Type.Object(
     mqttAckTopic: Type.String({ default: "clients/{urn}/ack", pattern: "^([^$#+{}\\s][^#+{}\\s]*/)?\\{urn\\}(/[^#+{}\\s]+)?$", description: "Topic a client publishes `{\"messageIds\": [...]}` to; `{urn}` as for the receive topic." }),
     mqttShareGroup: Type.String({ default: "routing", pattern: "^[A-Za-z0-9_-]+$", description: "Shared-subscription group (`$share/<group>/...`) of the processes consuming an external broker's ingest and ack topics." }),
     mqttWsPath: Type.String({ default: "/mqtt", pattern: "^/[A-Za-z0-9/_.-]*$", description: "Path of MQTT over WebSocket on the HTTP port (embedded broker only)." }),
+    // limits and overload (issue 14; docs/limits.md). 0 switches a limit off.
+    sendRatePerSecond: Type.Integer({ minimum: 0, default: 100, description: "Sustained sends per identity, summed over HTTP, WebSocket and MQTT, on every node of a cluster together (Redis holds the count when the cluster has Redis). 0: no rate limit." }),
+    sendBurst: Type.Integer({ minimum: 0, default: 1000, description: "Sends one identity may make at once above ROUTING_SEND_RATE_PER_SECOND; refilled over 10 x burst / rate seconds." }),
+    maxConnectionsPerIdentity: Type.Integer({ minimum: 0, default: 50, description: "Live WebSocket + MQTT sessions of one identity across the cluster; one more is refused (429 before the 101, CONNACK refused). 0: no limit." }),
+    ingressMaxPending: Type.Integer({ minimum: 0, default: 4096, description: "Accepted messages not yet routed (bus backlog plus publishes under way); past it sends get 503 OVERLOADED until it drains. Bounds memory: at most this many envelopes are held. 0: no bound." }),
+    httpHeaderTimeoutMs: Type.Integer({ minimum: 0, default: 10_000, description: "Time a connection has to send a request's headers (even while they trickle in); then it is dropped. `ws` engine only: `uws` has uWebSockets' own fixed 10 s. 0: no timeout." }),
+    httpBodyTimeoutMs: Type.Integer({ minimum: 0, default: 10_000, description: "Time a request has to send its whole body once its headers arrived; a slower body is answered 408 and the connection dropped. 0: no timeout." }),
+    maxUnauthenticatedSockets: Type.Integer({ minimum: 0, default: 1024, description: "Requests still being read, WebSocket upgrades being decided and MQTT connections before their CONNACK, at once; one more is refused (503 OVERLOADED, or the connection closed). 0: no cap." }),
   },
   { additionalProperties: false },
 );

@@ -1,6 +1,7 @@
 import { Type, type Static } from "@sinclair/typebox";
 import { TypeCompiler } from "@sinclair/typebox/compiler";
 import { RoutingError } from "./errors.ts";
+import { assertJsonDepth } from "./json-depth.ts";
 import { isUrn, type Urn } from "./urn.ts";
 
 const Base64 = Type.String({ pattern: "^[A-Za-z0-9+/_-]*={0,2}$", description: "opaque base64, never decoded" });
@@ -131,6 +132,8 @@ export function parseEnvelopeBytes(raw: Buffer | string, maxBytes: number): unkn
 }
 
 export function parseJson(raw: Buffer | string): unknown {
+  // Bounded before the parse (issue 14): `[[[[...` never reaches JSON.parse.
+  assertJsonDepth(raw);
   try {
     return JSON.parse(typeof raw === "string" ? raw : raw.toString("utf8"));
   } catch {

@@ -18,7 +18,10 @@ export const ERRORS = {
   METHOD_NOT_ALLOWED: { status: 405, retryable: false, doc: "The route exists but not with this method." },
   ENVELOPE_TOO_LARGE: { status: 413, retryable: false, doc: "The envelope exceeds ROUTING_MAX_ENVELOPE_BYTES." },
   MAILBOX_FULL: { status: 429, retryable: true, doc: "The recipient's mailbox is at ROUTING_MAILBOX_MAX_MESSAGES or ROUTING_MAILBOX_MAX_BYTES; retry after `Retry-After` (docs/data-lifecycle.md)." },
-  RATE_LIMITED: { status: 429, retryable: true, doc: "Too many requests; retry later." },
+  RATE_LIMITED: { status: 429, retryable: true, doc: "The identity sends faster than ROUTING_SEND_RATE_PER_SECOND (plus ROUTING_SEND_BURST); retry after `retryAfterMs` (docs/limits.md)." },
+  TOO_MANY_CONNECTIONS: { status: 429, retryable: true, doc: "The identity holds ROUTING_MAX_CONNECTIONS_PER_IDENTITY live WebSocket + MQTT sessions across the cluster." },
+  REQUEST_TIMEOUT: { status: 408, retryable: true, doc: "The request's headers or body did not arrive within ROUTING_HTTP_HEADER_TIMEOUT_MS / ROUTING_HTTP_BODY_TIMEOUT_MS." },
+  OVERLOADED: { status: 503, retryable: true, doc: "The ingress holds ROUTING_INGRESS_MAX_PENDING accepted, unrouted messages (or too many unauthenticated sockets); nothing was accepted, retry after `retryAfterMs`." },
   BACKEND_UNAVAILABLE: { status: 503, retryable: true, doc: "A backend (bus, store) did not accept the operation; nothing was accepted." },
   SHUTTING_DOWN: { status: 503, retryable: true, doc: "The instance is draining; retry on another instance." },
   INTERNAL: { status: 500, retryable: true, doc: "An unexpected failure; logged with a request id." },
@@ -29,12 +32,12 @@ export type ErrorCode = keyof typeof ERRORS;
 export class RoutingError extends Error {
   override readonly name = "RoutingError";
   readonly code: ErrorCode;
-  /** For retryable refusals that know when a retry can succeed (MAILBOX_FULL): HTTP `Retry-After`, `retryAfterMs`. */
+  /** For retryable refusals that know when a retry can succeed (RATE_LIMITED, OVERLOADED, MAILBOX_FULL): HTTP `Retry-After`, `retryAfterMs` in bodies and frames. */
   readonly retryAfterMs: number | undefined;
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown; retryAfterMs?: number }) {
     super(message, options);
     this.code = code;
-    this.retryAfterMs = options?.retryAfterMs;
+    this.retryAfterMs = options?.retryAfterMs === undefined ? undefined : Math.max(1, Math.ceil(options.retryAfterMs));
   }
   get status(): number {
     return ERRORS[this.code].status;

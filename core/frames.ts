@@ -18,7 +18,16 @@ export const AckFrameSchema = Type.Object(
   { type: Type.Literal("ack"), ref: Type.Optional(Ref), messageIds: MessageIds },
   { $id: "AckFrame", additionalProperties: false },
 );
-export const ClientFrameSchema = Type.Union([SendFrameSchema, FetchFrameSchema, AckFrameSchema]);
+/**
+ * WebSocket only (MQTT has no auth frame): replaces the session's token before it expires. The new
+ * token must verify and name the same identity; answered by `authed` (or `error`, and the session
+ * keeps its old token, closing with 4002 when that one expires).
+ */
+export const AuthFrameSchema = Type.Object(
+  { type: Type.Literal("auth"), ref: Ref, token: Type.String({ minLength: 1, maxLength: 8192 }) },
+  { $id: "AuthFrame", additionalProperties: false },
+);
+export const ClientFrameSchema = Type.Union([SendFrameSchema, FetchFrameSchema, AckFrameSchema, AuthFrameSchema]);
 export type ClientFrame = Static<typeof ClientFrameSchema>;
 
 export const AckBodySchema = Type.Object({ messageIds: MessageIds }, { $id: "AckBody", additionalProperties: false });
@@ -61,6 +70,11 @@ export function sentFrame(ref: string, messageId: string): string {
 
 export function messagesFrame(ref: string, queuedMessages: readonly string[]): string {
   return `{"type":"messages","ref":${JSON.stringify(ref)},"messages":[${queuedMessages.join(",")}]}`;
+}
+
+/** The auth frame's answer: `exp` is the new token's expiry in unix seconds, absent for a token without one. */
+export function authedFrame(ref: string, expiresAt: number | undefined): string {
+  return JSON.stringify(expiresAt === undefined ? { type: "authed", ref } : { type: "authed", ref, exp: Math.floor(expiresAt / 1000) });
 }
 
 export function errorFrame(ref: string | undefined, code: ErrorCode, message: string, retryAfterMs?: number): string {

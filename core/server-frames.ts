@@ -23,6 +23,10 @@ export const MessagesFrameSchema = Type.Object(
   { $id: "MessagesFrame", additionalProperties: false, description: "the answer to a fetch" },
 );
 export const ErrorFrameSchema = Type.Object(
-  { type: Type.Literal("error"), ref: Type.Optional(Type.String()), code: ErrorBodySchema.properties.error.properties.code, message: Type.String() },
+  { type: Type.Literal("error"), ref: Type.Optional(Type.String()), code: ErrorBodySchema.properties.error.properties.code, message: Type.String(), retryAfterMs: ErrorBodySchema.properties.error.properties.retryAfterMs },
   { $id: "ErrorFrame", additionalProperties: false, description: "a frame failed; carries its ref when it had a usable one" },
+);
+export const AuthedFrameSchema = Type.Object(
+  { type: Type.Literal("authed"), ref: Ref, exp: Type.Optional(Type.Integer({ description: "the new token's expiry, unix seconds (absent: the token has no exp)" })) },
+  { $id: "AuthedFrame", additionalProperties: false, description: "the auth frame with this ref replaced the session's token (WebSocket only)" },
 );

@@ -1,7 +1,7 @@
 import type { TSchema } from "@sinclair/typebox";
 import { QueuedMessageSchema, SecureEnvelopeSchema } from "../core/envelope.ts";
-import { AckBodySchema, AckFrameSchema, FetchFrameSchema, SendFrameSchema } from "../core/frames.ts";
-import { ErrorFrameSchema, MessageFrameSchema, MessagesFrameSchema, PokeFrameSchema, SentFrameSchema } from "../core/server-frames.ts";
+import { AckBodySchema, AckFrameSchema, AuthFrameSchema, FetchFrameSchema, SendFrameSchema } from "../core/frames.ts";
+import { AuthedFrameSchema, ErrorFrameSchema, MessageFrameSchema, MessagesFrameSchema, PokeFrameSchema, SentFrameSchema } from "../core/server-frames.ts";
 import { serviceVersion } from "./version.ts";
 
 /*
@@ -24,16 +24,21 @@ export const ASYNCAPI_SCHEMAS: Readonly<Record<string, TSchema>> = {
   SendFrame: SendFrameSchema,
   FetchFrame: FetchFrameSchema,
   AckFrame: AckFrameSchema,
+  AuthFrame: AuthFrameSchema,
   AckBody: AckBodySchema,
   PokeFrame: PokeFrameSchema,
   MessageFrame: MessageFrameSchema,
   SentFrame: SentFrameSchema,
   MessagesFrame: MessagesFrameSchema,
   ErrorFrame: ErrorFrameSchema,
+  AuthedFrame: AuthedFrameSchema,
 };
 
 const CLIENT_FRAMES = ["SendFrame", "FetchFrame", "AckFrame"] as const;
 const SERVER_FRAMES = ["PokeFrame", "MessageFrame", "SentFrame", "MessagesFrame", "ErrorFrame"] as const;
+/** The token refresh exists on WebSocket only (an MQTT session keeps the token of its CONNECT). */
+const WS_CLIENT_FRAMES = [...CLIENT_FRAMES, "AuthFrame"] as const;
+const WS_SERVER_FRAMES = [...SERVER_FRAMES, "AuthedFrame"] as const;
 
 function message(name: string, summary: string) {
   return { name, title: name, summary, contentType: "application/json", payload: { $ref: `#/components/schemas/${name}` } };
@@ -48,6 +53,8 @@ const MESSAGES = {
   SentFrame: message("SentFrame", "The send with this ref is durably accepted."),
   MessagesFrame: message("MessagesFrame", "The answer to a fetch."),
   ErrorFrame: message("ErrorFrame", "A frame failed; the contract's error code."),
+  AuthFrame: message("AuthFrame", "Replace the session's token before it expires (same identity); answered by `authed`, or by `error` and the old token stays (the session closes with 4002 when it expires)."),
+  AuthedFrame: message("AuthedFrame", "The token of the auth frame with this ref is now the session's; `exp` is its expiry (unix seconds)."),
   SecureEnvelope: message("SecureEnvelope", "An envelope published to envelopes/send (QoS 1: PUBACK once durably accepted)."),
   AckBody: message("AckBody", "Acknowledge messages over MQTT."),
 } as const;
@@ -101,7 +108,7 @@ export function buildAsyncApi(ports: AsyncApiPorts = {}) {
         address: "/connect",
         title: "WebSocket session",
         servers: [{ $ref: "#/servers/websocket" }],
-        messages: channelMessages([...CLIENT_FRAMES, ...SERVER_FRAMES]),
+        messages: channelMessages([...WS_CLIENT_FRAMES, ...WS_SERVER_FRAMES]),
       },
       envelopesSend: {
         address: MQTT_TOPICS.send,
@@ -122,8 +129,8 @@ export function buildAsyncApi(ports: AsyncApiPorts = {}) {
       },
     },
     operations: {
-      receiveClientFrames: { action: "receive", channel: { $ref: "#/channels/connect" }, summary: "Frames a client sends on its socket.", messages: operationMessages("connect", CLIENT_FRAMES) },
-      sendServerFrames: { action: "send", channel: { $ref: "#/channels/connect" }, summary: "Frames the service sends on a socket.", messages: operationMessages("connect", SERVER_FRAMES) },
+      receiveClientFrames: { action: "receive", channel: { $ref: "#/channels/connect" }, summary: "Frames a client sends on its socket.", messages: operationMessages("connect", WS_CLIENT_FRAMES) },
+      sendServerFrames: { action: "send", channel: { $ref: "#/channels/connect" }, summary: "Frames the service sends on a socket.", messages: operationMessages("connect", WS_SERVER_FRAMES) },
       receiveEnvelopes: { action: "receive", channel: { $ref: "#/channels/envelopesSend" }, summary: "Envelopes published over MQTT.", messages: operationMessages("envelopesSend", ["SecureEnvelope"]) },
       sendToSubscriber: { action: "send", channel: { $ref: "#/channels/clientReceive" }, summary: "The same frames as on WebSocket, to the subscriber's own topic.", messages: operationMessages("clientReceive", SERVER_FRAMES) },
       receiveAcks: { action: "receive", channel: { $ref: "#/channels/clientAck" }, summary: "Acks published over MQTT.", messages: operationMessages("clientAck", ["AckBody"]) },

@@ -61,7 +61,7 @@ function body(schemaName: string): OperationObject["requestBody"] {
   return { required: true, content: { "application/json": { schema: ref(schemaName) } } };
 }
 
-const AUTHED = [400, 401, 503];
+const AUTHED = [400, 401, 408, 503];
 
 const OPERATIONS: PerRoute<OperationObject> = {
   "/send": {

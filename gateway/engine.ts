@@ -1,3 +1,5 @@
+import type { HttpHygiene } from "./request-guard.ts";
+
 /**
  * The seam between the gateway's logic (routes, sessions) and a socket engine. Two engines
  * implement it, `uws` (uWebSockets.js, native) and `ws` (Node http + ws); both must pass the same
@@ -106,6 +108,8 @@ export interface EngineOptions<C> {
   readonly maxBodyBytes: number;
   /** Byte-stream WebSocket paths besides `wsPath` (e.g. MQTT at "/mqtt"); none by default. */
   readonly streams?: readonly BinaryStreamRoute[];
+  /** Header and body timeouts, the cap on unauthenticated requests (request-guard.ts); none by default. */
+  readonly hygiene?: HttpHygiene;
   /**
    * Share the port with other processes (SO_REUSEPORT; ROUTING_HTTP_REUSE_PORT), the kernel splitting
    * connections between them. Off by default: the port is this process's alone, and a taken port fails

@@ -1,6 +1,4 @@
 import { randomUUID } from "node:crypto";
-import { Type } from "@sinclair/typebox";
-import { TypeCompiler } from "@sinclair/typebox/compiler";
 import type { DeviceStore } from "../backends/device-store.ts";
 import type { Mailbox } from "../backends/mailbox.ts";
 import type { TokenVerifier } from "../auth/verifier.ts";
@@ -11,14 +9,9 @@ import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import type { HttpHandler, HttpRequest, HttpResponse } from "./engine.ts";
+import { registerDeviceBody, unregisterDeviceBody } from "./register-device.ts";
 
-export const RegisterDeviceSchema = Type.Object(
-  { token: Type.String({ minLength: 1, maxLength: 4096 }), platform: Type.Union([Type.Literal("fcm"), Type.Literal("apns")]) },
-  { $id: "RegisterDevice", additionalProperties: false },
-);
-export const UnregisterDeviceSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, { $id: "UnregisterDevice", additionalProperties: false });
-const registerDevice = TypeCompiler.Compile(RegisterDeviceSchema);
-const unregisterDevice = TypeCompiler.Compile(UnregisterDeviceSchema);
+export { RegisterDeviceSchema, UnregisterDeviceSchema } from "./register-device.ts";
 
 export const DEFAULT_FETCH_LIMIT = 50;
 export const MAX_FETCH_LIMIT = 500;
@@ -153,16 +146,12 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
     "/register-device": {
       POST: async (req) => {
         const identity = await authenticate(req);
-        const body = parseJson(req.body);
-        if (!registerDevice.Check(body)) throw new RoutingError("INVALID_REQUEST", 'body must be {"token": "...", "platform": "fcm" | "apns"}');
-        await devices.register(identity, body.token, body.platform);
+        await registerDeviceBody(devices, identity, parseJson(req.body));
         return { status: 204 };
       },
       DELETE: async (req) => {
         const identity = await authenticate(req);
-        const body = parseJson(req.body);
-        if (!unregisterDevice.Check(body)) throw new RoutingError("INVALID_REQUEST", 'body must be {"token": "..."}');
-        await devices.unregister(identity, body.token);
+        await unregisterDeviceBody(devices, identity, parseJson(req.body));
         return { status: 204 };
       },
     },

@@ -6,11 +6,14 @@ import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
 import { createEngine } from "./create-engine.ts";
-import type { BinaryStreamRoute, GatewayEngine, SocketListener, UpgradeDecision, UpgradeRequest } from "./engine.ts";
+import type { BinaryStreamRoute, GatewayEngine, HttpRequest, HttpResponse, SocketListener, UpgradeDecision, UpgradeRequest } from "./engine.ts";
 import { bearerToken, createHttpRoutes, errorResponse, type OperatorEndpoints } from "./http-routes.ts";
 import type { DeliveryMode, Session, SessionHost } from "./sessions.ts";
 import { createFrameHandler } from "./socket-frames.ts";
 import type { Principal } from "../auth/verifier.ts";
+import type { ConnectionLimiter } from "../limits/index.ts";
+import type { EngineOptions } from "./engine.ts";
+import { holdUntilOpened, type HeldSlot } from "./upgrade-slots.ts";
 
 export interface GatewayDeps {
   readonly engine: "uws" | "ws";
@@ -25,8 +28,14 @@ export interface GatewayDeps {
   readonly log: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void; debug?(obj: object, msg: string): void };
   /** /openapi.json, /asyncapi.json, /status, /status.json (operator tools, issue 7). */
   readonly operator?: OperatorEndpoints;
+  /** Pages outside the API (the demo, issue 17): asked first; undefined passes the request on. */
+  readonly pages?: (request: HttpRequest) => Promise<HttpResponse | undefined>;
   /** Byte-stream WebSocket paths on the same port: MQTT over WebSocket (issue 4). */
   readonly streams?: readonly BinaryStreamRoute[];
+  /** Per-identity connection limit (issue 14): a slot is taken before the 101. */
+  readonly connections?: ConnectionLimiter;
+  /** HTTP hygiene for the engine (issue 14): header/body timeouts, unauthenticated-socket cap. */
+  readonly hygiene?: EngineOptions<unknown>["hygiene"];
   /** ROUTING_HTTP_REUSE_PORT: share the port (uws only); off, the port is this process's alone. */
   readonly reusePort?: boolean;
 }
@@ -34,6 +43,7 @@ export interface GatewayDeps {
 interface SocketContext {
   readonly principal: Principal;
   readonly mode: DeliveryMode;
+  readonly slot: HeldSlot;
 }
 
 /**
@@ -61,10 +71,12 @@ function deliveryMode(raw: string | null): DeliveryMode {
 class SessionListener implements SocketListener {
   readonly #session: Session;
   readonly #onFrame: (session: Session, text: string | null) => void;
+  readonly #slot: HeldSlot;
 
-  constructor(session: Session, onFrame: (session: Session, text: string | null) => void) {
+  constructor(session: Session, onFrame: (session: Session, text: string | null) => void, slot: HeldSlot) {
     this.#session = session;
     this.#onFrame = onFrame;
+    this.#slot = slot;
   }
 
   message(text: string | null): void {
@@ -80,20 +92,30 @@ class SessionListener implements SocketListener {
   }
 
   closed(code: number): void {
+    this.#slot.release();
     this.#session.actor.send({ type: "session.socket.closed", code });
   }
 }
 
 export function createGateway(deps: GatewayDeps) {
   let accepting = true;
-  const onFrame = createFrameHandler({ ingress: deps.ingress, mailbox: deps.mailbox, maxEnvelopeBytes: deps.maxEnvelopeBytes, rejected: (code) => deps.metrics.rejected("ws", code) });
-  const http = createHttpRoutes({ ...deps, accepting: () => accepting, ready: async () => accepting && (await deps.ready()) });
+  const onFrame = createFrameHandler({
+    ingress: deps.ingress,
+    mailbox: deps.mailbox,
+    maxEnvelopeBytes: deps.maxEnvelopeBytes,
+    rejected: (code) => deps.metrics.rejected("ws", code),
+    verifier: deps.verifier,
+  });
+  const routes = createHttpRoutes({ ...deps, accepting: () => accepting, ready: async () => accepting && (await deps.ready()) });
+  const pages = deps.pages;
+  const http = pages === undefined ? routes : async (req: HttpRequest): Promise<HttpResponse> => (await pages(req)) ?? routes(req);
 
   const engine: GatewayEngine = createEngine<SocketContext>(deps.engine, {
     http,
     wsPath: "/connect",
     maxBodyBytes: deps.maxEnvelopeBytes + 4 * STAMP_ALLOWANCE_BYTES,
     streams: deps.streams,
+    hygiene: deps.hygiene,
     reusePort: deps.reusePort,
     // Input the engine refuses before any handler sees it still counts as a refused envelope.
     onRefused: (kind, path) => {
@@ -107,13 +129,16 @@ export function createGateway(deps: GatewayDeps) {
           const mode = deliveryMode(req.query.get("delivery"));
           const { token, protocol } = upgradeToken(req);
           const principal = await deps.verifier.verify(token);
-          return { accept: true, protocol, context: { principal, mode } };
+          // Over the identity's connection limit: 429 TOO_MANY_CONNECTIONS, never a 101.
+          const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity));
+          return { accept: true, protocol, context: { principal, mode, slot } };
         } catch (err) {
           return { accept: false, response: errorResponse(asRoutingError(err)) };
         }
       },
-      open(socket, { principal, mode }) {
-        return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame);
+      open(socket, { principal, mode, slot }) {
+        slot.opened();
+        return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame, slot);
       },
     },
   });

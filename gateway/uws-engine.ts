@@ -30,6 +30,7 @@ import type {
   UpgradeDecision,
   UpgradeRequest,
 } from "./engine.ts";
+import { createRequestGuard, requestTimedOut } from "./request-guard.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 type UwsModule = typeof Uws;
@@ -212,6 +213,8 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     }
   };
 
+  const guard = createRequestGuard(options.hygiene);
+
   app.ws<UserData<C>>(options.wsPath, {
     // uWS drops a frame over maxPayloadLength without a close frame (the client sees 1006), so it
     // gets headroom and the cap is enforced in `message` with 1009. Past the headroom uWS still drops.
@@ -231,11 +234,20 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       const key = headers["sec-websocket-key"] ?? "";
       const extensions = headers["sec-websocket-extensions"] ?? "";
       const offered = parseProtocols(headers["sec-websocket-protocol"]);
+      let leave: () => void;
+      try {
+        leave = guard.enter();
+      } catch (err) {
+        writeResponse(res, "GET", errorOutgoing(asRoutingError(err)), true);
+        return;
+      }
       let done = false;
       res.onAborted(() => {
         done = true;
+        leave();
       });
       const finish = (decision: UpgradeDecision<C>): void => {
+        leave();
         if (done) return;
         done = true;
         if (decision.accept) {
@@ -260,6 +272,7 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
         }
       };
       const fail = (err: unknown): void => {
+        leave();
         if (done) return;
         done = true;
         const out = errorOutgoing(asRoutingError(err));
@@ -414,10 +427,31 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       return;
     }
 
+    let leave: () => void;
+    try {
+      leave = guard.enter();
+    } catch (err) {
+      writeResponse(res, method, errorOutgoing(asRoutingError(err)), true);
+      return;
+    }
     let aborted = false;
     let done = false;
+    // A body that does not arrive in time is answered 408 and its connection closed, not held.
+    const bodyTimer =
+      guard.bodyTimeoutMs > 0
+        ? setTimeout(() => {
+            if (done || aborted) return;
+            done = true;
+            chunks.length = 0;
+            leave();
+            res.cork(() => writeResponse(res, method, errorOutgoing(requestTimedOut(guard.bodyTimeoutMs)), true));
+          }, guard.bodyTimeoutMs)
+        : undefined;
+    bodyTimer?.unref();
     res.onAborted(() => {
       aborted = true;
+      clearTimeout(bodyTimer);
+      leave();
     });
     const chunks: Buffer[] = [];
     let size = 0;
@@ -426,6 +460,8 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       size += chunk.byteLength;
       if (size > maxBody) {
         done = true;
+        clearTimeout(bodyTimer);
+        leave();
         chunks.length = 0;
         options.onRefused?.("body", path);
         res.cork(() => writeResponse(res, method, tooLarge(maxBody), true));
@@ -435,6 +471,8 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       if (chunk.byteLength > 0) chunks.push(Buffer.from(new Uint8Array(chunk)));
       if (!isLast) return;
       done = true;
+      clearTimeout(bodyTimer);
+      leave();
       const request: HttpRequest = { method, path, query: new URLSearchParams(rawQuery), headers, body: Buffer.concat(chunks, size) };
       Promise.resolve()
         .then(() => options.http(request))

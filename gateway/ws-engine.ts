@@ -19,6 +19,7 @@ import type {
   UpgradeRequest,
 } from "./engine.ts";
 import { listenServer } from "../runtime/ports.ts";
+import { createRequestGuard, requestTimedOut } from "./request-guard.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 /** Close code for remaining sockets when the engine closes. */
@@ -61,7 +62,12 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     streams.set(route.path, { route, wss: streamWss });
   }
 
-  const server = http.createServer((req, res) => onRequest(req, res));
+  const guard = createRequestGuard(options.hygiene);
+  // Node's own header timeout; a body's is ours (below), as Node's requestTimeout counts from the first byte.
+  const server = http.createServer(
+    { headersTimeout: guard.headerTimeoutMs, requestTimeout: 0, connectionsCheckingInterval: Math.min(1000, guard.headerTimeoutMs || 1000) },
+    (req, res) => onRequest(req, res),
+  );
   server.on("upgrade", (req: http.IncomingMessage, socket: Duplex, head: Buffer) => onUpgrade(req, socket, head));
 
   // ---- HTTP -----------------------------------------------------------------------------------
@@ -82,6 +88,27 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       return;
     }
 
+    let leave: () => void;
+    try {
+      leave = guard.enter();
+    } catch (err) {
+      writeResponse(res, errorOutgoing(asRoutingError(err)), true);
+      req.resume();
+      return;
+    }
+    res.once("close", leave);
+    // A body that does not arrive in time is answered 408 and its connection dropped, not held.
+    const bodyTimer =
+      guard.bodyTimeoutMs > 0
+        ? setTimeout(() => {
+            over = true;
+            chunks.length = 0;
+            leave();
+            res.once("finish", () => req.socket.destroy());
+            writeResponse(res, errorOutgoing(requestTimedOut(guard.bodyTimeoutMs)), true);
+          }, guard.bodyTimeoutMs)
+        : undefined;
+    bodyTimer?.unref();
     const chunks: Buffer[] = [];
     let size = 0;
     let over = false;
@@ -90,6 +117,7 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       size += chunk.length;
       if (size > maxBody) {
         over = true;
+        clearTimeout(bodyTimer);
         chunks.length = 0;
         options.onRefused?.("body", path);
         writeResponse(res, tooLarge(maxBody), true);
@@ -98,6 +126,8 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       chunks.push(chunk);
     });
     req.on("end", () => {
+      clearTimeout(bodyTimer);
+      leave();
       if (over) return;
       const request: HttpRequest = { method, path, query: new URLSearchParams(rawQuery), headers, body: Buffer.concat(chunks, size) };
       Promise.resolve()
@@ -155,11 +185,19 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
       pending.delete(socket);
       socket.destroy();
     };
+    let leave: () => void;
+    try {
+      leave = guard.enter();
+    } catch (err) {
+      rejectUpgrade(socket, errorOutgoing(asRoutingError(err)));
+      return;
+    }
     socket.on("data", onData);
     socket.once("end", onGone);
     socket.once("close", onGone);
     pending.add(socket);
     const settle = (): boolean => {
+      leave();
       socket.off("data", onData);
       socket.off("end", onGone);
       socket.off("close", onGone);

@@ -5,6 +5,7 @@ import type { ExplicitSettings } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { createMetrics, type Metrics } from "../metrics/registry.ts";
 import { createQuota } from "../lifecycle/quota.ts";
+import { createLimits } from "../limits/index.ts";
 import { createIngress } from "../routing/ingress.ts";
 import { createBackendsService } from "../services/backends.service.ts";
 import { createIngressService } from "../services/ingress.service.ts";
@@ -28,6 +29,8 @@ export interface Runtime {
   readonly metrics: Metrics;
   /** The ingress behind the drain's gate: what every protocol and the `ingress` action use. */
   readonly gate: IngressGate;
+  /** Send rate, connection limit, ingress bound (issue 14, docs/limits.md). */
+  readonly limits: ReturnType<typeof createLimits>;
   readonly clock: DrainClock;
   readonly lifecycle: Lifecycle;
   readonly lock: DataDirLock;
@@ -103,18 +106,22 @@ export async function compose(
   }
   // data life cycle (issue 21): quota at the ingress (docs/data-lifecycle.md).
   const admit = quota ? createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes }) : undefined;
-  const gate = gateIngress(createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota: admit }));
+  // limits and overload (issue 14): send rate, connection limit, ingress bound (docs/limits.md), on every role.
+  const limits = createLimits(config, backends.bus);
+  const gate = gateIngress(createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota: admit, limits }));
   const add = (part: PartSchema, dependencies: readonly string[] = []): void => void broker.createService(lifecycle.part(part, dependencies));
   add(createBackendsService({ backends, lock }));
-  add(createIngressService({ ingress: gate.ingress, gate, clock, closeAtDrain: closeIntakeAtDrain }), ["backends"]);
+  add({ name: "limits", stopped: () => limits.close() }, ["backends"]);
+  add(createIngressService({ ingress: gate.ingress, gate, clock, closeAtDrain: closeIntakeAtDrain }), ["backends", "limits"]);
   add(createMailboxService({ mailbox: backends.mailbox, purge: { devices: backends.devices, pushQueue: backends.pushQueue, bus: backends.bus } }), ["backends"]);
 
   let readyLine: () => string;
   try {
-    readyLine = await role({ broker, config, explicit, backends, metrics, gate, clock, lifecycle, lock, log, add });
+    readyLine = await role({ broker, config, explicit, backends, metrics, gate, limits, clock, lifecycle, lock, log, add });
     await broker.start();
   } catch (err) {
     await broker.stop().catch(() => {});
+    await limits.close().catch(() => {});
     await backends.close().catch(() => {});
     lock.release();
     throw err;

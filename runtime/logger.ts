@@ -1,5 +1,6 @@
+import { createRequire } from "node:module";
 import type { BrokerOptions } from "moleculer";
-import pinoPretty from "pino-pretty";
+import type PinoPretty from "pino-pretty";
 import type { Config } from "../config/schema.ts";
 
 /**
@@ -14,6 +15,12 @@ import type { Config } from "../config/schema.ts";
 const QUIET_AT_INFO = ["BROKER", "REGISTRY", "DISCOVERY", "TRANSIT", "TRANSPORTER", "$NODE"] as const;
 /** Lines Moleculer writes through each service's own logger; kept below debug out, the service's own lines stay. */
 const LIFECYCLE = /^Service '[^']+' (started|stopped)\.$/;
+
+/** pino-pretty is loaded only when used: JSON output (tests, production) never pays for its import. */
+function prettyStream(colorize: boolean): ReturnType<typeof PinoPretty> {
+  const pinoPretty = createRequire(import.meta.url)("pino-pretty") as typeof PinoPretty;
+  return pinoPretty({ sync: true, colorize, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,nodeID,ns,mod,svc,ver", messageFormat: "{mod}: {msg}" });
+}
 
 export function usePretty(format: Config["logFormat"], stdoutIsTty: boolean): boolean {
   return format === "pretty" || (format === "auto" && stdoutIsTty);
@@ -39,9 +46,7 @@ export function brokerLogger(config: Pick<Config, "logLevel" | "logFormat">, std
             },
           },
         },
-        destination: pretty
-          ? pinoPretty({ sync: true, colorize: stdoutIsTty, translateTime: "SYS:HH:MM:ss.l", ignore: "pid,hostname,nodeID,ns,mod,svc,ver", messageFormat: "{mod}: {msg}" })
-          : undefined,
+        destination: pretty ? prettyStream(stdoutIsTty) : undefined,
       },
     },
   };

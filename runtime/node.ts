@@ -7,6 +7,8 @@ import { buildAsyncApi } from "../docs-api/asyncapi.ts";
 import { buildOpenApi } from "../docs-api/openapi.ts";
 import { createMqtt } from "../broker/index.ts";
 import { createGateway } from "../gateway/index.ts";
+import { demoEnabled } from "../demo/enabled.ts";
+import { createDemoRoutes } from "../demo/routes.ts";
 import type { OperatorEndpoints } from "../gateway/http-routes.ts";
 import { createSessionHost } from "../gateway/sessions.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
@@ -50,7 +52,7 @@ export interface RoutingNode {
  * The routing node (`npm start`): the common parts (backends, gated ingress, mailbox) plus devices,
  * presence, signals, MQTT, router, push, status and the gateway, each a service that names what it
  * depends on. Stop order (edge first): gateway, push, retention, router; devices, MQTT, signals,
- * status; ingress, mailbox, presence; backends (test/lifecycle-order.test.ts).
+ * status; ingress, mailbox, presence; limits; backends (test/lifecycle-order.test.ts).
  */
 export async function startNode(config: Config, explicit: ExplicitSettings, extra: NodeExtras = {}): Promise<RoutingNode> {
   let sessions: ReturnType<typeof createSessionHost> | undefined;
@@ -60,7 +62,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   let local: LocalHubTransporter | undefined;
   const transporter = (lock: { dataDir: string }) => config.transporter ?? (local = new LocalHubTransporter({ path: localSocketPath(lock.dataDir) }));
   let markReady: () => void = () => {};
-  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true, transporter, quota: true }, async ({ broker, backends, metrics, gate, clock, lock, log, add }) => {
+  let demoOn = false;
+  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true, transporter, quota: true }, async ({ broker, backends, metrics, gate, limits, clock, lock, log, add }) => {
     markReady = () => {
       if (local?.listening) lock.update({ replSocket: local.path });
     };
@@ -100,6 +103,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       mailbox: backends.mailbox,
       sessions: host,
       log,
+      connections: limits.connections,
     });
     const reach = mqtt.reach({ presence: backends.presence, signals });
     const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
@@ -118,6 +122,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       if (depth !== undefined) metrics.mailboxDepth.set(depth);
     });
     metrics.onScrape(async () => metrics.mailboxLargest(await backends.mailbox.largest(LARGEST_RANKS), LARGEST_RANKS));
+    demoOn = demoEnabled(config, auth);
     const gateway = createGateway({
       operator,
       engine: config.gatewayEngine,
@@ -131,7 +136,11 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       ready: backends.ready,
       log,
       streams: mqtt.streams,
+      connections: limits.connections,
+      hygiene: { headerTimeoutMs: config.httpHeaderTimeoutMs, bodyTimeoutMs: config.httpBodyTimeoutMs, maxUnauthenticated: config.maxUnauthenticatedSockets },
       reusePort: config.httpReusePort,
+      // demo (issue 17): /demo, off unless enabled (default: the embedded default with the dev secret).
+      pages: demoOn ? createDemoRoutes({ secret: auth.secret }) : undefined,
     });
     const router = createRouterService({
       bus: backends.bus,
@@ -176,6 +185,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   });
 
   markReady();
+  if (demoOn) composed.broker.getLogger("routing").info(`demo: end-to-end-encrypted chat at http://localhost:${httpPort}/demo (ROUTING_DEMO=false turns it off)`);
   return {
     broker: composed.broker,
     config,

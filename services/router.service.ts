@@ -11,6 +11,7 @@ import { within, type DrainClock } from "../runtime/drain.ts";
 import { deadLetterView } from "../lifecycle/dead-letters.ts";
 import { mapped } from "./errors.ts";
 import { urnParam } from "./mailbox.service.ts";
+import { createDownstreamWatch } from "../routing/downstream-watch.ts";
 
 export interface RouterServiceDeps {
   readonly bus: IngressBus;
@@ -79,9 +80,13 @@ export function createRouterService(deps: RouterServiceDeps) {
     });
   }
 
+  const downstream = createDownstreamWatch((event) => actor?.send({ type: event }));
+
   async function work(delivery: Delivery, log: RouterLog): Promise<void> {
     try {
+      const began = Date.now();
       const outcome = await route(delivery.record);
+      downstream.took(Date.now() - began);
       await delivery.ack();
       metrics.routed(outcome, delivery.record.acceptedAt);
       log.debug({ messageId: delivery.record.messageId, outcome, path: delivery.record.path, attempt: delivery.attempt }, "routed");

@@ -125,6 +125,60 @@ describe("session machine", () => {
     clock.increment(1);
     expect(effects.at(-1)).toBe(`close:${CLOSE.TOKEN_EXPIRED}`);
   });
+
+  describe("token refresh (the WebSocket auth frame)", () => {
+    const alice = "urn:sm:user:alice" as Urn;
+    function onlineFor(ttlMs: number) {
+      const session = startSession({ heartbeatMs: 1_000_000 });
+      session.actor.send({ type: "session.auth.accepted", identity: bob, tokenTtlMs: ttlMs });
+      session.actor.send({ type: "session.presence.registered" });
+      return session;
+    }
+
+    it("session.auth.refreshed restarts the expiry timer from the new token's lifetime", () => {
+      const { actor, effects, clock } = onlineFor(60_000);
+      clock.increment(50_000);
+      actor.send({ type: "session.auth.refreshed", identity: bob, tokenTtlMs: 60_000 });
+      expect(actor.getSnapshot().context.tokenTtlMs).toBe(60_000);
+      clock.increment(10_000); // the old token's end passes: still online
+      expect(actor.getSnapshot().matches("online")).toBe(true);
+      clock.increment(49_999);
+      expect(actor.getSnapshot().matches("online")).toBe(true);
+      clock.increment(1);
+      expect(actor.getSnapshot().status).toBe("done");
+      expect(effects.at(-1)).toBe(`close:${CLOSE.TOKEN_EXPIRED}`);
+      expect(effects.filter((e) => e === "online")).toHaveLength(1); // goOnline ran once: the refresh did not re-enter online
+    });
+
+    it("refreshes repeatedly; a token without exp stops the expiry", () => {
+      const { actor, clock } = onlineFor(1_000);
+      for (let i = 0; i < 5; i++) {
+        clock.increment(900);
+        actor.send({ type: "session.auth.refreshed", identity: bob, tokenTtlMs: 1_000 });
+      }
+      actor.send({ type: "session.auth.refreshed", identity: bob });
+      clock.increment(10_000_000);
+      expect(actor.getSnapshot().matches("online")).toBe(true);
+    });
+
+    it("a refresh for another identity is ignored: the old token still expires with 4002", () => {
+      const { actor, effects, clock } = onlineFor(60_000);
+      actor.send({ type: "session.auth.refreshed", identity: alice, tokenTtlMs: 3_600_000 });
+      expect(actor.getSnapshot().context.tokenTtlMs).toBe(60_000);
+      clock.increment(60_000);
+      expect(actor.getSnapshot().status).toBe("done");
+      expect(effects.at(-1)).toBe(`close:${CLOSE.TOKEN_EXPIRED}`);
+    });
+
+    it("draining stops the expiry clock (closes 1001 by drain, not 4002)", () => {
+      const { actor, effects, clock } = onlineFor(1_000);
+      actor.send({ type: "session.drain" });
+      clock.increment(1_000);
+      expect(actor.getSnapshot().value).toBe("draining");
+      clock.increment(5_000);
+      expect(effects.at(-1)).toBe(`close:${CLOSE.GOING_AWAY}`);
+    });
+  });
 });
 
 function startRouter(maxInFlight = 4) {

@@ -6,8 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorBodySchema } from "../core/error-body.ts";
 import { QueuedMessageSchema, SecureEnvelopeSchema, stampEnvelope } from "../core/envelope.ts";
 import { ERRORS, RoutingError, type ErrorCode } from "../core/errors.ts";
-import { AckBodySchema, AckFrameSchema, errorFrame, FetchFrameSchema, messageFrame, messagesFrame, POKE_FRAME, queuedMessageJson, SendFrameSchema, sentFrame } from "../core/frames.ts";
-import { ErrorFrameSchema, MessageFrameSchema, MessagesFrameSchema, PokeFrameSchema, SentFrameSchema } from "../core/server-frames.ts";
+import { AckBodySchema, AckFrameSchema, AuthFrameSchema, authedFrame, errorFrame, FetchFrameSchema, messageFrame, messagesFrame, POKE_FRAME, queuedMessageJson, SendFrameSchema, sentFrame } from "../core/frames.ts";
+import { AuthedFrameSchema, ErrorFrameSchema, MessageFrameSchema, MessagesFrameSchema, PokeFrameSchema, SentFrameSchema } from "../core/server-frames.ts";
 import type { Urn } from "../core/urn.ts";
 import { buildAsyncApi } from "../docs-api/asyncapi.ts";
 import { buildOpenApi } from "../docs-api/openapi.ts";
@@ -53,7 +53,10 @@ describe("API documents", () => {
     const addresses = document!.channels().all().map((c) => c.address());
     expect(addresses.sort()).toEqual(["/connect", "clients/{urn}/ack", "clients/{urn}/receive", "envelopes/send"]);
     const wsMessages = document!.channels().get("connect")!.messages().all().map((m) => m.name());
-    expect(wsMessages.sort()).toEqual(["AckFrame", "ErrorFrame", "FetchFrame", "MessageFrame", "MessagesFrame", "PokeFrame", "SendFrame", "SentFrame"]);
+    expect(wsMessages.sort()).toEqual(["AckFrame", "AuthFrame", "AuthedFrame", "ErrorFrame", "FetchFrame", "MessageFrame", "MessagesFrame", "PokeFrame", "SendFrame", "SentFrame"]);
+    // MQTT has no auth frame: its topics carry the other frames only.
+    const mqttMessages = document!.channels().get("clientReceive")!.messages().all().map((m) => m.name());
+    expect(mqttMessages).not.toContain("AuthedFrame");
   });
 
   it("OpenAPI paths and methods are exactly the route table, and the live handler serves exactly those", async () => {
@@ -106,6 +109,7 @@ describe("API documents", () => {
     expect(a.FetchFrame).toBe(FetchFrameSchema);
     expect(a.AckFrame).toBe(AckFrameSchema);
     expect(a.AckBody).toBe(AckBodySchema);
+    expect(a.AuthFrame).toBe(AuthFrameSchema);
   });
 
   it("the error body and server frame schemas describe what the code actually produces", () => {
@@ -124,5 +128,8 @@ describe("API documents", () => {
     expect(Value.Check(SentFrameSchema, JSON.parse(sentFrame("c1", "id-1")))).toBe(true);
     expect(Value.Check(MessagesFrameSchema, JSON.parse(messagesFrame("f1", [queued, queued])))).toBe(true);
     expect(Value.Check(MessagesFrameSchema, JSON.parse(messagesFrame("f1", [])))).toBe(true);
+    expect(Value.Check(AuthedFrameSchema, JSON.parse(authedFrame("a1", 1_900_000_000_123)))).toBe(true);
+    expect(JSON.parse(authedFrame("a1", 1_900_000_000_123))).toEqual({ type: "authed", ref: "a1", exp: 1_900_000_000 });
+    expect(Value.Check(AuthedFrameSchema, JSON.parse(authedFrame("a1", undefined)))).toBe(true);
   });
 });

@@ -115,7 +115,7 @@ describePresenceStoreContract(
 
 describeMailboxContract(
   "redis",
-  redisFactory((keyPrefix, opts) => createRedisMailbox({ redis: REDIS_URL, keyPrefix, dedupTtlMs: opts.dedupTtlMs })),
+  redisFactory((keyPrefix, opts) => createRedisMailbox({ redis: REDIS_URL, keyPrefix, dedupTtlMs: opts.dedupTtlMs, retentionMs: opts.retentionMs })),
   { injectableClock: false },
 );
 
@@ -443,7 +443,7 @@ describe("on the Firestore emulator", () => {
 
   const mailboxes = firestoreFactory(
     (projectId, opts: MailboxContractOptions): Mailbox =>
-      createFirestoreMailbox({ firestore: { projectId, emulatorHost: host() }, dedupTtlMs: opts.dedupTtlMs, now: opts.now }),
+      createFirestoreMailbox({ firestore: { projectId, emulatorHost: host() }, dedupTtlMs: opts.dedupTtlMs, now: opts.now, retentionMs: opts.retentionMs }),
   );
   const devices = firestoreFactory(
     (projectId, opts: DeviceStoreContractOptions): DeviceStore => createFirestoreDeviceStore({ firestore: { projectId, emulatorHost: host() }, now: opts.now }),

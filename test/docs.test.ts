@@ -6,7 +6,7 @@ import { errorTable } from "../bin/errors-doc.ts";
 import { ConfigSchema } from "../config/schema.ts";
 import { CLOSE } from "../core/close-codes.ts";
 import { ClientFrameSchema } from "../core/frames.ts";
-import { ErrorFrameSchema, MessageFrameSchema, MessagesFrameSchema, PokeFrameSchema, SentFrameSchema } from "../core/server-frames.ts";
+import { AuthedFrameSchema, ErrorFrameSchema, MessageFrameSchema, MessagesFrameSchema, PokeFrameSchema, SentFrameSchema } from "../core/server-frames.ts";
 import { HTTP_ROUTES } from "../gateway/http-routes.ts";
 import { readDoc, section } from "./helpers/markdown.ts";
 
@@ -45,7 +45,7 @@ describe("docs/protocol.md matches the wire", () => {
       return m ? `${m[1]} ${m[2]}` : "malformed row";
     });
     const client = ClientFrameSchema.anyOf.map((s) => `client → server ${s.properties.type.const}`);
-    const server = [PokeFrameSchema, MessageFrameSchema, SentFrameSchema, MessagesFrameSchema, ErrorFrameSchema].map((s) => `server → client ${s.properties.type.const}`);
+    const server = [PokeFrameSchema, MessageFrameSchema, SentFrameSchema, MessagesFrameSchema, ErrorFrameSchema, AuthedFrameSchema].map((s) => `server → client ${s.properties.type.const}`);
     expect(documented.sort()).toEqual([...client, ...server].sort());
   });
 

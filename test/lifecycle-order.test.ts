@@ -60,6 +60,7 @@ describe("the broker starts and stops the parts in dependency order", () => {
         ["gateway", "push", "retention", "router"],
         ["devices", "mqtt", "signals", "status"],
         ["ingress", "mailbox", "presence"],
+        ["limits"],
         ["backends"],
       ]);
     } finally {

@@ -7,6 +7,9 @@ import { assign, setup } from "xstate";
  * subscription and finishing the stop are injected actions.
  *
  *   running <-> paused ; either --router.stop--> draining --(idle or timeout)--> stopped
+ *
+ * `router.downstream.slow` / `router.downstream.caughtUp` (the host's measure of the mailbox store
+ * and signals) shrink and restore the in-flight limit, so a slow store pauses the consumer sooner.
  */
 export interface RouterInput {
   readonly maxInFlight: number;
@@ -21,13 +24,25 @@ export interface RouterContext extends RouterInput {
   settled: number;
   /** Deliveries still in flight when the drain timed out; the bus redelivers them. */
   abandoned: number;
+  /**
+   * The mailbox store or the signals fall behind (the host measures how long routing takes): intake
+   * then works with an eighth of maxInFlight, pausing the bus consumer sooner, until they caught up.
+   */
+  downstreamSlow: boolean;
 }
 
 /** `count` (default 1): how many deliveries started or settled since the host last told. */
 export type RouterEvent =
   | { type: "router.delivery.started"; count?: number }
   | { type: "router.delivery.settled"; count?: number }
+  | { type: "router.downstream.slow" }
+  | { type: "router.downstream.caughtUp" }
   | { type: "router.stop" };
+
+/** In-flight work allowed now: all of it, or an eighth while the store or signals fall behind. */
+export function intakeLimit(context: Pick<RouterContext, "maxInFlight" | "downstreamSlow">): number {
+  return context.downstreamSlow ? Math.max(1, Math.floor(context.maxInFlight / 8)) : context.maxInFlight;
+}
 
 
 export const routerMachine = setup({
@@ -45,6 +60,8 @@ export const routerMachine = setup({
       const n = "count" in event ? (event.count ?? 1) : 1;
       return { inFlight: context.inFlight - n, settled: context.settled + n };
     }),
+    markSlow: assign({ downstreamSlow: true }),
+    markCaughtUp: assign({ downstreamSlow: false }),
     pauseIntake: () => {},
     resumeIntake: () => {},
     /** Close the bus subscription: unacked deliveries go back to the bus. */
@@ -52,8 +69,8 @@ export const routerMachine = setup({
     stopped: () => {},
   },
   guards: {
-    full: ({ context }) => context.inFlight >= context.maxInFlight,
-    lowWater: ({ context }) => context.inFlight <= context.resumeAt,
+    full: ({ context }) => context.inFlight >= intakeLimit(context),
+    lowWater: ({ context }) => context.inFlight <= (context.downstreamSlow ? Math.floor(intakeLimit(context) / 2) : context.resumeAt),
     idle: ({ context }) => context.inFlight === 0,
   },
   delays: {
@@ -68,6 +85,7 @@ export const routerMachine = setup({
     started: 0,
     settled: 0,
     abandoned: 0,
+    downstreamSlow: false,
   }),
   initial: "running",
   states: {
@@ -76,6 +94,8 @@ export const routerMachine = setup({
       on: {
         "router.delivery.started": { actions: "countStarted" },
         "router.delivery.settled": { actions: "countSettled" },
+        "router.downstream.slow": { actions: "markSlow" },
+        "router.downstream.caughtUp": { actions: "markCaughtUp" },
         "router.stop": "draining",
       },
     },
@@ -87,6 +107,8 @@ export const routerMachine = setup({
         // The bus may hand out a few already-dispatched deliveries after a pause.
         "router.delivery.started": { actions: "countStarted" },
         "router.delivery.settled": { actions: "countSettled" },
+        "router.downstream.slow": { actions: "markSlow" },
+        "router.downstream.caughtUp": { actions: "markCaughtUp" },
         "router.stop": "draining",
       },
     },

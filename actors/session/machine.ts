@@ -1,4 +1,4 @@
-import { assign, enqueueActions, setup } from "xstate";
+import { assign, cancel, enqueueActions, raise, setup } from "xstate";
 import { CLOSE } from "../../core/close-codes.ts";
 import type { Urn } from "../../core/urn.ts";
 
@@ -35,6 +35,14 @@ export interface SessionContext extends SessionInput {
 export type SessionEvent =
   | { type: "session.auth.accepted"; identity: Urn; tokenTtlMs?: number }
   | { type: "session.auth.rejected" }
+  /**
+   * A new token for the same identity was verified (the WebSocket `auth` frame): the expiry timer
+   * restarts from its lifetime. The host checks the identity before sending it; the machine ignores
+   * one for another identity all the same, so the old token's expiry still holds.
+   */
+  | { type: "session.auth.refreshed"; identity: Urn; tokenTtlMs?: number }
+  /** Raised by the machine itself when the token's lifetime ends (closes with 4002). */
+  | { type: "session.token.expired" }
   | { type: "session.presence.registered" }
   | { type: "session.presence.failed" }
   | { type: "session.pong" }
@@ -48,6 +56,9 @@ const MAX_DELAY_MS = 2_147_483_647;
 /** A session whose pings go unanswered this many intervals is dead. */
 export const MAX_UNANSWERED_PINGS = 2;
 
+
+/** The token-expiry timer's id: a refresh cancels it and starts it again. */
+const TOKEN_EXPIRY = "tokenExpiry";
 
 export const sessionMachine = setup({
   types: {
@@ -67,16 +78,19 @@ export const sessionMachine = setup({
     /** The host answers session.flushed once the send buffer is empty (at once if it already is). */
     awaitFlush: () => {},
     closeSocket: (_: unknown, _params: { code: number; reason: string }) => {},
+    /** Starts the token-expiry timer: raises session.token.expired after tokenTtlMs (guarded by tokenExpires). */
+    scheduleTokenExpiry: raise({ type: "session.token.expired" }, { id: TOKEN_EXPIRY, delay: ({ context }) => Math.max(0, context.tokenTtlMs ?? MAX_DELAY_MS) }),
+    cancelTokenExpiry: cancel(TOKEN_EXPIRY),
   },
   delays: {
     authTimeout: ({ context }) => context.authTimeoutMs,
     heartbeat: ({ context }) => context.heartbeatMs,
     drainTimeout: ({ context }) => context.drainTimeoutMs,
-    tokenExpiry: ({ context }) => Math.min(MAX_DELAY_MS, Math.max(0, context.tokenTtlMs ?? MAX_DELAY_MS)),
   },
   guards: {
     pingsUnanswered: ({ context }) => context.unansweredPings >= MAX_UNANSWERED_PINGS,
     tokenExpires: ({ context }) => context.tokenTtlMs !== undefined && context.tokenTtlMs <= MAX_DELAY_MS,
+    sameIdentity: ({ context, event }) => event.type === "session.auth.refreshed" && event.identity === context.identity,
   },
 }).createMachine({
   id: "session",
@@ -117,7 +131,12 @@ export const sessionMachine = setup({
       },
     },
     online: {
-      entry: "goOnline",
+      // (Re)starting the expiry timer: none without an expiry, or past setTimeout's ceiling. A delayed
+      // self-event rather than an `after`, so a refresh restarts it without re-entering `online`
+      // (which would restart the heartbeat and re-run goOnline).
+      entry: ["goOnline", enqueueActions(({ check, enqueue }) => check("tokenExpires") && enqueue("scheduleTokenExpiry"))],
+      // Leaving online (drain) stops the expiry clock, as an `after` on this state would.
+      exit: "cancelTokenExpiry",
       initial: "live",
       states: {
         live: {
@@ -129,10 +148,16 @@ export const sessionMachine = setup({
           },
         },
       },
-      after: {
-        tokenExpiry: { guard: "tokenExpires", target: "closed", actions: { type: "setClose", params: { code: CLOSE.TOKEN_EXPIRED, reason: "token expired" } } },
-      },
       on: {
+        "session.token.expired": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.TOKEN_EXPIRED, reason: "token expired" } } },
+        "session.auth.refreshed": {
+          guard: "sameIdentity",
+          actions: [
+            assign({ tokenTtlMs: ({ event }) => event.tokenTtlMs }),
+            "cancelTokenExpiry",
+            enqueueActions(({ check, enqueue }) => check("tokenExpires") && enqueue("scheduleTokenExpiry")),
+          ],
+        },
         "session.pong": { actions: assign({ unansweredPings: 0 }) },
         "session.buffer.exceeded": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.SLOW_CONSUMER, reason: "send buffer limit exceeded" } } },
         "session.drain": "draining",

@@ -8,6 +8,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { createTokenVerifier } from "../../auth/jose-verifier.ts";
 import { createMemoryIngressBus } from "../../backends/memory-ingress-bus.ts";
 import { createMemoryMailbox } from "../../backends/memory-mailbox.ts";
 import { createMemoryPresenceStore } from "../../backends/memory-presence-store.ts";
@@ -20,6 +21,7 @@ import type { Urn } from "../../core/urn.ts";
 import { createSessionHost, type Session, type SessionTransport } from "../../gateway/sessions.ts";
 import { createFrameHandler } from "../../gateway/socket-frames.ts";
 import { createMetrics } from "../../metrics/registry.ts";
+import { createQuota } from "../../lifecycle/quota.ts";
 import { createIngress } from "../../routing/ingress.ts";
 import { createRouter } from "../../routing/router.ts";
 import { createLocalSignalBridge } from "../../routing/signals.ts";
@@ -41,11 +43,13 @@ const roles =
 const metrics = createMetrics();
 const quiet = { warn() {}, debug() {}, info() {}, error() {} };
 const sessions = createSessionHost({ instanceId: "hot-path", presence, metrics, maxBufferBytes: 1 << 30, authTimeoutMs: 10_000, heartbeatMs: 30_000, drainTimeoutMs: 1_000, log: quiet });
-const ingress = createIngress({ bus: roles.bus, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, metrics });
+// The quota the node checks by default (10,000 messages / 64 MiB per recipient): one usage read per send, cached 500 ms.
+const quota = createQuota({ usage: (urn) => roles.mailbox.usage(urn), maxMessages: 10_000, maxBytes: 64 * 1024 * 1024 });
+const ingress = createIngress({ bus: roles.bus, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, metrics, quota });
 const route = createRouter({ mailbox: roles.mailbox, presence, signals: createLocalSignalBridge(sessions), pushQueue: roles.pushQueue });
 const router = createRouterService({ bus: roles.bus, busName: store, route, metrics, maxInFlight: 512, drainTimeoutMs: 1_000 });
 await (router.schema.started as (this: { logger: typeof quiet }) => Promise<void>).call({ logger: quiet });
-const onFrame = createFrameHandler({ ingress, mailbox: roles.mailbox, maxEnvelopeBytes: MAX_ENVELOPE_BYTES });
+const onFrame = createFrameHandler({ ingress, mailbox: roles.mailbox, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, verifier: createTokenVerifier({ secret: "hot-path-bench-secret" }) });
 
 const payload = "Z".repeat(Number(payloadArg));
 let sent = 0;

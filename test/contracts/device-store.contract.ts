@@ -65,6 +65,18 @@ export function describeDeviceStoreContract(name: string, factory: FixtureFactor
       expect(await store.list("urn:sm:user:nobody" as Urn)).toEqual([]);
     });
 
+    it("holds a Web Push subscription token (long JSON with slashes and colons) like any other", async () => {
+      const sub = JSON.stringify({ endpoint: "https://push.example/wpush/v2/gAAAAABk-abc/def:ghi%2F..", keys: { p256dh: "B".repeat(87), auth: "A".repeat(22) } });
+      await store.register(ALICE, sub, "webpush");
+      await store.register(ALICE, "tok-1", "fcm");
+      expect(byToken(await store.list(ALICE)).map((t) => [t.token, t.platform])).toEqual([
+        ["tok-1", "fcm"],
+        [sub, "webpush"],
+      ]);
+      await store.removeToken(sub);
+      expect((await store.list(ALICE)).map((t) => t.token)).toEqual(["tok-1"]);
+    });
+
     it("registering a token for another owner moves it there", async () => {
       await store.register(ALICE, "tok-1", "fcm");
       await store.register(BOB, "tok-1", "fcm");

@@ -22,6 +22,9 @@ const TTL_MS = 1_000;
  */
 const REAL_CLOCK_TTL_MS = 60_000;
 
+/** A retention no test outlives: every queuedAt, however small, is live. */
+const NO_RETENTION = Number.MAX_SAFE_INTEGER;
+
 export function mailboxEntry(recipientId: Urn, messageId: string, priority = 0, queuedAt = 1_700_000_000_000): MailboxEntry {
   return {
     recipientId,
@@ -45,7 +48,8 @@ export function describeMailboxContract(
     beforeEach(async () => {
       fx = await factory();
       clock = manualClock();
-      mailbox = await fx.open({ dedupTtlMs: caps.injectableClock ? TTL_MS : REAL_CLOCK_TTL_MS, now: clock.now });
+      // Retention is the life-cycle contract's (mailbox-lifecycle.contract.ts); here queuedAt values are plain labels.
+      mailbox = await fx.open({ dedupTtlMs: caps.injectableClock ? TTL_MS : REAL_CLOCK_TTL_MS, now: clock.now, retentionMs: NO_RETENTION });
     });
     afterEach(async () => {
       await fx.teardown();

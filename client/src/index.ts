@@ -1,0 +1,17 @@
+export { RoutingClient, type RoutingClientOptions } from "./client.ts";
+export { Backoff, type BackoffOptions } from "./backoff.ts";
+export { ConnectRefusedError, TransportClosedError, type Transport, type TransportConnectOptions, type TransportEvents, type TransportFactory } from "./transport.ts";
+export { websocketTransport } from "./websocket-transport.ts";
+export { tokenExpiry } from "./token.ts";
+export {
+  RoutingClientError,
+  type ConnectionState,
+  type Delivery,
+  type QueuedMessage,
+  type SecureEnvelope,
+  type ServerFrame,
+  type TransportKind,
+  type AnyWebSocketClass,
+  type WebSocketConstructor,
+  type WebSocketLike,
+} from "./types.ts";

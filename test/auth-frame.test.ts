@@ -1,0 +1,5 @@
+import { describeAuthFrame } from "./e2e/auth-frame.suite.ts";
+
+// One suite, both gateway engines.
+describeAuthFrame("uws");
+describeAuthFrame("ws");

@@ -1,3 +1,4 @@
+import { existsSync } from "node:fs";
 import { fileURLToPath } from "node:url";
 import { mintDevToken } from "../auth/mint.ts";
 import { parseJson } from "../core/envelope.ts";
@@ -24,7 +25,8 @@ function appBundle(): Promise<string> {
   bundle ??= (async () => {
     const { build } = await import("esbuild");
     const result = await build({
-      entryPoints: [fileURLToPath(new URL("./app.ts", import.meta.url))],
+      // Beside this file when run from the sources; from dist/demo/ (npm start) the sources are two levels up.
+      entryPoints: [[new URL("./app.ts", import.meta.url), new URL("../../demo/app.ts", import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f)) ?? fileURLToPath(new URL("./app.ts", import.meta.url))],
       bundle: true,
       format: "esm",
       platform: "browser",

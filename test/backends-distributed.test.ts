@@ -17,7 +17,7 @@ import type { Urn } from "../core/urn.ts";
 import { sleep, waitFor, type FixtureFactory } from "./contracts/fixture.ts";
 import { busRecord, describeIngressBusContract } from "./contracts/ingress-bus.contract.ts";
 import { describeDeviceStoreContract, type DeviceStoreContractOptions } from "./contracts/device-store.contract.ts";
-import { describeMailboxContract, mailboxEntry, type MailboxContractOptions } from "./contracts/mailbox.contract.ts";
+import { describeMailboxContract, mailboxEntry, NO_RETENTION, type MailboxContractOptions } from "./contracts/mailbox.contract.ts";
 import { describePresenceStoreContract } from "./contracts/presence-store.contract.ts";
 import { describeMailboxLifecycleContract, type LifecycleFixture } from "./contracts/mailbox-lifecycle.contract.ts";
 import { startFirestoreEmulator, startPubSubEmulator, type Emulator } from "./helpers/emulators.ts";
@@ -212,7 +212,7 @@ describe("redis presence on the real clock", () => {
 describe("redis mailbox on the real clock", () => {
   it("forgets a pair once the de-duplication window has passed, and not before", async () => {
     await withRedis(
-      (keyPrefix) => createRedisMailbox({ redis: REDIS_URL, keyPrefix, dedupTtlMs: 3_000 }),
+      (keyPrefix) => createRedisMailbox({ redis: REDIS_URL, keyPrefix, dedupTtlMs: 3_000, retentionMs: NO_RETENTION }),
       async (mailbox, keyPrefix) => {
         const dedupKey = `${keyPrefix}mbox:{${ALICE}}:dedup:m1`;
         expect(await mailbox.store(mailboxEntry(ALICE, "m1"))).toBe("stored");
@@ -229,7 +229,7 @@ describe("redis mailbox on the real clock", () => {
 
   it("treats a message still unacked after its window as a duplicate", async () => {
     await withRedis(
-      (keyPrefix) => createRedisMailbox({ redis: REDIS_URL, keyPrefix, dedupTtlMs: 500 }),
+      (keyPrefix) => createRedisMailbox({ redis: REDIS_URL, keyPrefix, dedupTtlMs: 500, retentionMs: NO_RETENTION }),
       async (mailbox, keyPrefix) => {
         await mailbox.store(mailboxEntry(ALICE, "m"));
         await waitFor(async () => (await admin.exists(`${keyPrefix}mbox:{${ALICE}}:dedup:m`)) === 0, "the window to end", 15_000);

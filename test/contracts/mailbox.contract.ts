@@ -23,7 +23,7 @@ const TTL_MS = 1_000;
 const REAL_CLOCK_TTL_MS = 60_000;
 
 /** A retention no test outlives: every queuedAt, however small, is live. */
-const NO_RETENTION = Number.MAX_SAFE_INTEGER;
+export const NO_RETENTION = Number.MAX_SAFE_INTEGER;
 
 export function mailboxEntry(recipientId: Urn, messageId: string, priority = 0, queuedAt = 1_700_000_000_000): MailboxEntry {
   return {

@@ -505,7 +505,7 @@ describe("on the Firestore emulator", () => {
   it("keeps ids with slashes, dots and percent signs apart, in the documented layout, on a shared client", async () => {
     const projectId = `routing-test-${unique()}`;
     const firestore = openFirestore({ projectId, emulatorHost: host() });
-    const mailbox = createFirestoreMailbox({ firestore, dedupTtlMs: 60_000 });
+    const mailbox = createFirestoreMailbox({ firestore, dedupTtlMs: 60_000, retentionMs: NO_RETENTION });
     const store = createFirestoreDeviceStore({ firestore });
     try {
       const urn = "urn:sm:user:a/b" as Urn;

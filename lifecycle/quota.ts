@@ -27,7 +27,7 @@ interface Cached {
 
 /**
  * The per-recipient quota the ingress checks before it publishes (CONTRACT, "Retention, quotas and
- * purge"). It reads the mailbox as last known: a cached usage (at most `cacheMs` old, grown by
+ * purge"). It reads the mailbox as last known: a cached usage (at most `cacheMs` since the read answered, grown by
  * what this node admitted since) or the store's counters. What was in flight may take a mailbox
  * past its quota; what is admitted is always stored. Ephemeral messages are never checked (the
  * caller skips them): they are never stored.
@@ -37,18 +37,33 @@ export function createQuota(opts: QuotaOptions) {
   const cacheSize = opts.cacheSize ?? 10_000;
   const now = opts.now ?? Date.now;
   const cache = new Map<Urn, Cached>();
+  /** Reads of the store under way, one per recipient: admits arriving meanwhile wait for it and count into the same entry. */
+  const reading = new Map<Urn, Promise<Cached>>();
   const enabled = opts.maxMessages > 0 || opts.maxBytes > 0;
 
-  async function current(recipientId: Urn): Promise<Cached> {
-    const t = now();
-    const hit = cache.get(recipientId);
-    if (hit !== undefined && t - hit.at < cacheMs) return hit;
+  async function read(recipientId: Urn): Promise<Cached> {
     const usage = await opts.usage(recipientId);
-    const fresh: Cached = { count: usage.count, bytes: usage.bytes, at: t };
+    // Stamped when the read answers, not when it was asked: a read slower than `cacheMs` (a cold
+    // client) would otherwise cache an entry already expired, the admit counted into it would be
+    // lost to the next read (which cannot see that message before it is stored), and the mailbox
+    // could go past its quota for a whole cache window after everything landed.
+    const fresh: Cached = { count: usage.count, bytes: usage.bytes, at: now() };
     cache.delete(recipientId);
     cache.set(recipientId, fresh);
     if (cache.size > cacheSize) cache.delete(cache.keys().next().value as Urn);
     return fresh;
+  }
+
+  function current(recipientId: Urn): Promise<Cached> {
+    const hit = cache.get(recipientId);
+    if (hit !== undefined && now() - hit.at < cacheMs) return Promise.resolve(hit);
+    const pending = reading.get(recipientId);
+    if (pending !== undefined) return pending;
+    const started: Promise<Cached> = read(recipientId).finally(() => {
+      if (reading.get(recipientId) === started) reading.delete(recipientId);
+    });
+    reading.set(recipientId, started);
+    return started;
   }
 
   return {

@@ -3,6 +3,7 @@ import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { openSqliteDb } from "../backends/sqlite-db.ts";
 import { loadConfig } from "../config/load.ts";
+import { createQuota } from "../lifecycle/quota.ts";
 import type { Urn } from "../core/urn.ts";
 import { deadLettersCommand, dropDeadLettersCommand, purgeCommand, replayCommand } from "../repl/commands.ts";
 import { waitFor } from "./contracts/fixture.ts";
@@ -288,5 +289,61 @@ describe("mailbox.purge and the REPL commands (embedded default, in process)", (
     expect(await replayCommand(node.node.broker, ["42"])).toBe("0 dead letters replayed onto the ingress bus (1 not found)");
     expect(await dropDeadLettersCommand(node.node.broker, ["42"])).toBe("0 dead letters dropped (1 not found)");
     expect(await replayCommand(node.node.broker, [])).toMatch(/^usage: replay/);
+  });
+});
+
+describe("the quota's usage cache", () => {
+  const bob = "urn:sm:user:bob-quota-unit" as Urn;
+
+  it("keeps an admit counted when the store's read answers after the cache window (a cold Firestore client)", async () => {
+    let clock = 0;
+    let stored = 0;
+    let reads = 0;
+    const quota = createQuota({
+      maxMessages: 3,
+      maxBytes: 0,
+      cacheMs: 500,
+      now: () => clock,
+      usage: async () => {
+        reads++;
+        // The first read is slow: the clock moves 2 s while it is under way.
+        if (reads === 1) clock += 2_000;
+        return { count: stored, bytes: 0 };
+      },
+    });
+    // Three sends admitted back to back; none is stored yet when the next one is checked.
+    await quota.admit(bob, 10);
+    clock += 20;
+    await quota.admit(bob, 10);
+    clock += 60;
+    await quota.admit(bob, 10);
+    stored = 3;
+    clock += 300;
+    // All three landed; a fourth within the cache window is refused.
+    await expect(quota.admit(bob, 10)).rejects.toMatchObject({ code: "MAILBOX_FULL" });
+    expect(reads).toBe(1);
+    // After the window the store's counters are read again: still full.
+    clock += 600;
+    await expect(quota.admit(bob, 10)).rejects.toMatchObject({ code: "MAILBOX_FULL" });
+    expect(reads).toBe(2);
+  });
+
+  it("shares one read between admits that arrive while it is under way", async () => {
+    const pending: Array<() => void> = [];
+    let reads = 0;
+    const quota = createQuota({
+      maxMessages: 2,
+      maxBytes: 0,
+      usage: async () => {
+        reads++;
+        await new Promise<void>((resolve) => pending.push(resolve));
+        return { count: 0, bytes: 0 };
+      },
+    });
+    const admits = [quota.admit(bob, 1), quota.admit(bob, 1), quota.admit(bob, 1)].map((p) => p.then(() => "admitted", (err: { code?: string }) => err.code));
+    await waitFor(async () => pending.length > 0, "the read under way", 1_000);
+    for (const resolve of pending) resolve();
+    expect(await Promise.all(admits)).toEqual(["admitted", "admitted", "MAILBOX_FULL"]);
+    expect(reads).toBe(1);
   });
 });

@@ -13,8 +13,11 @@ import type { Config } from "../config/schema.ts";
  * one `routing ready:` line. At debug and trace everything is there.
  */
 const QUIET_AT_INFO = ["BROKER", "REGISTRY", "DISCOVERY", "TRANSIT", "TRANSPORTER", "$NODE"] as const;
-/** Lines Moleculer writes through each service's own logger; kept below debug out, the service's own lines stay. */
-const LIFECYCLE = /^Service '[^']+' (started|stopped)\.$/;
+/**
+ * Lines Moleculer writes through each service's own logger (started, stopped, and the wait for the
+ * `dependencies` the composition root declares, and their arrival); kept out below debug, the service's own lines stay.
+ */
+const LIFECYCLE = /^(Service '[^']+' (started|stopped)\.|Waiting for service\(s\) '[^']*'\.\.\.|Service\(s\) '[^']*' are available\.)$/;
 
 /** pino-pretty is loaded only when used: JSON output (tests, production) never pays for its import. */
 function prettyStream(colorize: boolean): ReturnType<typeof PinoPretty> {

@@ -10,6 +10,8 @@ import { Backoff, RoutingClient, tokenExpiry, type ConnectionState, type QueuedM
 import { refreshDelayMs } from "../client/src/token.ts";
 import { http } from "./helpers/clients.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
+import { freePort } from "./helpers/ports.ts";
+import { waitFor as pollUntil } from "./contracts/fixture.ts";
 
 const cleanups: Array<() => Promise<unknown> | unknown> = [];
 afterEach(async () => {
@@ -20,25 +22,8 @@ function user(name: string): string {
   return `urn:sm:user:${name}-${Math.random().toString(36).slice(2, 10)}`;
 }
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
-function waitFor(condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    const tick = () => {
-      if (condition()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 10);
-    };
-    tick();
-  });
-}
+const waitFor = (condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> => pollUntil(condition, what, timeoutMs);
 
 function client(url: string, urn: string, extra: { tokenTtl?: string; onToken?: () => void } = {}): RoutingClient {
   const c = new RoutingClient({

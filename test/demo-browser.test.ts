@@ -5,23 +5,16 @@
  * ciphertext. Needs Debian's chromium (.ci/run installs it); without it this test fails, saying so.
  */
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import net from "node:net";
 import { join } from "node:path";
 import { chromium, type Page } from "playwright-core";
 import { afterAll, describe, expect, it } from "vitest";
 import { http } from "./helpers/clients.ts";
 import { removeDir, startService, type RunningService } from "./helpers/service.ts";
+import { freePort } from "./helpers/ports.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
 const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
 
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as net.AddressInfo).port;
-  await new Promise((r) => server.close(r));
-  return port;
-}
 
 const run = Math.random().toString(36).slice(2, 8);
 /** Texts unique to this run, so finding one anywhere on the server side cannot be a coincidence. */

@@ -1,11 +1,12 @@
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect as connectTcp, createServer } from "node:net";
+import { connect as connectTcp } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { connackRefusal, mqttConnect, type MqttTestClient } from "./helpers/mqtt.ts";
+import { freePort } from "./helpers/ports.ts";
 
 /**
  * docker-compose.yml's Mosquitto, run for real: the local `mosquitto` binary with
@@ -22,14 +23,6 @@ let url: string;
 const clients: MqttTestClient[] = [];
 let out = "";
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port: p } = server.address() as { port: number };
-      server.close(() => resolve(p));
-    });
-  });
-}
 
 /** The compose service's command, with the container paths mapped into `dir`. */
 function composeBrokerCommand(): string {

@@ -1,6 +1,6 @@
 import { spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:net";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import uws from "uWebSockets.js";
@@ -11,6 +11,7 @@ import { lockDataDir, readNodeFile } from "../runtime/data-dir-lock.ts";
 import { listenWithFallback } from "../runtime/ports.ts";
 import { pidsListeningOn } from "./helpers/proc-net.ts";
 import { removeDir, startService, TEST_SECRET, type RunningService } from "./helpers/service.ts";
+import { freePort } from "./helpers/ports.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
 const dirs: string[] = [];
@@ -21,15 +22,6 @@ function dataDir(): string {
 }
 afterAll(() => dirs.forEach(removeDir));
 
-/** A port that was free a moment ago (bound and released by a plain server). */
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s: Server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 interface Run {
   readonly code: number | null;

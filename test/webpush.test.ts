@@ -11,18 +11,9 @@ import { http } from "./helpers/clients.ts";
 import { makeTlsFixture, type TlsFixture } from "./helpers/push-fakes.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
 import { startWebPushFake, type BrowserSubscription } from "./helpers/webpush-fake.ts";
+import { waitFor as pollUntil } from "./contracts/fixture.ts";
 
-function waitFor(condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const deadline = Date.now() + timeoutMs;
-    const tick = () => {
-      if (condition()) return resolve();
-      if (Date.now() > deadline) return reject(new Error(`timed out waiting for ${what}`));
-      setTimeout(tick, 10);
-    };
-    tick();
-  });
-}
+const waitFor = (condition: () => boolean, what: string, timeoutMs = 15_000): Promise<void> => pollUntil(condition, what, timeoutMs);
 
 const SECRET = Buffer.from("the plaintext only the two ends may read").toString("base64");
 

@@ -21,6 +21,7 @@ import { describeMailboxContract, mailboxEntry, NO_RETENTION, type MailboxContra
 import { describePresenceStoreContract } from "./contracts/presence-store.contract.ts";
 import { describeMailboxLifecycleContract, type LifecycleFixture } from "./contracts/mailbox-lifecycle.contract.ts";
 import { startFirestoreEmulator, startPubSubEmulator, type Emulator } from "./helpers/emulators.ts";
+import { deleteRedisKeys } from "./helpers/shared-servers.ts";
 
 /*
  * The distributed backends against real servers: Redis and NATS (JetStream) on this machine, the
@@ -48,14 +49,7 @@ afterAll(async () => {
   await admin.quit().catch(() => admin.disconnect());
 });
 
-async function deleteKeys(prefix: string): Promise<void> {
-  let cursor = "0";
-  do {
-    const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 500);
-    cursor = next;
-    if (keys.length > 0) await admin.del(...keys);
-  } while (cursor !== "0");
-}
+const deleteKeys = (prefix: string): Promise<void> => deleteRedisKeys(admin, prefix);
 
 /** Every `open` is a new connection to the same key space: a restarted instance. */
 function redisFactory<T extends Closable, O>(make: (keyPrefix: string, opts: O) => T): FixtureFactory<T, O> {

@@ -1,11 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
 import { ServiceBroker } from "moleculer";
-import { connect as connectNats } from "nats";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, envelope, http, type QueuedMessageBody, type TestSocket } from "./helpers/clients.ts";
 import { startFirestoreEmulator, startPubSubEmulator, type Emulator } from "./helpers/emulators.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
+import { cleanUpRun as cleanUp } from "./helpers/shared-servers.ts";
 
 /**
  * Three node processes sharing distributed backends, for both delivery strategies and both
@@ -72,18 +71,6 @@ async function drainMailbox(node: RunningService, tok: string): Promise<string[]
     seen.push(...page.map((m) => m.id));
     await http(node.url, "POST", "/messages/ack", { token: tok, body: { messageIds: page.map((m) => m.id) } });
   }
-}
-
-/** Removes what a run created on the shared servers: its Redis keys and its JetStream streams. */
-async function cleanUp(run: string): Promise<void> {
-  const redis = new Redis("redis://127.0.0.1:6379");
-  const keys = await redis.keys(`test-${run}:*`);
-  if (keys.length > 0) await redis.del(...keys);
-  await redis.quit();
-  const nc = await connectNats({ servers: "127.0.0.1:4222" });
-  const jsm = await nc.jetstreamManager();
-  for await (const stream of jsm.streams.list()) if (stream.config.name.startsWith(`test_${run}`)) await jsm.streams.delete(stream.config.name);
-  await nc.close();
 }
 
 function counter(metrics: string, name: string): number {

@@ -14,6 +14,7 @@ import { mqttConnect, type MqttTestClient } from "./helpers/mqtt.ts";
 import { parseProm, sample } from "./helpers/prom.ts";
 import { sqliteResidue } from "./helpers/residue.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
+import { deleteRedisKeys } from "./helpers/shared-servers.ts";
 
 /*
  * The data life cycle (CONTRACT, "Retention, quotas and purge") through the running service:
@@ -28,15 +29,10 @@ function metricValue(text: string, name: string, labels: Record<string, string> 
 const RUN = `${Date.now().toString(36)}${randomBytes(3).toString("hex")}`;
 const REDIS_URL = process.env.ROUTING_TEST_REDIS_URL ?? "redis://127.0.0.1:6379";
 
-async function deleteRedisKeys(prefix: string): Promise<void> {
+async function deletePrefix(prefix: string): Promise<void> {
   const admin = new Redis(REDIS_URL, { maxRetriesPerRequest: 1 });
   try {
-    let cursor = "0";
-    do {
-      const [next, keys] = await admin.scan(cursor, "MATCH", `${prefix}*`, "COUNT", 500);
-      cursor = next;
-      if (keys.length > 0) await admin.del(...keys);
-    } while (cursor !== "0");
+    await deleteRedisKeys(admin, prefix);
   } finally {
     await admin.quit();
   }
@@ -53,7 +49,7 @@ let firestore: Emulator | undefined;
 const redisPrefix = `routing-test:${RUN}:quota:`;
 const stores: StoreCase[] = [
   { name: "embedded", env: () => ({}) },
-  { name: "redis", env: () => ({ ROUTING_STORE: "redis", ROUTING_REDIS_URL: REDIS_URL, ROUTING_REDIS_PREFIX: redisPrefix }), cleanup: () => deleteRedisKeys(redisPrefix) },
+  { name: "redis", env: () => ({ ROUTING_STORE: "redis", ROUTING_REDIS_URL: REDIS_URL, ROUTING_REDIS_PREFIX: redisPrefix }), cleanup: () => deletePrefix(redisPrefix) },
   {
     name: "firestore",
     env: () => ({ ROUTING_STORE: "firestore", ROUTING_FIRESTORE_ENDPOINT: firestore?.host ?? "", ROUTING_GCP_PROJECT_ID: `routing-test-${RUN}` }),

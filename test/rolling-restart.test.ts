@@ -1,10 +1,9 @@
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
-import { connect as connectNats } from "nats";
 import WebSocket from "ws";
 import { afterAll, describe, expect, it } from "vitest";
 import { envelope, http } from "./helpers/clients.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
+import { cleanUpRun } from "./helpers/shared-servers.ts";
 
 /**
  * A rolling restart, as a Deployment does it: three nodes on NATS JetStream (bus, signals,
@@ -58,14 +57,7 @@ const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
 afterAll(async () => {
   for (const svc of nodes.values()) await svc.stop();
   for (const dir of dataDirs.values()) removeDir(dir);
-  const redis = new Redis("redis://127.0.0.1:6379");
-  const keys = await redis.keys(`test-${run}:*`);
-  if (keys.length > 0) await redis.del(...keys);
-  await redis.quit();
-  const nc = await connectNats({ servers: "127.0.0.1:4222" });
-  const jsm = await nc.jetstreamManager();
-  for await (const stream of jsm.streams.list()) if (stream.config.name.startsWith(`test_${run}`)) await jsm.streams.delete(stream.config.name);
-  await nc.close();
+  await cleanUpRun(run);
 }, 60_000);
 
 /** A WebSocket sender: one send at a time, every ~20 ms; unanswered sends go again with the same id after a reconnect. */

@@ -79,10 +79,6 @@ export function createQuota(opts: QuotaOptions) {
       usage.count += 1;
       usage.bytes += bytes;
     },
-    /** Forgets what is cached of a recipient (its mailbox shrank: an ack on this node). */
-    forget(recipientId: Urn): void {
-      cache.delete(recipientId);
-    },
   };
 }
 

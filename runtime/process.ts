@@ -18,7 +18,9 @@ export interface RunningProcess {
 export function runProcess(start: (config: Config, explicit: ExplicitSettings) => Promise<RunningProcess>, drainingMessage: string): void {
   const main = async (): Promise<void> => {
     const { config, explicit } = loadConfig();
-    const running = await start(config, explicit);
+    // The handlers go in before start-up: the ready line is logged inside `start`, and a SIGTERM
+    // right after it must drain, not kill the process with the default action.
+    const starting = start(config, explicit);
     let signals = 0;
     const stop = (signal: string): void => {
       if (++signals > 1) {
@@ -30,8 +32,12 @@ export function runProcess(start: (config: Config, explicit: ExplicitSettings) =
         process.exit(1);
       }, config.shutdownTimeoutMs);
       force.unref();
-      running.log(`${signal}: ${drainingMessage}`);
-      running.shutdown().then(
+      starting
+        .then((running) => {
+          running.log(`${signal}: ${drainingMessage}`);
+          return running.shutdown();
+        })
+        .then(
         () => process.exit(0),
         (err: unknown) => {
           console.error("shutdown failed", err);
@@ -41,6 +47,7 @@ export function runProcess(start: (config: Config, explicit: ExplicitSettings) =
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));
+    await starting;
   };
   main().catch((err: unknown) => {
     console.error(err instanceof ConfigError ? err.message : `start-up failed: ${err instanceof Error ? err.message : String(err)}`);

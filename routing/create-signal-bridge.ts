@@ -5,15 +5,18 @@ import { createLocalSignalBridge, createSignalReceiver, type LocalDelivery, type
 
 /** The signal bridge the config names: `local` (one node), `nats` or `pubsub`, each with the delivery strategy. */
 export async function createSignalBridge(config: Config, local: LocalDelivery, counters: SignalCounters): Promise<SignalBridge> {
+  // Sharded delivery (issue 15) is built on branch issue-15a/15b; until it lands the setting is refused here.
+  if (config.deliveryStrategy === "sharded") throw new Error("ROUTING_DELIVERY_STRATEGY=sharded is not available in this build");
+  const strategy = config.deliveryStrategy;
   const receive = createSignalReceiver(local, counters);
   switch (config.signals) {
     case "local":
       return createLocalSignalBridge(local);
     case "nats":
-      return createNatsSignalBridge({ servers: config.natsUrl, subjectPrefix: config.natsPrefix, instanceId: config.instanceId, strategy: config.deliveryStrategy }, receive);
+      return createNatsSignalBridge({ servers: config.natsUrl, subjectPrefix: config.natsPrefix, instanceId: config.instanceId, strategy }, receive);
     case "pubsub":
       return createPubSubSignalBridge(
-        { projectId: config.gcpProjectId, apiEndpoint: config.pubsubEndpoint, instanceId: config.instanceId, strategy: config.deliveryStrategy, broadcastTopic: config.pubsubSignalTopic },
+        { projectId: config.gcpProjectId, apiEndpoint: config.pubsubEndpoint, instanceId: config.instanceId, strategy, broadcastTopic: config.pubsubSignalTopic },
         receive,
       );
     default:

@@ -11,11 +11,11 @@ import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import mqtt from "mqtt";
-import { mkdtempSync } from "node:fs";
+import { existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { removeDir, startService, TEST_SECRET } from "../test/helpers/service.ts";
-import { spawnServer } from "./lib/spawn-server.ts";
+import { removeDir, TEST_SECRET } from "../test/helpers/service.ts";
+import { spawnServer, type BenchServer } from "./lib/spawn-server.ts";
 import type { TargetSpec, Variant } from "./workers/messages.ts";
 
 export type ContenderName = "relay-uws" | "relay-ws" | "socketio" | "service-uws" | "service-ws" | "mosquitto" | "baseline-uws";
@@ -69,6 +69,38 @@ async function mosquittoReachable(): Promise<boolean> {
 
 const wsOnly = (variant: Variant, why: string) => (variant.ingress === "mqtt" ? why : undefined);
 
+const ROOT = new URL("../", import.meta.url).pathname;
+const built = new Set<string>();
+
+/**
+ * The service as `npm start` runs it: compiled JavaScript (`node --enable-source-maps
+ * dist/bin/main.js`, built first if stale), embedded default, ephemeral ports, a fresh data
+ * directory. BENCH_SERVICE_TSX=1 runs the TypeScript sources through tsx instead (`npm run dev`).
+ */
+async function spawnService(root: string, env: Record<string, string>): Promise<{ server: BenchServer; dataDir: string }> {
+  const tsx = process.env.BENCH_SERVICE_TSX === "1" || !existsSync(join(root, "scripts/build-if-stale.mjs"));
+  if (!tsx && !built.has(root)) {
+    execFileSync(process.execPath, [join(root, "scripts/build-if-stale.mjs")], { cwd: root, stdio: "inherit" });
+    built.add(root);
+  }
+  const dataDir = mkdtempSync(join(tmpdir(), "routing-bench-"));
+  const settings = {
+    ROUTING_HTTP_PORT: "0",
+    ROUTING_MQTT_PORT: "0",
+    ROUTING_HOST: "127.0.0.1",
+    ROUTING_DATA_DIR: dataDir,
+    ROUTING_JWT_SECRET: TEST_SECRET,
+    ROUTING_LOG_LEVEL: "info",
+    ...env,
+    ...serviceEnv(),
+  };
+  const ready = /routing ready: http=(\d+)[^\n]*\n/;
+  const server = tsx
+    ? await spawnServer("bin/main.ts", settings, { cwd: root, ready })
+    : await spawnServer("dist/bin/main.js", settings, { cwd: root, ready, compiled: true, nodeArgs: ["--enable-source-maps"] });
+  return { server, dataDir };
+}
+
 /** BENCH_SERVICE_ENV="ROUTING_SQLITE_SYNC=normal ROUTING_X=y": settings for the service contenders (experiments). */
 function serviceEnv(): Record<string, string> {
   const pairs = (process.env.BENCH_SERVICE_ENV ?? "").split(/\s+/).filter(Boolean);
@@ -112,26 +144,26 @@ export async function startContender(name: ContenderName): Promise<Contender> {
     case "service-uws":
     case "service-ws": {
       const engine = name === "service-uws" ? "uws" : "ws";
-            // The per-identity send rate (issue 14) would cap a pair's throughput: these rows measure the router.
-      const svc = await startService({ ROUTING_GATEWAY_ENGINE: engine, ROUTING_MQTT_PORT: "0", ROUTING_SEND_RATE_PER_SECOND: "0", ...serviceEnv() });
-      const mqttPort = /routing ready:.*\bmqtt=(\d+)/.exec(svc.output())?.[1];
-      const pid = svc.proc.pid ?? 0;
+      // The per-identity send rate (issue 14) would cap a pair's throughput: these rows measure the router.
+      const svc = await spawnService(ROOT, { ROUTING_GATEWAY_ENGINE: engine, ROUTING_SEND_RATE_PER_SECOND: "0" });
+      const mqttPort = /routing ready:.*\bmqtt=(\d+)/.exec(svc.server.output())?.[1];
       return {
         name,
-        pid,
-        cpuPids: [pid],
+        pid: svc.server.pid,
+        cpuPids: [svc.server.pid],
         needsTokens: true,
         target: (v) => {
           if (v.ingress === "mqtt") {
             if (mqttPort === undefined) return { unsupported: "pending: the service's ready line has no mqtt= port (embedded broker, issue 4)" };
             return { protocol: "mqtt", url: `mqtt://127.0.0.1:${mqttPort}`, topics: "service", topicPrefix: RUN_ID };
           }
-          return { protocol: "frames", wsUrl: `ws://127.0.0.1:${svc.port}`, httpUrl: svc.url, auth: "jwt" };
+          const base = `127.0.0.1:${svc.server.port}`;
+          return { protocol: "frames", wsUrl: `ws://${base}`, httpUrl: `http://${base}`, auth: "jwt" };
         },
         async stop() {
-          await svc.stop();
+          await svc.server.stop();
           // For debugging a run: the service's own log lines.
-          if (process.env.BENCH_SERVICE_LOG === "1") process.stderr.write(svc.output());
+          if (process.env.BENCH_SERVICE_LOG === "1") process.stderr.write(svc.server.output());
           removeDir(svc.dataDir);
         },
       };
@@ -139,28 +171,17 @@ export async function startContender(name: ContenderName): Promise<Contender> {
     case "baseline-uws": {
       const root = process.env.BENCH_BASELINE_ROOT;
       if (!root) throw new Error("baseline-uws needs BENCH_BASELINE_ROOT (a checkout to compare with)");
-      const dataDir = mkdtempSync(join(tmpdir(), "routing-baseline-"));
-      const env = {
-        ROUTING_HTTP_PORT: "0",
-        ROUTING_MQTT_PORT: "0",
-        ROUTING_HOST: "127.0.0.1",
-        ROUTING_DATA_DIR: dataDir,
-        ROUTING_JWT_SECRET: TEST_SECRET,
-        ROUTING_LOG_LEVEL: "info",
-        ROUTING_GATEWAY_ENGINE: "uws",
-        ...serviceEnv(),
-      };
-      const server = await spawnServer("bin/main.ts", env, { cwd: root, ready: /routing ready: http=(\d+)/ });
-      const base = `127.0.0.1:${server.port}`;
+      const svc = await spawnService(root, { ROUTING_GATEWAY_ENGINE: "uws", ROUTING_SEND_RATE_PER_SECOND: "0" });
+      const base = `127.0.0.1:${svc.server.port}`;
       return {
         name,
-        pid: server.pid,
-        cpuPids: [server.pid],
+        pid: svc.server.pid,
+        cpuPids: [svc.server.pid],
         needsTokens: true,
         target: (v) => (v.ingress === "mqtt" ? { unsupported: "not compared over MQTT" } : { protocol: "frames", wsUrl: `ws://${base}`, httpUrl: `http://${base}`, auth: "jwt" }),
         async stop() {
-          await server.stop();
-          removeDir(dataDir);
+          await svc.server.stop();
+          removeDir(svc.dataDir);
         },
       };
     }

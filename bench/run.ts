@@ -18,13 +18,14 @@
  * and a timestamped JSON. BENCH_QUICK=1 for a fast look, BENCH_SMOKE=1 for the test's smoke run.
  */
 import { mkdirSync, writeFileSync } from "node:fs";
+import { loadavg } from "node:os";
 import { join } from "node:path";
 import { startContender, type Contender, type ContenderName } from "./contenders.ts";
 import { startWorkers } from "./lib/pool.ts";
 import { freeH, machineInfo, raiseNofile } from "./lib/proc.ts";
 import { loadPlan } from "./plan.ts";
 import { chartSvg } from "./report/chart.ts";
-import { markdown } from "./report/markdown.ts";
+import { markdown, targetLines } from "./report/markdown.ts";
 import type { Results } from "./report/results.ts";
 import { ratiosOf, targetsOf } from "./report/targets.ts";
 import { runConnections, type ConnRow } from "./scenarios/connections.ts";
@@ -32,6 +33,8 @@ import { runMatrix, type Row, type Skip } from "./scenarios/matrix.ts";
 import { overloadMarkdown, runOverload, type OverloadRow } from "./scenarios/overload.ts";
 
 const plan = loadPlan();
+// The machine is shared: the load average before and after says how much else was running.
+const loadBefore = loadavg();
 const began = performance.now();
 const log = (line: string) => console.log(`[${((performance.now() - began) / 1000).toFixed(0).padStart(4)} s] ${line}`);
 // Children inherit it: the servers and the connection holders are spawned after this.
@@ -113,14 +116,14 @@ try {
 const results: Results = {
   at: new Date().toISOString(),
   seconds: (performance.now() - began) / 1000,
-  machine: { ...machineInfo(), free: freeH() },
+  machine: { ...machineInfo(), free: freeH(), load: { before: loadBefore, after: loadavg() } },
   plan,
   fdLimit,
   route,
   mqtt,
   connections,
   ratios: ratiosOf(route.rows, mqtt.rows),
-  targets: targetsOf(route.rows, connections.rows),
+  targets: targetsOf(route.rows, connections.rows, mqtt.rows),
 };
 const md = markdown(results);
 mkdirSync(plan.outDir, { recursive: true });
@@ -135,4 +138,5 @@ if (overload.length > 0) {
   writeFileSync(join(plan.outDir, "overload-latest.md"), `${table}\n`);
   console.log(`\n## Overload\n\n${table}`);
 }
+console.log(`\n## Targets (issue 16; each against its baseline in this run)\n\n${targetLines(results.targets).join("\n")}`);
 log(`done; results in ${plan.outDir} (latest.json, latest.md, latest.svg)`);

@@ -11,6 +11,8 @@ export interface BenchServer {
   readonly pid: number;
   readonly port: number;
   readonly proc: ChildProcess;
+  /** Everything the process printed so far. */
+  output(): string;
   stop(): Promise<void>;
 }
 
@@ -19,12 +21,17 @@ export interface SpawnOptions {
   readonly cwd?: string;
   /** The ready line; its first group is the port. */
   readonly ready?: RegExp;
+  /** Plain JavaScript (the service's compiled dist/): run by node without the tsx loader. */
+  readonly compiled?: boolean;
+  /** Extra node flags after SERVICE_NODE_ARGS (e.g. --enable-source-maps, as `npm start`). */
+  readonly nodeArgs?: readonly string[];
 }
 
 export async function spawnServer(file: string, env: Record<string, string> = {}, opts: SpawnOptions = {}): Promise<BenchServer> {
   const nodeArgs = process.env.SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? [];
   const ready = opts.ready ?? /bench server ready: port=(\d+)/;
-  const proc = spawn(process.execPath, [...nodeArgs, "--import", "tsx", file], {
+  const loader = opts.compiled ? [] : ["--import", "tsx"];
+  const proc = spawn(process.execPath, [...nodeArgs, ...(opts.nodeArgs ?? []), ...loader, file], {
     cwd: opts.cwd ?? ROOT,
     env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -52,6 +59,7 @@ export async function spawnServer(file: string, env: Record<string, string> = {}
     pid: proc.pid ?? 0,
     port,
     proc,
+    output: () => out,
     async stop() {
       if (proc.exitCode !== null || proc.signalCode !== null) return;
       proc.kill("SIGTERM");

@@ -40,11 +40,17 @@ function skips(skipped: readonly Skip[]): string {
   return lines.join("\n");
 }
 
+/** One line per target: whether it holds and the figures, the service's next to its baseline's. */
+export function targetLines(targets: Results["targets"]): string[] {
+  return targets.map((t) => `- ${t.holds === undefined ? "not measured" : t.holds ? "holds" : "does not hold"}: ${t.name}: ${t.measured}`);
+}
+
 export function markdown(r: Results): string {
   const m = r.machine;
   const reopened = [...r.route.rows, ...r.mqtt.rows].filter((x) => x.reopened > 0);
   return [
-    `Run ${r.at} (${Math.round(r.seconds)} s, profile \`${r.plan.profile}\`), ${m.nproc} cores (${m.cpuModel}), ${m.memTotal} RAM, Node ${m.node}, kernel ${m.kernel}.`,
+    `Run ${r.at} (${Math.round(r.seconds)} s, profile \`${r.plan.profile}\`), ${m.nproc} cores (${m.cpuModel}), ${m.memTotal} RAM, Node ${m.node}, kernel ${m.kernel}` +
+      (m.load ? `; load average (1, 5, 15 min) ${m.load.before.map((x) => x.toFixed(2)).join(" ")} before, ${m.load.after.map((x) => x.toFixed(2)).join(" ")} after.` : "."),
     `Each figure is the median of ${r.plan.rounds} rounds of ${r.plan.roundMs / 1000} s (range in brackets), contenders alternating within each round after a ${r.plan.warmupMs / 1000} s warm-up; ` +
       `${r.plan.pairs} sender/receiver pairs on ${r.plan.workers} generator threads; "max" is a closed loop with ${r.plan.window} messages per pair in flight end to end, ` +
       `the fixed rates are an open loop (latency from the scheduled send time). Server CPU is the contender's processes (Socket.IO: its server and Redis), ` +
@@ -52,7 +58,7 @@ export function markdown(r: Results): string {
     "",
     "**Targets**",
     "",
-    ...r.targets.map((t) => `- ${t.holds === undefined ? "not measured" : t.holds ? "holds" : "does not hold"}: ${t.name}: ${t.measured}`),
+    ...targetLines(r.targets),
     "",
     "**Ratios** (delivered msg/s at saturation)",
     "",

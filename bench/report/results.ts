@@ -18,7 +18,7 @@ export interface Ratio {
 export interface Results {
   readonly at: string;
   readonly seconds: number;
-  readonly machine: MachineInfo & { readonly free: string };
+  readonly machine: MachineInfo & { readonly free: string; readonly load?: { readonly before: readonly number[]; readonly after: readonly number[] } };
   readonly plan: Plan;
   readonly fdLimit: { readonly soft: number; readonly hard: number; readonly note?: string };
   readonly route: { readonly rows: readonly Row[]; readonly skipped: readonly Skip[] };

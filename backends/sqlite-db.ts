@@ -2,14 +2,22 @@ import fs from "node:fs";
 import path from "node:path";
 import Database from "better-sqlite3";
 import { RoutingError } from "../core/errors.ts";
+import { WalSync, type DataSync } from "./sqlite-wal-sync.ts";
 
 export type SqliteSync = "full" | "normal";
 
 export interface SqliteDbOptions {
   /** The database is `<dataDir>/routing.db`; the directory is created if missing. */
   readonly dataDir: string;
-  /** `full` survives power loss; `normal` (in WAL mode) survives process crashes only. */
+  /**
+   * `full` survives power loss: a write resolves once its commit is on disk, by a group fdatasync
+   * of the WAL off the event loop (sqlite-wal-sync.ts); `normal` survives process crashes only
+   * (the commit is in the OS page cache when the write resolves).
+   */
   readonly sync: SqliteSync;
+  /** The fdatasync `full` runs (tests hold it to see writes wait for it). */
+  readonly dataSync?: DataSync;
+
   /** How long a statement waits for a lock held by another connection, in ms. */
   readonly busyTimeoutMs?: number;
 }
@@ -168,10 +176,13 @@ type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: f
 
 /**
  * The one SQLite database every embedded role shares. Writes are group-committed: everything
- * queued during one event-loop turn commits in a single transaction (one fsync), each
+ * queued during one event-loop turn commits in a single transaction, each
  * multi-statement write in its own savepoint so a failing one rolls back alone (`writeStatement`
- * for a single statement needs none). Reads are synchronous cached statements; in WAL mode they
- * never wait for the writer.
+ * for a single statement needs none). With `sync: "full"` a write resolves only once its commit is
+ * on disk: the fdatasync runs on libuv's thread pool, one for every commit made while the previous
+ * one ran (sqlite-wal-sync.ts), so the event loop never blocks on the disk. Reads are synchronous
+ * cached statements; in WAL mode they never wait for the writer (and may see a commit whose sync
+ * is still running: nothing answered depends on such a read before its own write resolved).
  *
  * Roles never close it: whoever opened it closes it, after the roles.
  */
@@ -182,6 +193,7 @@ export class SqliteDb {
   #queue: QueuedWrite[] = [];
   #scheduled = false;
   #commits = 0;
+  #walSync: WalSync | undefined;
 
   constructor(opts: SqliteDbOptions) {
     fs.mkdirSync(opts.dataDir, { recursive: true });
@@ -189,7 +201,9 @@ export class SqliteDb {
     this.#db = new Database(this.file, { timeout: opts.busyTimeoutMs ?? 5_000 });
     try {
       this.#db.pragma("journal_mode = WAL");
-      this.#db.pragma(`synchronous = ${opts.sync === "full" ? "FULL" : "NORMAL"}`);
+      // Commits never fsync on the event loop: with `full`, WalSync makes them durable before
+      // their writes resolve (one fdatasync of the WAL on the thread pool per group of commits).
+      this.#db.pragma("synchronous = NORMAL");
       // Performance only, durability unchanged. Each write's savepoint keeps a statement journal;
       // past 64 KiB a group's journal spilled to a temp file, about six extra pwrite(2) calls per
       // message: keep it in memory. And checkpoint every 10000 WAL pages instead of 1000: the hot
@@ -198,6 +212,7 @@ export class SqliteDb {
       this.#db.pragma("temp_store = MEMORY");
       this.#db.pragma("wal_autocheckpoint = 10000");
       migrate(this.#db);
+      if (opts.sync === "full") this.#walSync = new WalSync(this.file, opts.dataSync);
     } catch (err) {
       this.#db.close();
       throw err;
@@ -206,6 +221,11 @@ export class SqliteDb {
 
   get open(): boolean {
     return this.#db.open;
+  }
+
+  /** WAL fdatasync calls so far (`full`). */
+  get syncs(): number {
+    return this.#walSync?.syncs ?? 0;
   }
 
   /** Transactions committed so far (each is one group of writes). */
@@ -255,6 +275,8 @@ export class SqliteDb {
   close(): void {
     if (!this.#db.open) return;
     this.#flush();
+    this.#walSync?.syncNow();
+    this.#walSync?.close();
     this.#statements.clear();
     this.#db.close();
   }
@@ -300,10 +322,17 @@ export class SqliteDb {
       for (const w of batch) w.reject(error);
       return;
     }
-    batch.forEach((w, i) => {
-      const outcome = outcomes[i];
-      if (outcome.ok) w.resolve(outcome.value);
-      else w.reject(outcome.error);
-    });
+    if (this.#walSync === undefined) settle(batch, outcomes);
+    // Committed, not yet on disk: answered once the WAL sync covering this commit returns.
+    else this.#walSync.after((syncError) => settle(batch, outcomes, syncError));
   }
+}
+
+function settle(batch: readonly QueuedWrite[], outcomes: readonly Outcome[], syncError?: Error): void {
+  batch.forEach((w, i) => {
+    const outcome = outcomes[i];
+    if (syncError !== undefined) w.reject(syncError);
+    else if (outcome.ok) w.resolve(outcome.value);
+    else w.reject(outcome.error);
+  });
 }

@@ -139,7 +139,9 @@ describe("SqliteDb", () => {
   it("creates <dataDir>/routing.db in WAL mode with the requested synchronous level, migrated", () => {
     expect(fs.existsSync(path.join(dir, "routing.db"))).toBe(true);
     expect(db.statement<[], string>("PRAGMA journal_mode").pluck().get()).toBe("wal");
-    expect(db.statement<[], number>("PRAGMA synchronous").pluck().get()).toBe(2);
+    // `full`: the connection commits without an fsync (1 = NORMAL) and the WAL's fdatasync runs off
+    // the event loop before a write resolves (the WAL sync tests below); `normal` has no sync at all.
+    expect(db.statement<[], number>("PRAGMA synchronous").pluck().get()).toBe(1);
     expect(db.statement<[], number>("PRAGMA user_version").pluck().get()).toBe(SCHEMA_VERSION);
     const normal = openSqliteDb({ dataDir: dir, sync: "normal" });
     try {
@@ -157,6 +159,65 @@ describe("SqliteDb", () => {
     expect(results).toEqual([1, 2, 3, 4]);
     expect(db.commits - before).toBe(1);
     expect([1, 2, 3, 4].map((v) => committed(`k${v}`))).toEqual([1, 2, 3, 4]);
+  });
+
+  it("full: resolves a write only once an fdatasync of the WAL that began after its commit returned", async () => {
+    const held: Array<() => void> = [];
+    const walSyncs: number[] = [];
+    const slow = openSqliteDb({
+      dataDir: path.join(dir, "slow"),
+      sync: "full",
+      dataSync: (fd, done) => {
+        walSyncs.push(fd);
+        held.push(() => fs.fdatasync(fd, done));
+      },
+    });
+    try {
+      slow.statement("CREATE TABLE t (k TEXT PRIMARY KEY)").run();
+      const insert = slow.statement<[string]>("INSERT INTO t (k) VALUES (?)");
+      const settled: string[] = [];
+      const first = slow.writeStatement(() => insert.run("a")).then(() => settled.push("a"));
+      await waitFor(() => held.length === 1, "a WAL sync started");
+      // Committed (a second connection would see it) but not answered while its sync is held.
+      const second = slow.writeStatement(() => insert.run("b")).then(() => settled.push("b"));
+      const third = slow.writeStatement(() => insert.run("c")).then(() => settled.push("c"));
+      await waitFor(() => slow.commits === 2, "the second commit");
+      expect(settled).toEqual([]);
+      held.shift()?.();
+      await first;
+      expect(settled).toEqual(["a"]);
+      // "b" and "c" committed while the first sync ran: one more sync covers both.
+      await waitFor(() => held.length === 1, "a WAL sync started");
+      expect(settled).toEqual(["a"]);
+      held.shift()?.();
+      await Promise.all([second, third]);
+      expect(settled).toEqual(["a", "b", "c"]);
+      expect(walSyncs.length).toBe(2);
+      expect(slow.syncs).toBe(2);
+    } finally {
+      slow.close();
+    }
+  });
+
+  it("full: a failed WAL sync rejects the writes it covered, and later writes sync again", async () => {
+    let fail = true;
+    const failing = openSqliteDb({
+      dataDir: path.join(dir, "failing"),
+      sync: "full",
+      dataSync: (fd, done) => {
+        if (fail) done(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+        else fs.fdatasync(fd, done);
+      },
+    });
+    try {
+      failing.statement("CREATE TABLE t (k TEXT PRIMARY KEY)").run();
+      const insert = failing.statement<[string]>("INSERT INTO t (k) VALUES (?)");
+      await expect(failing.writeStatement(() => insert.run("a"))).rejects.toThrow("EIO");
+      fail = false;
+      await expect(failing.writeStatement(() => insert.run("b"))).resolves.toBeDefined();
+    } finally {
+      failing.close();
+    }
   });
 
   it("resolves a write only once it is committed", async () => {

@@ -4,6 +4,9 @@
  * mailbox and `deliver` to a fake transport, receivers acking in batches of 200. Prints the CPU µs
  * per routed message of the service's own code (median of 5 runs after a warm-up). `memory` uses the
  * reference bus and mailbox, so the difference to `sqlite` is the durable path's cost.
+ * HOT_PATH_RATE=<msg/s>: an open loop at that rate instead (paced every millisecond), printing CPU µs
+ * and commits per message and the p50/p99 from send to delivery: what the store's commit policy
+ * costs at a given load, without the sockets and the generator of `npm run bench`.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -54,6 +57,9 @@ const onFrame = createFrameHandler({ ingress, mailbox: roles.mailbox, maxEnvelop
 const payload = "Z".repeat(Number(payloadArg));
 let sent = 0;
 let delivered = 0;
+const RATE = Number(process.env.HOT_PATH_RATE ?? 0);
+const sentAt = new Map<string, number>();
+const latencies: number[] = [];
 let cap = 0;
 let done: () => void = () => {};
 const senders: Session[] = [];
@@ -62,6 +68,7 @@ const acks: string[][] = Array.from({ length: PAIRS }, () => []);
 const idle = { bufferedAmount: () => 0, ping() {}, close() {} };
 
 function sendNext(pair: number): void {
+  if (RATE > 0) sentAt.set(`m.${sent}`, performance.now());
   const frame = `{"type":"send","ref":"s","envelope":{"recipientId":"urn:sm:user:r${pair}","messageId":"m.${sent++}","encryptedData":"${payload}"}}`;
   onFrame(senders[pair], frame);
 }
@@ -72,13 +79,21 @@ function receiver(pair: number): SessionTransport {
     send(text) {
       if (!text.startsWith('{"type":"message"')) return true;
       const at = text.indexOf('"id":"') + 6;
-      acks[pair].push(text.slice(at, text.indexOf('"', at)));
+      const id = text.slice(at, text.indexOf('"', at));
+      acks[pair].push(id);
+      const t0 = sentAt.get(id);
+      if (t0 !== undefined) {
+        latencies.push(performance.now() - t0);
+        sentAt.delete(id);
+      }
       if (acks[pair].length >= 200) {
         onFrame(receivers[pair], JSON.stringify({ type: "ack", messageIds: acks[pair] }));
         acks[pair] = [];
       }
       delivered++;
-      if (sent < cap) sendNext(pair);
+      if (RATE > 0) {
+        if (delivered === cap) done();
+      } else if (sent < cap) sendNext(pair);
       else if (delivered === cap) done();
       return true;
     },
@@ -106,6 +121,43 @@ async function run(n: number): Promise<number> {
   const routed = delivered - before;
   if (process.env.HOT_PATH_VERBOSE) console.log(`  ${((routed * 1000) / (performance.now() - wall0)).toFixed(0)} msg/s wall, ${((db.commits - commits0) / routed).toFixed(3)} commits/msg, user ${(cpu.user / routed).toFixed(1)} sys ${(cpu.system / routed).toFixed(1)} µs/msg`);
   return (cpu.user + cpu.system) / routed;
+}
+
+/** Open loop: `RATE` msg/s for `seconds`, paced per millisecond; prints CPU, commits and latency per message. */
+async function paced(seconds: number): Promise<void> {
+  const n = RATE * seconds;
+  cap = sent + n;
+  latencies.length = 0;
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  const before = delivered;
+  const commits0 = db.commits;
+  const syncs0 = db.syncs;
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  let pair = 0;
+  const timer = setInterval(() => {
+    const due = Math.min(cap, Math.floor(((performance.now() - t0) * RATE) / 1000) + (cap - n));
+    while (sent < due) sendNext(pair++ % PAIRS);
+  }, 1);
+  await finished;
+  clearInterval(timer);
+  const cpu = process.cpuUsage(cpu0);
+  const routed = delivered - before;
+  const sorted = [...latencies].sort((a, b) => a - b);
+  const q = (p: number) => sorted[Math.min(sorted.length - 1, Math.floor(p * sorted.length))].toFixed(2);
+  console.log(
+    `${store} at ${RATE} msg/s: ${((cpu.user + cpu.system) / routed).toFixed(0)} µs CPU/msg (sys ${(cpu.system / routed).toFixed(0)}), ` +
+      `${((db.commits - commits0) / routed).toFixed(2)} commits/msg, ${((db.syncs - syncs0) / routed).toFixed(2)} syncs/msg, p50 ${q(0.5)} ms, p99 ${q(0.99)} ms`,
+  );
+}
+
+if (RATE > 0) {
+  await paced(2);
+  for (let i = 0; i < 3; i++) await paced(4);
+  await router.stop();
+  db.close();
+  rmSync(dir, { recursive: true, force: true });
+  process.exit(0);
 }
 
 await run(MESSAGES_PER_RUN);

@@ -1,0 +1,111 @@
+import fs from "node:fs";
+import path from "node:path";
+
+/** fdatasync(2) as libuv runs it, on its thread pool; injectable for tests. */
+export type DataSync = (fd: number, done: (err: NodeJS.ErrnoException | null) => void) => void;
+
+/**
+ * Power-loss durability for a WAL database whose connection commits with `synchronous=NORMAL`
+ * (COMMIT appends the transaction's frames to the WAL with write(2), no fsync): `after(done)` calls
+ * `done` once everything committed before the call is on disk, by one fdatasync(2) of the WAL file
+ * on libuv's thread pool, never on the event loop.
+ *
+ * One sync at a time: commits made while a sync is in flight wait for the next one, which then
+ * covers all of them (group commit of the fsyncs, however many transactions the loop committed
+ * meanwhile). The WAL is append-only between checkpoints and a recovery keeps a prefix of it, so a
+ * synced commit implies every earlier one; SQLite itself syncs the WAL before a checkpoint copies
+ * it and the database file after (what `NORMAL` guarantees). A process crash (kill -9) loses
+ * nothing committed either way: the frames are in the OS page cache.
+ */
+export class WalSync {
+  readonly #file: string;
+  readonly #dataSync: DataSync;
+  #fd: number | undefined;
+  #inFlight = false;
+  #closed = false;
+  /** Waiting for the next sync: committed after the one in flight began. */
+  #next: Array<(err?: Error) => void> = [];
+
+  #syncs = 0;
+
+  constructor(dbFile: string, dataSync: DataSync = fs.fdatasync) {
+    this.#file = `${dbFile}-wal`;
+    this.#dataSync = dataSync;
+  }
+
+  /** fdatasync calls so far. */
+  get syncs(): number {
+    return this.#syncs;
+  }
+
+  /** Calls `done` (with an error if the sync failed) once every commit made so far is durable. */
+  after(done: (err?: Error) => void): void {
+    this.#next.push(done);
+    this.#schedule();
+  }
+
+  #schedule(): void {
+    if (!this.#inFlight && this.#next.length > 0) this.#start();
+  }
+
+  /** Syncs on the calling thread and settles every waiter (close: nothing may be left pending). */
+  syncNow(): void {
+    const waiting = this.#next;
+    this.#next = [];
+    let error: Error | undefined;
+    try {
+      fs.fdatasyncSync(this.#open());
+    } catch (err) {
+      error = err instanceof Error ? err : new Error(String(err));
+    }
+    for (const done of waiting) done(error);
+  }
+
+  /** Closes the WAL descriptor (after the sync in flight, if any, answered). */
+  close(): void {
+    this.#closed = true;
+    if (!this.#inFlight) this.#closeFd();
+  }
+
+  #closeFd(): void {
+    if (this.#fd !== undefined) fs.closeSync(this.#fd);
+    this.#fd = undefined;
+  }
+
+  #start(): void {
+    const batch = this.#next;
+    this.#next = [];
+    let fd: number;
+    try {
+      fd = this.#open();
+    } catch (err) {
+      for (const done of batch) done(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    this.#inFlight = true;
+    this.#syncs++;
+    this.#dataSync(fd, (err) => {
+      this.#inFlight = false;
+      for (const done of batch) done(err ?? undefined);
+      if (this.#closed) this.#closeFd();
+      else this.#schedule();
+    });
+  }
+
+  /**
+   * The WAL file, opened once (read-only: fsync flushes the file, whichever descriptor wrote it).
+   * The first open also syncs the directory, so the WAL's own entry survives a power loss.
+   */
+  #open(): number {
+    if (this.#fd === undefined) {
+      this.#fd = fs.openSync(this.#file, "r");
+      const dir = fs.openSync(path.dirname(this.#file), "r");
+      try {
+        fs.fsyncSync(dir);
+      } finally {
+        fs.closeSync(dir);
+      }
+    }
+    return this.#fd;
+  }
+}

@@ -31,6 +31,7 @@ import type {
   UpgradeRequest,
 } from "./engine.ts";
 import { createRequestGuard, requestTimedOut } from "./request-guard.ts";
+import { queueFlush, type BatchedSocket } from "./uws-send-batch.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 type UwsModule = typeof Uws;
@@ -114,9 +115,12 @@ interface BinaryState {
  * connection, and per-connection closures cost far more than their code suggests (README,
  * "Performance": idle connections).
  */
-class UwsSocketHandle<C> implements SocketHandle {
+class UwsSocketHandle<C> implements SocketHandle, BatchedSocket {
   readonly #state: SocketState<C>;
   readonly #ws: Uws.WebSocket<UserData<C>>;
+  /** Frames waiting for the batch (uws-send-batch.ts); undefined while none are. */
+  #queued: string[] | undefined;
+  #queuedBytes = 0;
 
   constructor(state: SocketState<C>, ws: Uws.WebSocket<UserData<C>>) {
     this.#state = state;
@@ -125,12 +129,30 @@ class UwsSocketHandle<C> implements SocketHandle {
 
   send(text: string): boolean {
     if (this.#state.closed) return false;
-    // Not corked: an uncorked send is already one sendto(2) per frame (strace: 1,001 for 1,000).
-    return this.#ws.send(text, false) !== SEND_DROPPED;
+    if (this.#queued === undefined) {
+      this.#queued = [text];
+      queueFlush(this);
+    } else this.#queued.push(text);
+    this.#queuedBytes += text.length;
+    return true;
+  }
+
+  flushQueued(): void {
+    const queued = this.#queued;
+    this.#queued = undefined;
+    this.#queuedBytes = 0;
+    if (queued === undefined || this.#state.closed) return;
+    const ws = this.#ws;
+    // One syscall for the batch. A frame past uWS's 1 GiB backpressure ceiling is dropped by
+    // uWS; the session's own send-buffer limit (bufferedAmount) closes the socket long before.
+    if (queued.length === 1) ws.send(queued[0], false);
+    else ws.cork(() => {
+      for (const text of queued) ws.send(text, false);
+    });
   }
 
   bufferedAmount(): number {
-    return this.#state.closed ? 0 : this.#ws.getBufferedAmount();
+    return this.#state.closed ? 0 : this.#ws.getBufferedAmount() + this.#queuedBytes;
   }
 
   ping(): void {
@@ -139,6 +161,9 @@ class UwsSocketHandle<C> implements SocketHandle {
 
   close(code: number, reason: string): void {
     const state = this.#state;
+    if (state.closed) return;
+    // What was sent before the close goes out before it (e.g. an `error` frame).
+    this.flushQueued();
     if (state.closed) return;
     state.inCall++;
     try {

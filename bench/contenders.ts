@@ -173,12 +173,17 @@ export async function startContender(name: ContenderName): Promise<Contender> {
       if (!root) throw new Error("baseline-uws needs BENCH_BASELINE_ROOT (a checkout to compare with)");
       const svc = await spawnService(root, { ROUTING_GATEWAY_ENGINE: "uws", ROUTING_SEND_RATE_PER_SECOND: "0" });
       const base = `127.0.0.1:${svc.server.port}`;
+      const mqttPort = /routing ready:.*\bmqtt=(\d+)/.exec(svc.server.output())?.[1];
       return {
         name,
         pid: svc.server.pid,
         cpuPids: [svc.server.pid],
         needsTokens: true,
-        target: (v) => (v.ingress === "mqtt" ? { unsupported: "not compared over MQTT" } : { protocol: "frames", wsUrl: `ws://${base}`, httpUrl: `http://${base}`, auth: "jwt" }),
+        target: (v) => {
+          if (v.ingress !== "mqtt") return { protocol: "frames", wsUrl: `ws://${base}`, httpUrl: `http://${base}`, auth: "jwt" };
+          if (mqttPort === undefined) return { unsupported: "its ready line has no mqtt= port" };
+          return { protocol: "mqtt", url: `mqtt://127.0.0.1:${mqttPort}`, topics: "service", topicPrefix: RUN_ID };
+        },
         async stop() {
           await svc.server.stop();
           removeDir(svc.dataDir);

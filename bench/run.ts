@@ -98,7 +98,7 @@ try {
   }
   if (plan.scenarios.has("mqtt")) {
     const skipped: Skip[] = [];
-    const names = (["mosquitto", "service-uws"] as const).filter((n) => plan.contenders.includes(n) || n === "mosquitto");
+    const names = (["mosquitto", "service-uws", "baseline-uws"] as const).filter((n) => plan.contenders.includes(n) || n === "mosquitto");
     const contenders = await start(names, skipped, "mqtt/push/200B");
     try {
       const out = await runMatrix(plan, plan.mqtt, contenders, plan.mqttPairs, pool, log);

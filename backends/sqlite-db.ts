@@ -75,7 +75,11 @@ export class SqliteDb {
       this.#db.pragma("temp_store = MEMORY");
       this.#db.pragma("wal_autocheckpoint = 10000");
       migrate(this.#db);
-      if (opts.sync === "full") this.#walSync = new WalSync(this.file, opts.dataSync);
+      if (opts.sync === "full") {
+        this.#walSync = new WalSync(this.file, opts.dataSync, () => {
+          if (this.#queue.length > 0) this.#commit();
+        });
+      }
     } catch (err) {
       this.#db.close();
       throw err;
@@ -137,7 +141,7 @@ export class SqliteDb {
   /** Commits queued writes, then closes. Idempotent. */
   close(): void {
     if (!this.#db.open) return;
-    this.#flush();
+    this.#commit();
     this.#walSync?.syncNow();
     this.#walSync?.close();
     this.#statements.clear();
@@ -146,6 +150,14 @@ export class SqliteDb {
 
   #flush(): void {
     this.#scheduled = false;
+    // While the WAL sync runs, writes wait and then commit together when it returns (onIdle):
+    // one transaction per sync instead of one per event-loop turn, and no later in time, since a
+    // commit made meanwhile would wait for the next sync anyway.
+    if (this.#walSync?.busy && this.#db.open) return;
+    this.#commit();
+  }
+
+  #commit(): void {
     const batch = this.#queue;
     this.#queue = [];
     if (batch.length === 0) return;

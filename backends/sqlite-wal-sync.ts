@@ -11,8 +11,8 @@ export type DataSync = (fd: number, done: (err: NodeJS.ErrnoException | null) =>
  * on libuv's thread pool, never on the event loop.
  *
  * One sync at a time: commits made while a sync is in flight wait for the next one, which then
- * covers all of them (group commit of the fsyncs, however many transactions the loop committed
- * meanwhile). The WAL is append-only between checkpoints and a recovery keeps a prefix of it, so a
+ * covers all of them (SqliteDb goes further: it holds its writes while a sync runs and commits
+ * them in one transaction when `onIdle` says it returned). The WAL is append-only between checkpoints and a recovery keeps a prefix of it, so a
  * synced commit implies every earlier one; SQLite itself syncs the WAL before a checkpoint copies
  * it and the database file after (what `NORMAL` guarantees). A process crash (kill -9) loses
  * nothing committed either way: the frames are in the OS page cache.
@@ -28,9 +28,18 @@ export class WalSync {
 
   #syncs = 0;
 
-  constructor(dbFile: string, dataSync: DataSync = fs.fdatasync) {
+  readonly #onIdle: () => void;
+
+  /** `onIdle` runs each time a sync returned with nothing left to sync (the writer may commit). */
+  constructor(dbFile: string, dataSync: DataSync = fs.fdatasync, onIdle: () => void = () => {}) {
     this.#file = `${dbFile}-wal`;
     this.#dataSync = dataSync;
+    this.#onIdle = onIdle;
+  }
+
+  /** A sync is running. */
+  get busy(): boolean {
+    return this.#inFlight;
   }
 
   /** fdatasync calls so far. */
@@ -88,7 +97,8 @@ export class WalSync {
       this.#inFlight = false;
       for (const done of batch) done(err ?? undefined);
       if (this.#closed) this.#closeFd();
-      else this.#schedule();
+      else if (this.#next.length > 0) this.#start();
+      else this.#onIdle();
     });
   }
 

@@ -162,7 +162,7 @@ describe("SqliteDb", () => {
     expect([1, 2, 3, 4].map((v) => committed(`k${v}`))).toEqual([1, 2, 3, 4]);
   });
 
-  it("full: resolves a write only once an fdatasync of the WAL that began after its commit returned", async () => {
+  it("full: resolves a write only once an fdatasync of the WAL that began after its commit returned; writes queued meanwhile commit together after it", async () => {
     const held: Array<() => void> = [];
     const walSyncs: number[] = [];
     const slow = openSqliteDb({
@@ -179,16 +179,20 @@ describe("SqliteDb", () => {
       const settled: string[] = [];
       const first = slow.writeStatement(() => insert.run("a")).then(() => settled.push("a"));
       await waitFor(() => held.length === 1, "a WAL sync started");
-      // Committed (a second connection would see it) but not answered while its sync is held.
+      // Committed but not answered while its sync is held.
+      expect(slow.commits).toBe(1);
       const second = slow.writeStatement(() => insert.run("b")).then(() => settled.push("b"));
       const third = slow.writeStatement(() => insert.run("c")).then(() => settled.push("c"));
-      await waitFor(() => slow.commits === 2, "the second commit");
+      await sleep(20);
+      // Queued while the sync runs: they wait, uncommitted, and commit together once it returned.
       expect(settled).toEqual([]);
+      expect(slow.commits).toBe(1);
       held.shift()?.();
       await first;
       expect(settled).toEqual(["a"]);
-      // "b" and "c" committed while the first sync ran: one more sync covers both.
-      await waitFor(() => held.length === 1, "a WAL sync started");
+      // "b" and "c": one transaction, one more sync.
+      await waitFor(() => held.length === 1, "the next WAL sync started");
+      expect(slow.commits).toBe(2);
       expect(settled).toEqual(["a"]);
       held.shift()?.();
       await Promise.all([second, third]);

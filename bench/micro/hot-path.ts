@@ -59,6 +59,9 @@ let sent = 0;
 let delivered = 0;
 const RATE = Number(process.env.HOT_PATH_RATE ?? 0);
 const sentAt = new Map<string, number>();
+/** Open loop: message `first + i` is due at `pacedFrom + i / RATE` s; latency counts from then (a stalled loop shows). */
+let pacedFrom = 0;
+let first = 0;
 const latencies: number[] = [];
 let cap = 0;
 let done: () => void = () => {};
@@ -68,7 +71,7 @@ const acks: string[][] = Array.from({ length: PAIRS }, () => []);
 const idle = { bufferedAmount: () => 0, ping() {}, close() {} };
 
 function sendNext(pair: number): void {
-  if (RATE > 0) sentAt.set(`m.${sent}`, performance.now());
+  if (RATE > 0) sentAt.set(`m.${sent}`, pacedFrom + ((sent - first) * 1000) / RATE);
   const frame = `{"type":"send","ref":"s","envelope":{"recipientId":"urn:sm:user:r${pair}","messageId":"m.${sent++}","encryptedData":"${payload}"}}`;
   onFrame(senders[pair], frame);
 }
@@ -134,6 +137,8 @@ async function paced(seconds: number): Promise<void> {
   const syncs0 = db.syncs;
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
+  pacedFrom = t0;
+  first = sent;
   let pair = 0;
   const timer = setInterval(() => {
     const due = Math.min(cap, Math.floor(((performance.now() - t0) * RATE) / 1000) + (cap - n));

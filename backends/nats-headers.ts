@@ -1,4 +1,4 @@
-/** Headers of a record on the ingress subject. */
+// Headers of a record on the ingress subject.
 /** When the record was first enqueued (epoch ms): kept by retry copies and replays. */
 export const ENQUEUED_AT = "Routing-Enqueued-At";
 /** Failed attempts before this copy (a nack republishes the record with the count). */

@@ -54,7 +54,13 @@ describe("bench harness (smoke)", () => {
       expect(Number.isFinite(row.rssMiB.median)).toBe(true);
       expect(Number.isFinite(row.connectRate.median)).toBe(true);
     }
-    expect(results.targets.map((t) => t.name)).toHaveLength(4);
+    // Issue 16's seven targets, each printed with its baseline from the same run; the smoke run
+    // measures the ones its rows allow (ws/push/200B against the relay) and says "not measured" of the rest.
+    expect(results.targets.map((t) => t.name)).toHaveLength(7);
+    const idle = results.targets.find((t) => t.name.startsWith("idle WebSocket connection"));
+    expect(idle?.measured).toMatch(/KiB\/conn vs relay .* KiB at 50 held/);
+    for (const t of results.targets) expect(t.measured.length).toBeGreaterThan(0);
+    expect(results.targets.filter((t) => t.measured.startsWith("not measured")).length).toBeGreaterThanOrEqual(5);
     expect(results.machine.nproc).toBeGreaterThan(0);
 
     const svg = readFileSync(join(out, "latest.svg"), "utf8");

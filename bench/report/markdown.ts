@@ -42,7 +42,9 @@ function skips(skipped: readonly Skip[]): string {
 
 /** One line per target: whether it holds and the figures, the service's next to its baseline's. */
 export function targetLines(targets: Results["targets"]): string[] {
-  return targets.map((t) => `- ${t.holds === undefined ? "not measured" : t.holds ? "holds" : "does not hold"}: ${t.name}: ${t.measured}`);
+  const verdict = (t: Results["targets"][number]) =>
+    t.holds === undefined ? (t.measured.startsWith("not measured") ? "not measured" : "not reachable here (the bound measured)") : t.holds ? "holds" : "does not hold";
+  return targets.map((t) => `- ${verdict(t)}: ${t.name}: ${t.measured}`);
 }
 
 export function markdown(r: Results): string {

@@ -3,7 +3,7 @@ import { shardMachine, type ShardActor, type ShardEvent } from "../actors/shard/
 import type { Urn } from "../core/urn.ts";
 import { shardOf, type ShardDirectory, type ShardOwner } from "./directory.ts";
 import { ShardCountMismatch, type ShardLeases, type ShardNode } from "./leases.ts";
-import { rendezvousOwner } from "./rendezvous.ts";
+import { rendezvousAssign } from "./rendezvous.ts";
 
 export interface CoordinatorOptions {
   readonly leases: ShardLeases;
@@ -66,6 +66,7 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   const tokens = new Array<number>(shardCount).fill(0);
   let members: ShardNode[] = [];
   let owners = new Map<number, ShardOwner>();
+  let assigned: { key: string; owners: (string | undefined)[] } = { key: "", owners: [] };
   let healthy = false;
   let started = false;
   let draining = false;
@@ -149,10 +150,13 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
     if (draining || halted) return;
     const ids = live.map((m) => m.id);
     if (!ids.includes(nodeId)) ids.push(nodeId);
+    const key = ids.sort().join("\n");
+    // Hashing every shard against every member is only redone when the membership changes.
+    if (key !== assigned.key) assigned = { key, owners: rendezvousAssign(ids, shardCount) };
     for (let shard = 0; shard < shardCount; shard++) {
       const actor = actors[shard];
       const snap = actor.getSnapshot();
-      const mine = rendezvousOwner(ids, shard) === nodeId;
+      const mine = assigned.owners[shard] === nodeId;
       const lease = owners.get(shard);
       if (snap.matches("standby")) {
         if (lease?.owner === nodeId) effect(shard, () => leases.release(shard, nodeId, lease.epoch), () => ({ type: "shard.released" }));

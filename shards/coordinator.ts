@@ -97,7 +97,9 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
       },
       (err: unknown) => {
         if (halted || tokens[shard] !== token) return;
-        opts.log?.warn({ err, shard }, `shard lease call failed (${leases.engine})`);
+        // One warning per outage, not one per shard and retry (the poll says when it is over).
+        if (!warned) opts.log?.warn({ err, shard }, `shard lease call failed (${leases.engine}); owned shards are kept until their leases lapse`);
+        warned = true;
         actors[shard].send({ type: "shard.failed" });
       },
     );

@@ -90,37 +90,51 @@ describe("a sharded routing node", () => {
     }
   });
 
-  it("Redis unreachable: keeps shards while leases are valid, stops owning when they lapse, /readyz 503; recovers with higher epochs", async () => {
-    const prefix = `test-${RUN}-cut:`;
-    const proxy = await startTcpProxy({ host: "127.0.0.1", port: 6379 });
-    const n = await startInProcess({
-      ROUTING_DELIVERY_STRATEGY: "sharded",
-      ROUTING_PRESENCE: "redis",
-      ROUTING_REDIS_URL: `redis://127.0.0.1:${proxy.port}`,
-      ROUTING_REDIS_PREFIX: prefix,
-      ROUTING_SHARD_COUNT: "8",
-      ROUTING_SHARD_LEASE_SECONDS: "2",
+  const engines = [
+    {
+      name: "Redis",
+      port: 6379,
+      env: (port: number, run: string) => ({ ROUTING_PRESENCE: "redis", ROUTING_REDIS_URL: `redis://127.0.0.1:${port}`, ROUTING_REDIS_PREFIX: `test-${run}:` }),
+      cleanUp: (run: string) => deleteRedisKeys(admin, `test-${run}:`),
+    },
+    {
+      // Nothing else of this node needs NATS for readiness: the 503 is the coordinator's.
+      name: "NATS",
+      port: 4222,
+      env: (port: number, run: string) => ({ ROUTING_SIGNALS: "nats", ROUTING_NATS_URL: `nats://127.0.0.1:${port}`, ROUTING_NATS_PREFIX: `test_${run}` }),
+      cleanUp: async (run: string) => {
+        const nc = await connectNats({ servers: "127.0.0.1:4222" });
+        await (await nc.jetstreamManager()).streams.delete(`KV_test_${run}_shards`).catch(() => false);
+        await nc.close();
+      },
+    },
+  ];
+  for (const engine of engines) {
+    it(`${engine.name} unreachable: keeps shards while leases are valid, stops owning when they lapse, /readyz 503; recovers with higher epochs`, async () => {
+      const run = `${RUN}cut${engine.name}`;
+      const proxy = await startTcpProxy({ host: "127.0.0.1", port: engine.port });
+      const n = await startInProcess({ ROUTING_DELIVERY_STRATEGY: "sharded", ROUTING_SHARD_COUNT: "8", ROUTING_SHARD_LEASE_SECONDS: "2", ...engine.env(proxy.port, run) });
+      try {
+        const before = await view(n);
+        expect(before.owners).toHaveLength(8);
+        expect(await readyz(n)).toBe(200);
+        await proxy.cut();
+        await waitFor(async () => (await readyz(n)) === 503, "/readyz 503 with the engine cut off");
+        // The leases lapse by the local clock: nothing owned, though nobody could say so.
+        await waitFor(async () => (await gauge(n)) === 0, "every lease to lapse", 10_000);
+        expect((await view(n)).healthy).toBe(false);
+        await proxy.restore();
+        await waitFor(async () => (await gauge(n)) === 8, "the shards owned again", 20_000);
+        await waitFor(async () => (await readyz(n)) === 200, "/readyz 200 again", 10_000);
+        const after = await view(n);
+        expect(after.owners).toHaveLength(8);
+        const epochBefore = new Map(before.owners.map((o) => [o.shard, o.epoch]));
+        for (const o of after.owners) expect(o.epoch).toBeGreaterThan(epochBefore.get(o.shard) ?? Infinity);
+      } finally {
+        await n.stop();
+        await proxy.close();
+        await engine.cleanUp(run);
+      }
     });
-    try {
-      const before = await view(n);
-      expect(before.owners).toHaveLength(8);
-      expect(await readyz(n)).toBe(200);
-      await proxy.cut();
-      await waitFor(async () => (await readyz(n)) === 503, "/readyz 503 with Redis cut off");
-      // The leases lapse by the local clock: nothing owned, though nobody could say so.
-      await waitFor(async () => (await gauge(n)) === 0, "every lease to lapse", 10_000);
-      const during = await view(n);
-      expect(during.healthy).toBe(false);
-      await proxy.restore();
-      await waitFor(async () => (await gauge(n)) === 8, "the shards owned again", 15_000);
-      await waitFor(async () => (await readyz(n)) === 200, "/readyz 200 again", 10_000);
-      const after = await view(n);
-      const epochBefore = new Map(before.owners.map((o) => [o.shard, o.epoch]));
-      for (const o of after.owners) expect(o.epoch).toBeGreaterThan(epochBefore.get(o.shard) ?? Infinity);
-    } finally {
-      await n.stop();
-      await proxy.close();
-      await deleteRedisKeys(admin, prefix);
-    }
-  });
+  }
 });

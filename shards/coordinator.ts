@@ -68,6 +68,8 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   let owners = new Map<number, ShardOwner>();
   let assigned: { key: string; owners: (string | undefined)[] } = { key: "", owners: [] };
   let healthy = false;
+  let lastBeat = -Infinity;
+  let lastUrl = "";
   let started = false;
   let draining = false;
   let halted = false;
@@ -136,7 +138,15 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
     let live: ShardNode[];
     let held: ShardOwner[];
     try {
-      if (!draining) await leases.heartbeat(me());
+      // A beat every quarter lease is plenty (a record lapses after a whole one), not one per poll.
+      // (and at once when the url changed: the HTTP port is bound after the coordinator starts).
+      const self = me();
+      if (!draining && (now() - lastBeat >= ttl / 4 || self.url !== lastUrl)) {
+        const at = now();
+        await leases.heartbeat(self);
+        lastBeat = at;
+        lastUrl = self.url;
+      }
       [live, held] = await Promise.all([leases.members(), leases.owners()]);
     } catch (err) {
       if (!warned) opts.log?.warn({ err }, `shard coordinator cannot reach ${leases.engine}; owned shards are kept until their leases lapse`);

@@ -93,12 +93,14 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   const effect = <T>(shard: number, call: () => Promise<T>, answer: (result: T) => ShardEvent) => {
     if (halted) return;
     const token = ++tokens[shard];
+    // A stopped actor (drained) has nothing left to hear.
+    const current = () => !halted && tokens[shard] === token && actors[shard].getSnapshot().status === "active";
     call().then(
       (result) => {
-        if (!halted && tokens[shard] === token) actors[shard].send(answer(result));
+        if (current()) actors[shard].send(answer(result));
       },
       (err: unknown) => {
-        if (halted || tokens[shard] !== token) return;
+        if (!current()) return;
         // One warning per outage, not one per shard and retry (the poll says when it is over).
         if (!warned) opts.log?.warn({ err, shard }, `shard lease call failed (${leases.engine}); owned shards are kept until their leases lapse`);
         warned = true;

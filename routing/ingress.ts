@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { IngressBus, IngressPath } from "../backends/ingress-bus.ts";
-import { parseEnvelopeBytes, stampEnvelopeJson } from "../core/envelope.ts";
+import { envelopeSize, parseEnvelopeBytes, stampEnvelopeJson, type StampedHeader } from "../core/envelope.ts";
 import { asRoutingError, RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
@@ -42,42 +42,57 @@ export interface IngressLimits {
  * a 202, a `sent` frame or a PUBACK promise.
  */
 export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID, quota, limits }: IngressOptions) {
+  /** Validates and stamps; throws the envelope's refusal. */
+  function stamp(value: unknown, identity: Urn): { header: StampedHeader; json: string } {
+    const stamped = stampEnvelopeJson(value, identity, newId);
+    if (utf8Exceeds(stamped.json, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
+      throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
+    }
+    return stamped;
+  }
+
+  /**
+   * Room in the ingress (refused OVERLOADED before it costs any rate), then in the recipient's
+   * mailbox, then one unit of the sender's rate; then the bus publish. Resolves once durable.
+   */
+  async function admitAndPublish({ header, json }: { header: StampedHeader; json: string }, identity: Urn, path: IngressPath): Promise<string> {
+    limits?.gate.enter();
+    let published = false;
+    try {
+      // String length as the size: the quota is "as last known" anyway, and it spares a pass over the payload.
+      if (quota !== undefined && !header.isEphemeral) await quota.admit(header.recipientId, json.length);
+      if (limits !== undefined) await limits.rate.consume(identity);
+      await bus.publish({
+        recipientId: header.recipientId,
+        messageId: header.messageId,
+        isEphemeral: header.isEphemeral,
+        priority: header.priority,
+        envelope: json,
+        acceptedAt: Date.now(),
+        path,
+      });
+      published = true;
+    } finally {
+      limits?.gate.leave(published);
+    }
+    metrics.accepted(path);
+    return header.messageId;
+  }
+
+  function refused(err: unknown, path: IngressPath): RoutingError {
+    const error = asRoutingError(err);
+    metrics.rejected(path, error.code);
+    if (error.code === "MAILBOX_FULL") metrics.mailboxFull(path);
+    return error;
+  }
+
   async function accept(value: unknown, identity: Urn, path: IngressPath): Promise<string> {
     try {
       // Full: refused before validating and stamping, so refusing costs little under overload.
       limits?.gate.check();
-      const { header, json } = stampEnvelopeJson(value, identity, newId);
-      if (utf8Exceeds(json, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
-        throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
-      }
-      // A valid send needs room in the ingress (refused OVERLOADED before it costs any rate), then
-      // room in its recipient's mailbox, then counts once against its sender's rate.
-      limits?.gate.enter();
-      let published = false;
-      try {
-        // String length as the size: the quota is "as last known" anyway, and it spares a pass over the payload.
-        if (quota !== undefined && !header.isEphemeral) await quota.admit(header.recipientId, json.length);
-        if (limits !== undefined) await limits.rate.consume(identity);
-        await bus.publish({
-          recipientId: header.recipientId,
-          messageId: header.messageId,
-          isEphemeral: header.isEphemeral,
-          priority: header.priority,
-          envelope: json,
-          acceptedAt: Date.now(),
-          path,
-        });
-        published = true;
-      } finally {
-        limits?.gate.leave(published);
-      }
-      metrics.accepted(path);
-      return header.messageId;
+      return await admitAndPublish(stamp(value, identity), identity, path);
     } catch (err) {
-      const error = asRoutingError(err);
-      metrics.rejected(path, error.code);
-      if (error.code === "MAILBOX_FULL") metrics.mailboxFull(path);
-      throw error;
+      throw refused(err, path);
     }
   }
 
@@ -95,7 +110,34 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
     return accept(value, identity, path);
   }
 
-  return { accept, acceptBytes };
+  /**
+   * Several envelopes of one sender (`POST /send/batch`): each obeys every rule of a single send
+   * and counts once against the rate; one refused never fails the others. Every publish is issued
+   * in the same turn, so the bus makes them one durable write where it can (the embedded SQLite
+   * bus: one group-commit transaction; NATS: pipelined JetStream publishes awaited together;
+   * Pub/Sub: one client publish batch). Resolves, in order, each item's messageId or its
+   * refusal, once every accepted item is durable.
+   */
+  async function acceptBatch(values: readonly unknown[], identity: Urn, path: IngressPath): Promise<BatchResult[]> {
+    metrics.batchSize(values.length);
+    const settled = await Promise.allSettled(
+      values.map(async (value) => {
+        try {
+          limits?.gate.check();
+          if (envelopeSize(value) > maxEnvelopeBytes) throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
+          return await admitAndPublish(stamp(value, identity), identity, path);
+        } catch (err) {
+          throw refused(err, path);
+        }
+      }),
+    );
+    return settled.map((r) => (r.status === "fulfilled" ? { messageId: r.value } : { error: asRoutingError(r.reason) }));
+  }
+
+  return { accept, acceptBytes, acceptBatch };
 }
+
+/** One item's outcome in a batch: accepted (durable) with its id, or refused. */
+export type BatchResult = { readonly messageId: string } | { readonly error: RoutingError };
 
 export type Ingress = ReturnType<typeof createIngress>;

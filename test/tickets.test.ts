@@ -3,7 +3,10 @@ import os from "node:os";
 import path from "node:path";
 import { randomUUID } from "node:crypto";
 import { Redis } from "ioredis";
-import { afterAll } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
+import type { Urn } from "../core/urn.ts";
+import { createTickets } from "../gateway/sse/tickets.ts";
+import { manualClock } from "./contracts/fixture.ts";
 import { createMemoryTicketStore } from "../backends/memory-ticket-store.ts";
 import { createRedisTicketStore } from "../backends/redis-ticket-store.ts";
 import { openSqliteDb, type SqliteDb } from "../backends/sqlite-db.ts";
@@ -81,3 +84,33 @@ describeTicketStoreContract(
   },
   { shared: true },
 );
+
+describe.each([
+  ["memory", async () => ({ store: createMemoryTicketStore(), done: async () => {} })],
+  [
+    "redis",
+    async () => {
+      const keyPrefix = `routing-test:${randomUUID()}:`;
+      const store = createRedisTicketStore({ redis: REDIS_URL, keyPrefix });
+      return { store, done: async () => (await store.close(), await deleteRedisKeys(admin, keyPrefix)) };
+    },
+  ],
+] as const)("tickets as POST /tickets issues them (%s store, a clock moved by hand)", (_name, make) => {
+  it("a ticket names its identity and token expiry, works once, and not after 30 s", async () => {
+    const { store, done } = await make();
+    const clock = manualClock(Date.now());
+    const tickets = createTickets({ store, now: clock.now });
+    const principal = { identity: "urn:sm:user:bob" as Urn, expiresAt: clock.now() + 3_600_000 };
+    const a = await tickets.issue(principal);
+    const b = await tickets.issue(principal);
+    expect(a.expiresIn).toBe(30);
+    expect(a.ticket).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    expect(a.ticket).not.toBe(b.ticket);
+    clock.advance(29_999);
+    expect(await tickets.redeem(a.ticket)).toEqual(principal);
+    await expect(tickets.redeem(a.ticket)).rejects.toMatchObject({ code: "TOKEN_INVALID" });
+    clock.advance(1);
+    await expect(tickets.redeem(b.ticket)).rejects.toMatchObject({ code: "TOKEN_INVALID" });
+    await done();
+  });
+});

@@ -121,7 +121,7 @@ const OPERATIONS: PerRoute<OperationObject> = {
         { name: "delivery", in: "query", required: false, schema: { type: "string", enum: ["poke", "push"], default: "poke" } },
         { name: "ticket", in: "query", required: false, schema: { type: "string" } },
       ],
-      responses: { "200": { description: "The event stream.", content: { "text/event-stream": { schema: { type: "string" } } } }, ...errors(...AUTHED, 429) },
+      responses: { "200": { description: "The event stream.", headers: REQUEST_ID_HEADER, content: { "text/event-stream": { schema: { type: "string" } } } }, ...errors(...AUTHED, 429) },
     },
   },
   "/messages": {

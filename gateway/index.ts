@@ -123,7 +123,7 @@ export function createGateway(deps: GatewayDeps) {
   const eventStream =
     deps.tickets === undefined
       ? undefined
-      : createEventStreamRoute({ verifier: deps.verifier, tickets: deps.tickets, sessions: deps.sessions, connections: deps.connections, accepting: isAccepting, movedTo: deps.movedTo });
+      : createEventStreamRoute({ verifier: deps.verifier, tickets: deps.tickets, sessions: deps.sessions, connections: deps.connections, accepting: isAccepting, movedTo: deps.movedTo, counted: (status) => deps.metrics.httpRequest("/events", status) });
   const batchBytes = deps.batch?.maxBytes;
 
   const engine: GatewayEngine = createEngine<SocketContext>(deps.engine, {

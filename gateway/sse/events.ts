@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import type { Principal, TokenVerifier } from "../../auth/verifier.ts";
 import { asRoutingError, RoutingError } from "../../core/errors.ts";
 import type { Urn } from "../../core/urn.ts";
@@ -24,7 +25,11 @@ export interface EventStreamDeps {
    * Absent (or undefined for this identity): the stream is hosted here.
    */
   readonly movedTo?: (identity: Urn) => Promise<string | undefined> | string | undefined;
+  /** Counts each answer (routing_http_requests_total{route="/events"}). */
+  readonly counted?: (status: number) => void;
 }
+
+const REQUEST_ID = /^[A-Za-z0-9._:-]{1,128}$/;
 
 /** Query parameters that would carry a JWT (a JWT in a URL lands in proxy logs): refused outright. */
 const TOKEN_PARAMS = ["token", "access_token", "jwt", "authorization", "bearer", "id_token"];
@@ -80,15 +85,20 @@ export function createEventStreamRoute(deps: EventStreamDeps): EventStreamRoute 
   return {
     path: EVENTS_PATH,
     async decide({ headers, query }): Promise<EventStreamDecision> {
+      // As every HTTP answer: a well-formed incoming x-request-id, else a new one.
+      const incoming = headers["x-request-id"];
+      const requestId = incoming !== undefined && REQUEST_ID.test(incoming) ? incoming : randomUUID();
+      const streamHeaders = { ...EVENT_STREAM_HEADERS, "x-request-id": requestId };
       try {
         if (!deps.accepting()) throw new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere");
         const mode = deliveryMode(query.get("delivery"));
         const principal = await authenticate(headers, query);
         const moved = await deps.movedTo?.(principal.identity);
         if (moved !== undefined) {
+          deps.counted?.(200);
           return {
             accept: true,
-            headers: EVENT_STREAM_HEADERS,
+            headers: streamHeaders,
             start(handle) {
               handle.write(closeEvent(MOVED, moved));
               handle.end();
@@ -98,6 +108,7 @@ export function createEventStreamRoute(deps: EventStreamDeps): EventStreamRoute 
         }
         // Over the identity's connection limit: 429 TOO_MANY_CONNECTIONS, never a stream.
         const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity));
+        deps.counted?.(200);
         return {
           accept: true,
           headers: EVENT_STREAM_HEADERS,
@@ -110,7 +121,9 @@ export function createEventStreamRoute(deps: EventStreamDeps): EventStreamRoute 
           },
         };
       } catch (err) {
-        return { accept: false, response: errorResponse(asRoutingError(err)) };
+        const response = errorResponse(asRoutingError(err));
+        deps.counted?.(response.status);
+        return { accept: false, response: { ...response, headers: { ...response.headers, "x-request-id": requestId } } };
       }
     },
   };

@@ -1,4 +1,5 @@
-import { guarded, type SqliteDb } from "./sqlite-db.ts";
+import { guarded } from "./guarded.ts";
+import type { SqliteDb } from "./sqlite-db.ts";
 import { grantAt, parseStoredTicket, type TicketStore } from "./ticket-store.ts";
 
 /*

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import type { IngressBus, IngressPath } from "../backends/ingress-bus.ts";
-import { envelopeSize, parseEnvelopeBytes, stampEnvelopeJson, type StampedHeader } from "../core/envelope.ts";
+import { parseEnvelopeBytes, stampEnvelopeJson, type StampedHeader } from "../core/envelope.ts";
 import { asRoutingError, RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
@@ -124,7 +124,8 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
       values.map(async (value) => {
         try {
           limits?.gate.check();
-          if (envelopeSize(value) > maxEnvelopeBytes) throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
+          // The item as its client wrote it (`POST /send` measures the body's bytes the same way).
+          if (utf8Exceeds(JSON.stringify(value) ?? "", maxEnvelopeBytes)) throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
           return await admitAndPublish(stamp(value, identity), identity, path);
         } catch (err) {
           throw refused(err, path);

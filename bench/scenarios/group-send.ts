@@ -40,7 +40,7 @@ export async function runGroupSend(log: (line: string) => void): Promise<GroupRe
   const seconds = Number(env.BENCH_GROUP_SECONDS ?? 8);
   const rounds = Number(env.BENCH_GROUP_ROUNDS ?? 2);
   const inFlight = Number(env.BENCH_GROUP_INFLIGHT ?? 4);
-  const svc = await startService({ ROUTING_SEND_RATE_PER_SECOND: "0", ROUTING_LOG_LEVEL: "warn" }, undefined, { readyTimeoutMs: 120_000 });
+  const svc = await startService({ ROUTING_SEND_RATE_PER_SECOND: "0" }, undefined, { readyTimeoutMs: 120_000 });
   const run = Math.random().toString(36).slice(2, 8);
   const members = Array.from({ length: MEMBERS }, (_, i) => `urn:sm:user:grp-${run}-${i}`);
   const sender = await token(`grp-${run}-sender`);

@@ -24,7 +24,7 @@ export async function runSseDelivery(log: (line: string) => void): Promise<{ row
   const rounds = Number(env.BENCH_SSE_ROUNDS ?? 2);
   const count = Number(env.BENCH_SSE_RECEIVERS ?? 32);
   const window = Number(env.BENCH_SSE_WINDOW ?? 64);
-  const svc = await startService({ ROUTING_SEND_RATE_PER_SECOND: "0", ROUTING_LOG_LEVEL: "warn", ROUTING_MAX_CONNECTIONS_PER_IDENTITY: "0" }, undefined, { readyTimeoutMs: 120_000 });
+  const svc = await startService({ ROUTING_SEND_RATE_PER_SECOND: "0", ROUTING_MAX_CONNECTIONS_PER_IDENTITY: "0" }, undefined, { readyTimeoutMs: 120_000 });
   const run = Math.random().toString(36).slice(2, 8);
   const sentAt = new Map<string, number>();
   let onDelivered: (id: string) => void = () => {};

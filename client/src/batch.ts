@@ -29,7 +29,7 @@ export async function sendBatch(options: BatchOptions, envelopes: readonly Secur
   const backoff = new Backoff(options.backoff);
   for (;;) {
     if (options.life.closed) throw new RoutingClientError("CLIENT_CLOSED", "the client is closed");
-    const pending = items.flatMap((item, i) => (outcomes[i] === undefined ? [i] : []));
+    const pending = items.flatMap((_item, i) => (outcomes[i] === undefined ? [i] : []));
     if (pending.length === 0) return outcomes as BatchOutcome[];
     let floor = 0;
     try {

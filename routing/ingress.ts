@@ -41,9 +41,11 @@ export interface IngressLimits {
  * publish. Resolves the messageId only after the bus has durably accepted the record: that is what
  * a 202, a `sent` frame or a PUBACK promise.
  */
+type Stamped = { readonly header: StampedHeader; readonly json: string };
+
 export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUUID, quota, limits }: IngressOptions) {
   /** Validates and stamps; throws the envelope's refusal. */
-  function stamp(value: unknown, identity: Urn): { header: StampedHeader; json: string } {
+  function stamp(value: unknown, identity: Urn): Stamped {
     const stamped = stampEnvelopeJson(value, identity, newId);
     if (utf8Exceeds(stamped.json, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
       throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
@@ -53,15 +55,25 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
 
   /**
    * Room in the ingress (refused OVERLOADED before it costs any rate), then in the recipient's
-   * mailbox, then one unit of the sender's rate; then the bus publish. Resolves once durable.
+   * mailbox, then one unit of the sender's rate. Admitted, the send holds its ingress place until
+   * `publish` gives it back.
    */
-  async function admitAndPublish({ header, json }: { header: StampedHeader; json: string }, identity: Urn, path: IngressPath): Promise<string> {
+  async function admit({ header, json }: Stamped, identity: Urn): Promise<void> {
     limits?.gate.enter();
-    let published = false;
     try {
       // String length as the size: the quota is "as last known" anyway, and it spares a pass over the payload.
       if (quota !== undefined && !header.isEphemeral) await quota.admit(header.recipientId, json.length);
       if (limits !== undefined) await limits.rate.consume(identity);
+    } catch (err) {
+      limits?.gate.leave(false);
+      throw err;
+    }
+  }
+
+  /** The bus publish of an admitted send; resolves its messageId once durable. */
+  async function publish({ header, json }: Stamped, path: IngressPath): Promise<string> {
+    let published = false;
+    try {
       await bus.publish({
         recipientId: header.recipientId,
         messageId: header.messageId,
@@ -77,6 +89,11 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
     }
     metrics.accepted(path);
     return header.messageId;
+  }
+
+  async function admitAndPublish(stamped: Stamped, identity: Urn, path: IngressPath): Promise<string> {
+    await admit(stamped, identity);
+    return publish(stamped, path);
   }
 
   function refused(err: unknown, path: IngressPath): RoutingError {
@@ -120,19 +137,23 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
    */
   async function acceptBatch(values: readonly unknown[], identity: Urn, path: IngressPath): Promise<BatchResult[]> {
     metrics.batchSize(values.length);
-    const settled = await Promise.allSettled(
+    // Each item is validated and admitted on its own (rate, quota, ingress room), all together...
+    const admitted = await Promise.allSettled(
       values.map(async (value) => {
-        try {
-          limits?.gate.check();
-          // The item as its client wrote it (`POST /send` measures the body's bytes the same way).
-          if (utf8Exceeds(JSON.stringify(value) ?? "", maxEnvelopeBytes)) throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
-          return await admitAndPublish(stamp(value, identity), identity, path);
-        } catch (err) {
-          throw refused(err, path);
-        }
+        limits?.gate.check();
+        // The item as its client wrote it (`POST /send` measures the body's bytes the same way).
+        if (utf8Exceeds(JSON.stringify(value) ?? "", maxEnvelopeBytes)) throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
+        const stamped = stamp(value, identity);
+        await admit(stamped, identity);
+        return stamped;
       }),
     );
-    return settled.map((r) => (r.status === "fulfilled" ? { messageId: r.value } : { error: asRoutingError(r.reason) }));
+    // ...then every admitted one is published in this one turn, whenever its admission resolved.
+    const settled = await Promise.allSettled(admitted.map((a) => (a.status === "fulfilled" ? publish(a.value, path) : Promise.reject(a.reason))));
+    return settled.map((r) => {
+      if (r.status === "fulfilled") return { messageId: r.value };
+      return { error: refused(r.reason, path) };
+    });
   }
 
   return { accept, acceptBytes, acceptBatch };

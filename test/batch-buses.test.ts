@@ -13,6 +13,8 @@ import { openSqliteDb } from "../backends/sqlite-db.ts";
 import { createSqliteIngressBus } from "../backends/sqlite-ingress-bus.ts";
 import type { Urn } from "../core/urn.ts";
 import { createMetrics } from "../metrics/registry.ts";
+import { createIngressGate } from "../limits/ingress-gate.ts";
+import { createSendRateLimiter } from "../limits/rate.ts";
 import { createIngress } from "../routing/ingress.ts";
 import { waitFor } from "./contracts/fixture.ts";
 import { startPubSubEmulator, type Emulator } from "./helpers/emulators.ts";
@@ -62,6 +64,16 @@ describe("acceptBatch on the embedded SQLite bus", () => {
       );
       expect(results.filter((r) => "messageId" in r)).toHaveLength(99);
       expect(db.commits - before).toBe(1);
+      // Still one transaction when admission (rate, quota, ingress room) resolves item by item at
+      // different times, as a Redis rate limiter or a quota read would: publishing waits for all.
+      const gate = createIngressGate({ maxPending: 10_000, backlog: async () => 0 });
+      const rate = createSendRateLimiter({ ratePerSecond: 1000, burst: 1000, keyPrefix: "t" });
+      const slowQuota = { admit: () => new Promise<void>((resolve) => setTimeout(resolve, Math.random() * 30)) };
+      const limited = createIngress({ bus, maxEnvelopeBytes: 65536, metrics: createMetrics(), limits: { rate, gate }, quota: slowQuota });
+      const again = db.commits;
+      const spread = await limited.acceptBatch(Array.from({ length: 50 }, (_, i) => envelope(`urn:sm:user:q${i}`)), SENDER, "http");
+      expect(spread.filter((r) => "messageId" in r)).toHaveLength(50);
+      expect(db.commits - again).toBe(1);
       await batchThrough(bus);
     } finally {
       await bus.close();

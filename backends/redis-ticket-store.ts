@@ -1,5 +1,5 @@
 import { Redis } from "ioredis";
-import { RoutingError } from "../core/errors.ts";
+import { unavailable } from "../core/errors.ts";
 import { readyWithin } from "./readiness.ts";
 import { grantAt, parseStoredTicket, type TicketStore } from "./ticket-store.ts";
 
@@ -20,7 +20,6 @@ export function createRedisTicketStore(opts: RedisTicketOptions): TicketStore {
   const redis = typeof opts.redis === "string" ? new Redis(opts.redis, { maxRetriesPerRequest: 1, connectTimeout: 5_000, lazyConnect: false }) : opts.redis;
   const prefix = `${opts.keyPrefix ?? ""}ticket:`;
   let open = true;
-  const unavailable = (what: string, err: unknown) => new RoutingError("BACKEND_UNAVAILABLE", `${what} failed`, { cause: err });
   if (owned) redis.on("error", () => {});
   return {
     async put(key, grant, expiresAt) {
@@ -28,7 +27,7 @@ export function createRedisTicketStore(opts: RedisTicketOptions): TicketStore {
       try {
         await redis.set(prefix + key, JSON.stringify({ ...grant, expiresAt }), "PX", ttlMs);
       } catch (err) {
-        throw unavailable("ticket put", err);
+        throw unavailable("ticket put failed", err);
       }
     },
     async take(key, now) {
@@ -36,7 +35,7 @@ export function createRedisTicketStore(opts: RedisTicketOptions): TicketStore {
       try {
         raw = await redis.getdel(prefix + key);
       } catch (err) {
-        throw unavailable("ticket take", err);
+        throw unavailable("ticket take failed", err);
       }
       return grantAt(parseStoredTicket(raw), now);
     },

@@ -131,6 +131,15 @@ describe.each(["uws", "ws"] as const)("Server-Sent Events on the %s engine", (en
     b.close();
   });
 
+  it("a stream opened with a ticket ends with event: close {code: 4002} when the token behind the ticket expires", async () => {
+    const short = await token("frank", "3s");
+    const stream = await openStream(`${node.url}/events?ticket=${await ticket(short)}`);
+    expect(stream.status).toBe(200);
+    const close = await stream.next("close", 0, 15_000);
+    expect(JSON.parse(close.data)).toEqual({ code: 4002 });
+    await waitFor(() => stream.ended(), "stream ended");
+  });
+
   it("metrics count sse sessions and the /events and /tickets routes", async () => {
     const stream = await openStream(`${node.url}/events`, { authorization: `Bearer ${alice}` });
     await waitFor(() => node.node.sessions.sessions("urn:sm:user:alice" as Urn).some((s) => s.isOnline()), "online");

@@ -1,10 +1,12 @@
 import { EventSource } from "eventsource";
+import { Redis } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { Urn } from "../core/urn.ts";
 import { waitFor } from "./contracts/fixture.ts";
 import { envelope, http } from "./helpers/clients.ts";
 import { startInProcess, type InProcessNode } from "./helpers/in-process.ts";
 import { token } from "./helpers/service.ts";
+import { deleteRedisKeys } from "./helpers/shared-servers.ts";
 import { openStream } from "./helpers/sse.ts";
 
 /** `GET /events` and `POST /tickets` on both engines, with real clients over real sockets (issue 20). */
@@ -147,5 +149,31 @@ describe.each(["uws", "ws"] as const)("Server-Sent Events on the %s engine", (en
     expect(metrics).toMatch(/routing_sessions\{protocol="sse",state="online"\} [1-9]/);
     expect(metrics).toMatch(/routing_http_requests_total\{route="\/tickets",status="200"\} [1-9]/);
     stream.close();
+  });
+});
+
+describe("tickets across a cluster sharing Redis", () => {
+  it("a ticket issued by one node opens a stream on another, once: a second use on either is 401", async () => {
+    const prefix = `routing-test-${Math.random().toString(36).slice(2, 10)}:`;
+    const env = { ROUTING_PRESENCE: "redis", ROUTING_REDIS_PREFIX: prefix };
+    const a = await startInProcess(env);
+    const b = await startInProcess(env);
+    try {
+      const bob = await token("bob");
+      const issued = await http(a.url, "POST", "/tickets", { token: bob });
+      expect(issued.status).toBe(200);
+      const t = issued.body.ticket as string;
+      const onB = await openStream(`${b.url}/events?ticket=${t}`);
+      expect(onB.status).toBe(200);
+      expect((await openStream(`${a.url}/events?ticket=${t}`)).status).toBe(401);
+      expect((await openStream(`${b.url}/events?ticket=${t}`)).status).toBe(401);
+      onB.close();
+    } finally {
+      await a.stop();
+      await b.stop();
+      const admin = new Redis(process.env.ROUTING_TEST_REDIS_URL ?? "redis://127.0.0.1:6379", { maxRetriesPerRequest: 1 });
+      await deleteRedisKeys(admin, prefix);
+      await admin.quit();
+    }
   });
 });

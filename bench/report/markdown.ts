@@ -29,6 +29,38 @@ function connTable(rows: readonly ConnRow[]): string {
   return [head, "|---|---|---|---|---|---|---|", ...lines].join("\n");
 }
 
+/** baseline-uws (BENCH_BASELINE_ROOT) beside service-uws, row by row: before and after in one run. */
+function beforeAfter(r: Results): string[] {
+  const rows = [...r.route.rows, ...r.mqtt.rows];
+  const lines = rows
+    .filter((x) => x.contender === "baseline-uws")
+    .flatMap((before) => {
+      const after = rows.find((x) => x.contender === "service-uws" && x.variant === before.variant && x.load === before.load);
+      if (!after) return [];
+      const cell = (b: number, a: number, digits = 0) => `${fmt(b, digits)} -> ${fmt(a, digits)}`;
+      return [
+        `| ${before.variant} | ${before.load} | ${cell(before.throughput.median, after.throughput.median)}${after.saturated ? " (saturated)" : ""} | ` +
+          `${cell(before.p50.median, after.p50.median, 2)} | ${cell(before.p99.median, after.p99.median, 2)} | ${cell(before.serverUsPerMsg.median, after.serverUsPerMsg.median)} |`,
+      ];
+    });
+  const conns = r.connections.rows
+    .filter((x) => x.contender === "baseline-uws")
+    .flatMap((before) => {
+      const after = r.connections.rows.find((x) => x.contender === "service-uws" && x.requested === before.requested);
+      return after ? [`| idle connections | ${fmt(after.held.median)} held | | | | RSS ${fmt(before.rssPerConnKiB.median, 2)} -> ${fmt(after.rssPerConnKiB.median, 2)} KiB/conn |`] : [];
+    });
+  if (lines.length + conns.length === 0) return [];
+  return [
+    "**Before -> after** (baseline-uws, the checkout in `BENCH_BASELINE_ROOT`, -> service-uws, this checkout; same run, rounds alternating)",
+    "",
+    "| variant | load | delivered msg/s | p50 ms | p99 ms | server µs/msg |",
+    "|---|---|---|---|---|---|",
+    ...lines,
+    ...conns,
+    "",
+  ];
+}
+
 function skips(skipped: readonly Skip[]): string {
   const seen = new Set<string>();
   const lines: string[] = [];
@@ -62,6 +94,7 @@ export function markdown(r: Results): string {
     "",
     ...targetLines(r.targets),
     "",
+    ...beforeAfter(r),
     "**Ratios** (delivered msg/s at saturation)",
     "",
     ...r.ratios.map((x) => `- ${x.name}: ${x.value.toFixed(2)}`),

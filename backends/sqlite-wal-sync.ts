@@ -31,10 +31,21 @@ export class WalSync {
   readonly #onIdle: () => void;
 
   /** `onIdle` runs each time a sync returned with nothing left to sync (the writer may commit). */
-  constructor(dbFile: string, dataSync: DataSync = fs.fdatasync, onIdle: () => void = () => {}) {
+  readonly #spacingMs: number;
+  #lastStart = Number.NEGATIVE_INFINITY;
+  #timer: NodeJS.Timeout | undefined;
+
+  /**
+   * `onIdle` runs each time a sync returned with nothing left to sync (the writer may commit).
+   * `spacingMs`: the least time from one sync's start to the next's. Each fdatasync handed to the
+   * thread pool costs CPU in wake-ups on top of the disk's own; at low rates, where a sync covers
+   * one message's step, waiting lets the steps of several messages share it.
+   */
+  constructor(dbFile: string, dataSync: DataSync = fs.fdatasync, onIdle: () => void = () => {}, spacingMs = 0) {
     this.#file = `${dbFile}-wal`;
     this.#dataSync = dataSync;
     this.#onIdle = onIdle;
+    this.#spacingMs = spacingMs;
   }
 
   /** A sync is running. */
@@ -54,11 +65,19 @@ export class WalSync {
   }
 
   #schedule(): void {
-    if (!this.#inFlight && this.#next.length > 0) this.#start();
+    if (this.#inFlight || this.#timer !== undefined || this.#next.length === 0) return;
+    const wait = this.#lastStart + this.#spacingMs - performance.now();
+    if (wait <= 0) return this.#start();
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      this.#start();
+    }, wait);
   }
 
   /** Syncs on the calling thread and settles every waiter (close: nothing may be left pending). */
   syncNow(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     const waiting = this.#next;
     this.#next = [];
     let error: Error | undefined;
@@ -93,11 +112,12 @@ export class WalSync {
     }
     this.#inFlight = true;
     this.#syncs++;
+    this.#lastStart = performance.now();
     this.#dataSync(fd, (err) => {
       this.#inFlight = false;
       for (const done of batch) done(err ?? undefined);
       if (this.#closed) this.#closeFd();
-      else if (this.#next.length > 0) this.#start();
+      else if (this.#next.length > 0) this.#schedule();
       else this.#onIdle();
     });
   }

@@ -204,6 +204,30 @@ describe("SqliteDb", () => {
     }
   });
 
+  it("full: starts WAL syncs at least syncSpacingMs apart; writes meanwhile share the next", async () => {
+    const starts: number[] = [];
+    const spaced = openSqliteDb({
+      dataDir: path.join(dir, "spaced"),
+      sync: "full",
+      syncSpacingMs: 80,
+      dataSync: (fd, done) => {
+        starts.push(performance.now());
+        fs.fdatasync(fd, done);
+      },
+    });
+    try {
+      spaced.statement("CREATE TABLE t (k TEXT PRIMARY KEY)").run();
+      const insert = spaced.statement<[string]>("INSERT INTO t (k) VALUES (?)");
+      await spaced.writeStatement(() => insert.run("a"));
+      const next = await Promise.all([spaced.writeStatement(() => insert.run("b")), sleep(5).then(() => spaced.writeStatement(() => insert.run("c")))]);
+      expect(next).toHaveLength(2);
+      expect(starts).toHaveLength(2);
+      expect(starts[1] - starts[0]).toBeGreaterThanOrEqual(79);
+    } finally {
+      spaced.close();
+    }
+  });
+
   it("full: a failed WAL sync rejects the writes it covered, and later writes sync again", async () => {
     let fail = true;
     const failing = openSqliteDb({

@@ -8,9 +8,8 @@ import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
 import { createEngine } from "./create-engine.ts";
 import type { BinaryStreamRoute, GatewayEngine, HttpRequest, HttpResponse, SocketListener, UpgradeDecision, UpgradeRequest } from "./engine.ts";
 import { bearerToken, createHttpRoutes, errorResponse, type OperatorEndpoints } from "./http-routes.ts";
-import type { DeliveryMode, Session, SessionHost } from "./sessions.ts";
+import type { DeliveryMode, PendingSession, Session, SessionHost } from "./sessions.ts";
 import { createFrameHandler } from "./socket-frames.ts";
-import type { Principal } from "../auth/verifier.ts";
 import type { ConnectionLimiter } from "../limits/index.ts";
 import type { EngineOptions } from "./engine.ts";
 import { holdUntilOpened, type HeldSlot } from "./upgrade-slots.ts";
@@ -41,8 +40,8 @@ export interface GatewayDeps {
 }
 
 interface SocketContext {
-  readonly principal: Principal;
-  readonly mode: DeliveryMode;
+  /** The session actor, authenticated in its `connecting` state before the 101. */
+  readonly pending: PendingSession;
   readonly slot: HeldSlot;
 }
 
@@ -124,21 +123,25 @@ export function createGateway(deps: GatewayDeps) {
     },
     sockets: {
       async upgrade(req): Promise<UpgradeDecision<SocketContext>> {
+        let pending: PendingSession | undefined;
         try {
           if (!accepting) throw new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere");
           const mode = deliveryMode(req.query.get("delivery"));
           const { token, protocol } = upgradeToken(req);
-          const principal = await deps.verifier.verify(token);
+          // The session actor verifies the token in its connecting state; a refusal never gets a 101.
+          pending = deps.sessions.begin("ws", mode, () => deps.verifier.verify(token));
+          const principal = await pending.verdict;
           // Over the identity's connection limit: 429 TOO_MANY_CONNECTIONS, never a 101.
-          const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity));
-          return { accept: true, protocol, context: { principal, mode, slot } };
+          const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity), pending.abandon);
+          return { accept: true, protocol, context: { pending, slot } };
         } catch (err) {
+          pending?.abandon();
           return { accept: false, response: errorResponse(asRoutingError(err)) };
         }
       },
-      open(socket, { principal, mode, slot }) {
+      open(socket, { pending, slot }) {
         slot.opened();
-        return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame, slot);
+        return new SessionListener(pending.attach(socket), onFrame, slot);
       },
     },
   });

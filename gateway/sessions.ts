@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { createActor, type ActorRefFrom, type SnapshotFrom } from "xstate";
+import { createActor, fromPromise, type ActorRefFrom, type SnapshotFrom } from "xstate";
 import { sessionMachine, type SessionMachine } from "../actors/session/machine.ts";
 import type { PresenceStore, SessionProtocol } from "../backends/presence-store.ts";
 import type { Principal } from "../auth/verifier.ts";
+import { RoutingError } from "../core/errors.ts";
 import { messageFrame, POKE_FRAME, queuedMessageJson } from "../core/frames.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
@@ -10,7 +11,11 @@ import type { LocalDelivery, Signal } from "../routing/signals.ts";
 
 export type DeliveryMode = "poke" | "push";
 
-/** What a session needs from its connection, whatever the protocol (WebSocket, MQTT). */
+/**
+ * What a session needs from its connection, whatever the protocol (WebSocket, MQTT, a
+ * server-sent-event stream). The session actor never sees it: the host's effects call it by
+ * session id, and the transport's facts come back as the actor's events (see actors/session).
+ */
 export interface SessionTransport {
   send(text: string): boolean;
   bufferedAmount(): number;
@@ -30,6 +35,24 @@ export interface Session {
   send(text: string): void;
   isOnline(): boolean;
 }
+
+/**
+ * A session whose connecting state is authenticating (`begin`): the edge answers its handshake with
+ * the verdict (a WebSocket upgrade: 101 or the error; nothing is sent before it), then attaches
+ * the transport once the connection is open.
+ */
+export interface PendingSession {
+  readonly id: string;
+  /** The verified principal; rejects with the verifier's error (or why the session ended first). */
+  readonly verdict: Promise<Principal>;
+  /** The connection is open: the session goes on to presence and online. */
+  attach(transport: SessionTransport): Session;
+  /** The handshake will not complete (refused after the verdict, or the client left): ends it. */
+  abandon(): void;
+}
+
+/** The transport of a session not attached yet: sends nothing, holds nothing. */
+const DETACHED: SessionTransport = { send: () => false, bufferedAmount: () => 0, ping: () => {}, close: () => {} };
 
 export interface SessionHostOptions {
   readonly instanceId: string;
@@ -70,25 +93,26 @@ interface HostShared {
  */
 class HostedSession implements Session {
   readonly id: string;
-  readonly identity: Urn;
+  /** Set once authenticated (the empty string before). */
+  identity: Urn = "" as Urn;
   readonly protocol: SessionProtocol;
   readonly mode: DeliveryMode;
-  readonly connectedAt: number;
+  connectedAt: number;
   readonly actor: SessionActor;
-  readonly transport: SessionTransport;
+  transport: SessionTransport = DETACHED;
   readonly host: HostShared;
   /** The state last counted in the sessions gauge ("" before the first snapshot). */
   counted = "";
+  /** While connecting: the verifier for this session's credential, and the verdict's settlers. */
+  pending: { authenticate: () => Promise<Principal>; principal?: Principal; resolve(p: Principal): void; reject(e: unknown): void } | undefined;
 
-  constructor(host: HostShared, id: string, identity: Urn, protocol: SessionProtocol, mode: DeliveryMode, actor: SessionActor, transport: SessionTransport) {
+  constructor(host: HostShared, id: string, protocol: SessionProtocol, mode: DeliveryMode, actor: SessionActor) {
     this.host = host;
     this.id = id;
-    this.identity = identity;
     this.protocol = protocol;
     this.mode = mode;
     this.connectedAt = Date.now();
     this.actor = actor;
-    this.transport = transport;
   }
 
   send(text: string): void {
@@ -103,6 +127,15 @@ class HostedSession implements Session {
   /** Observer of the actor (the host subscribes the session itself): the state gauge, and cleanup once done. */
   next(snapshot: SnapshotFrom<SessionMachine>): void {
     const { metrics } = this.host;
+    const pending = this.pending;
+    if (pending !== undefined && (snapshot.context.verified || snapshot.status === "done")) {
+      this.pending = undefined;
+      if (snapshot.context.verified && pending.principal !== undefined) {
+        this.identity = pending.principal.identity;
+        pending.resolve(pending.principal);
+      }
+      else pending.reject(snapshot.context.authError ?? endedBeforeVerdict(snapshot.context.closeCode));
+    }
     const state = typeof snapshot.value === "string" ? snapshot.value : Object.keys(snapshot.value)[0];
     if (state === this.counted) return;
     if (this.counted) metrics.sessions.dec({ protocol: this.protocol, state: this.counted });
@@ -115,6 +148,13 @@ class HostedSession implements Session {
     metrics.sessions.inc({ protocol: this.protocol, state });
     this.counted = state;
   }
+}
+
+/** The session ended while its credential was being verified (drain, auth timeout). */
+function endedBeforeVerdict(closeCode: number): RoutingError {
+  return closeCode === 1001
+    ? new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere")
+    : new RoutingError("BACKEND_UNAVAILABLE", "authentication did not complete in time");
 }
 
 /**
@@ -153,6 +193,15 @@ export function createSessionHost(options: SessionHostOptions) {
   };
 
   const machine = sessionMachine.provide({
+    actors: {
+      authenticate: fromPromise(async ({ input }) => {
+        const pending = all.get(input.sessionId)?.pending;
+        if (pending === undefined) throw new RoutingError("BACKEND_UNAVAILABLE", "session gone");
+        const principal = await pending.authenticate();
+        pending.principal = principal;
+        return { identity: principal.identity, tokenTtlMs: principal.expiresAt === undefined ? undefined : principal.expiresAt - Date.now() };
+      }),
+    },
     actions: {
       registerPresence: ({ context, self }, { identity }) => {
         const sessionId = context.sessionId;
@@ -181,19 +230,49 @@ export function createSessionHost(options: SessionHostOptions) {
     },
   });
 
-  function open(transport: SessionTransport, protocol: SessionProtocol, mode: DeliveryMode, principal: Principal): Session {
+  /**
+   * Starts a session whose `connecting` state runs `authenticate` (the verifier over the
+   * connection's credential). Nothing is written (presence) and nothing delivered before `attach`.
+   */
+  function begin(protocol: SessionProtocol, mode: DeliveryMode, authenticate: () => Promise<Principal>): PendingSession {
     const id = newSessionId();
-    const identity = principal.identity;
     const actor = createActor(machine, {
       input: { sessionId: id, protocol, authTimeoutMs: options.authTimeoutMs, heartbeatMs: options.heartbeatMs, drainTimeoutMs: options.drainTimeoutMs },
     });
-    const session = new HostedSession(shared, id, identity, protocol, mode, actor, transport);
+    const session = new HostedSession(shared, id, protocol, mode, actor);
+    const verdict = new Promise<Principal>((resolve, reject) => {
+      session.pending = { authenticate, resolve, reject };
+    });
     all.set(id, session);
     actor.subscribe(session);
     actor.start();
-    const ttl = principal.expiresAt === undefined ? undefined : principal.expiresAt - Date.now();
-    actor.send({ type: "session.auth.accepted", identity, tokenTtlMs: ttl });
-    return session;
+    return {
+      id,
+      verdict,
+      attach(transport) {
+        session.transport = transport;
+        session.connectedAt = Date.now();
+        const snapshot = actor.getSnapshot();
+        // Ended between the verdict and the open (a drain): the connection closes as the session did.
+        if (snapshot.status === "done") transport.close(snapshot.context.closeCode, snapshot.context.closeReason);
+        else actor.send({ type: "session.transport.attached" });
+        return session;
+      },
+      abandon() {
+        if (actor.getSnapshot().status === "active") actor.send({ type: "session.socket.closed", code: 1006 });
+      },
+    };
+  }
+
+  /**
+   * A session over a connection whose credential was verified by its protocol's own handshake
+   * (MQTT's CONNECT, answered with a CONNACK code before any session exists): the session's
+   * authentication takes that verdict.
+   */
+  function open(transport: SessionTransport, protocol: SessionProtocol, mode: DeliveryMode, principal: Principal): Session {
+    const pending = begin(protocol, mode, () => Promise.resolve(principal));
+    pending.verdict.catch(() => {});
+    return pending.attach(transport);
   }
 
   const deliver: LocalDelivery["deliver"] = (recipient: Urn, signal: Signal) => {
@@ -229,11 +308,12 @@ export function createSessionHost(options: SessionHostOptions) {
   }
 
   return {
+    begin,
     open,
     deliver,
     drainAll,
     sessions: (urn?: Urn): Session[] => {
-      if (urn === undefined) return [...all.values()];
+      if (urn === undefined) return [...all.values()].filter((session) => session.identity !== "");
       const held = byIdentity.get(urn);
       return held === undefined ? [] : held instanceof Set ? [...held] : [held];
     },

@@ -1,4 +1,4 @@
-import { assign, cancel, enqueueActions, raise, setup } from "xstate";
+import { assign, cancel, enqueueActions, fromPromise, raise, setup } from "xstate";
 import { CLOSE } from "../../core/close-codes.ts";
 import type { Urn } from "../../core/urn.ts";
 
@@ -6,11 +6,22 @@ import type { Urn } from "../../core/urn.ts";
  * One actor per client connection (WebSocket or MQTT). Pure: every effect (presence, socket) is an
  * action the hosting gateway provides with `machine.provide()`, once per host, not per connection
  * (`provide()` clones the machine, ~18 KB): an effect knows its session by `context.sessionId` and
- * answers through `self`. The host feeds it the facts (auth verified, presence written, pong seen,
- * buffer over its limit, socket gone, shutdown).
+ * answers through `self`. The host feeds it the facts (presence written, pong seen, buffer over
+ * its limit, socket gone, shutdown).
  *
  *   connecting -> authenticated -> online -> draining -> closed
  *        \______________\______________\__________________/  (timeouts, failures, socket closed)
+ *
+ * Authentication runs in `connecting`: it invokes `authenticate` (the host's verifier as a promise
+ * actor, found by `sessionId`); a failure ends the session with `session.auth.rejected`'s close and
+ * keeps the error in `authError`, which the host answers with (HTTP 401 before any 101, CONNACK 4).
+ * The session leaves `connecting` once the verdict is in AND the transport is attached
+ * (`session.transport.attached`): a WebSocket upgrade waits for the verdict before its 101.
+ *
+ * The transport seam: the machine never sees a socket. Effects name a transport by session id
+ * (`closeSocket`, `sendPing`, `awaitFlush`), and the host turns transport facts into events
+ * (`session.transport.attached`, `.pong`, `.flushed`, `.buffer.exceeded`, `.socket.closed`), so a
+ * WebSocket, an MQTT client or a server-sent-event stream can each sit behind the same actor.
  */
 export interface SessionInput {
   readonly sessionId: string;
@@ -20,8 +31,19 @@ export interface SessionInput {
   readonly drainTimeoutMs: number;
 }
 
+/** What `authenticate` resolves with: who it is, and how long its token lives (undefined: no expiry). */
+export interface Authenticated {
+  readonly identity: Urn;
+  readonly tokenTtlMs?: number;
+}
+
 export interface SessionContext extends SessionInput {
   identity: Urn | undefined;
+  /** The verifier's verdict is in (connecting waits for it and for the transport). */
+  verified: boolean;
+  transportAttached: boolean;
+  /** Why authentication failed (the verifier's error), for the host's answer. */
+  authError: unknown;
   /** Milliseconds from authentication until the token expires (undefined: no expiry). */
   tokenTtlMs: number | undefined;
   /** Pings sent since the last pong. */
@@ -34,7 +56,9 @@ export interface SessionContext extends SessionInput {
 
 export type SessionEvent =
   | { type: "session.auth.accepted"; identity: Urn; tokenTtlMs?: number }
-  | { type: "session.auth.rejected" }
+  | { type: "session.auth.rejected"; error?: unknown }
+  /** The host attached the session's transport (the WebSocket opened after its 101, the MQTT subscription). */
+  | { type: "session.transport.attached" }
   /**
    * A new token for the same identity was verified (the WebSocket `auth` frame): the expiry timer
    * restarts from its lifetime. The host checks the identity before sending it; the machine ignores
@@ -91,12 +115,23 @@ export const sessionMachine = setup({
     pingsUnanswered: ({ context }) => context.unansweredPings >= MAX_UNANSWERED_PINGS,
     tokenExpires: ({ context }) => context.tokenTtlMs !== undefined && context.tokenTtlMs <= MAX_DELAY_MS,
     sameIdentity: ({ context, event }) => event.type === "session.auth.refreshed" && event.identity === context.identity,
+    readyToAuthenticate: ({ context }) => context.verified && context.transportAttached,
+  },
+  actors: {
+    /**
+     * The host's verifier for this session's credential; rejects with the error the host answers
+     * with. None by default: a verdict never comes (the auth timeout closes), unless fed as events.
+     */
+    authenticate: fromPromise<Authenticated, { sessionId: string }>(() => new Promise<Authenticated>(() => {})),
   },
 }).createMachine({
   id: "session",
   context: ({ input }) => ({
     ...input,
     identity: undefined,
+    verified: false,
+    transportAttached: false,
+    authError: undefined,
     tokenTtlMs: undefined,
     unansweredPings: 0,
     presenceRegistered: false,
@@ -110,13 +145,25 @@ export const sessionMachine = setup({
   },
   states: {
     connecting: {
+      invoke: {
+        src: "authenticate",
+        input: ({ context }) => ({ sessionId: context.sessionId }),
+        onDone: { actions: assign({ verified: true, identity: ({ event }) => event.output.identity, tokenTtlMs: ({ event }) => event.output.tokenTtlMs }) },
+        onError: { actions: raise(({ event }) => ({ type: "session.auth.rejected" as const, error: event.error })) },
+      },
+      always: { guard: "readyToAuthenticate", target: "authenticated" },
       after: { authTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.AUTH_TIMEOUT, reason: "authentication timeout" } } } },
       on: {
+        "session.transport.attached": { actions: assign({ transportAttached: true }) },
+        /** A verdict reached outside the machine (kept for hosts and tests that feed it). */
         "session.auth.accepted": {
           target: "authenticated",
-          actions: assign({ identity: ({ event }) => event.identity, tokenTtlMs: ({ event }) => event.tokenTtlMs }),
+          actions: assign({ verified: true, transportAttached: true, identity: ({ event }) => event.identity, tokenTtlMs: ({ event }) => event.tokenTtlMs }),
         },
-        "session.auth.rejected": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.NORMAL, reason: "authentication failed" } } },
+        "session.auth.rejected": {
+          target: "closed",
+          actions: [assign({ authError: ({ event }) => event.error }), { type: "setClose", params: { code: CLOSE.NORMAL, reason: "authentication failed" } }],
+        },
         "session.drain": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } } },
       },
     },

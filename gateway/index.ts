@@ -116,6 +116,8 @@ export function createGateway(deps: GatewayDeps) {
     streams: deps.streams,
     hygiene: deps.hygiene,
     reusePort: deps.reusePort,
+    // Past the session heartbeat's own verdict (4000 after two silent beats, i.e. at most three).
+    idleTimeoutSeconds: Math.ceil((4 * deps.sessions.heartbeatMs) / 1000),
     // Input the engine refuses before any handler sees it still counts as a refused envelope.
     onRefused: (kind, path) => {
       if (kind === "frame") deps.metrics.rejected("ws", "ENVELOPE_TOO_LARGE");

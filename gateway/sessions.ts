@@ -178,11 +178,31 @@ export function createSessionHost(options: SessionHostOptions) {
     else if (held !== session) byIdentity.set(session.identity, new Set([held, session]));
   }
 
+  /*
+   * Liveness: one interval for all sessions (the heartbeat pattern the `ws` documentation gives),
+   * not a timer per session. Each beat tells every online session `session.heartbeat`; its actor
+   * pings through its transport (a WebSocket ping, an SSE comment; MQTT answers at once: aedes
+   * enforces the keepalive) and closes with 4000 after two unanswered. Runs while sessions exist.
+   */
+  let beat: NodeJS.Timeout | undefined;
+  function heartbeat(): void {
+    for (const session of all.values()) if (session.isOnline()) session.actor.send({ type: "session.heartbeat" });
+  }
+  function startBeat(): void {
+    if (beat !== undefined) return;
+    beat = setInterval(heartbeat, options.heartbeatMs);
+    beat.unref();
+  }
+
   const shared: HostShared = {
     maxBufferBytes: options.maxBufferBytes,
     metrics,
     ended(session) {
       all.delete(session.id);
+      if (all.size === 0 && beat !== undefined) {
+        clearInterval(beat);
+        beat = undefined;
+      }
       const held = byIdentity.get(session.identity);
       if (held === session) byIdentity.delete(session.identity);
       else if (held instanceof Set && held.delete(session)) {
@@ -244,6 +264,7 @@ export function createSessionHost(options: SessionHostOptions) {
       session.pending = { authenticate, resolve, reject };
     });
     all.set(id, session);
+    startBeat();
     actor.subscribe(session);
     actor.start();
     return {
@@ -318,6 +339,7 @@ export function createSessionHost(options: SessionHostOptions) {
       return held === undefined ? [] : held instanceof Set ? [...held] : [held];
     },
     count: () => all.size,
+    heartbeatMs: options.heartbeatMs,
   };
 }
 

@@ -77,6 +77,16 @@ export function loadUwsNative(path?: string): UwsModule {
  * guards memory against a session that stopped looking. Read as an int32 by the addon.
  */
 const MAX_BACKPRESSURE_BYTES = 1024 * 1024 * 1024;
+/**
+ * uWS counts idle time in 4-second ticks and refuses an idleTimeout under 8 s; past 960 s the
+ * timer's range ends. Outside that range the backstop is off (0) rather than wrong.
+ */
+export function uwsIdleTimeoutSeconds(seconds: number | undefined): number {
+  if (seconds === undefined) return 0;
+  const rounded = Math.ceil(Math.max(8, seconds) / 4) * 4;
+  return rounded > 960 ? 0 : rounded;
+}
+
 /** uWS.WebSocket#send results. */
 const SEND_DROPPED = 2;
 /** Close code for remaining sockets when the engine closes. */
@@ -219,11 +229,13 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     // uWS drops a frame over maxPayloadLength without a close frame (the client sees 1006), so it
     // gets headroom and the cap is enforced in `message` with 1009. Past the headroom uWS still drops.
     maxPayloadLength: uwsFrameCeiling(maxBody),
-    idleTimeout: 0,
+    // The engine's own liveness, a backstop behind the sessions' heartbeat (which closes a silent
+    // peer with 4000 first): uWS pings a socket idle this long and drops it if it stays silent.
+    idleTimeout: uwsIdleTimeoutSeconds(options.idleTimeoutSeconds),
     maxBackpressure: MAX_BACKPRESSURE_BYTES,
     // The addon reads it as a boolean; the shipped typings say number.
     closeOnBackpressureLimit: 0,
-    sendPingsAutomatically: false,
+    sendPingsAutomatically: options.idleTimeoutSeconds !== undefined,
     compression: uws.DISABLED,
 
     upgrade: (res, req, context) => {

@@ -58,23 +58,23 @@ describe("session machine", () => {
     expect(effects).toEqual([`register:${bob}`, `close:${CLOSE.BACKEND_UNAVAILABLE}`]);
   });
 
-  it("pings every interval and closes after two unanswered pings", () => {
-    const { actor, effects, clock, online } = startSession();
+  it("pings every beat of the host's shared heartbeat and closes after two unanswered pings", () => {
+    const { actor, effects, online } = startSession();
     online();
-    clock.increment(30_000);
-    clock.increment(30_000);
+    actor.send({ type: "session.heartbeat" });
+    actor.send({ type: "session.heartbeat" });
     expect(effects.filter((e) => e === "ping")).toHaveLength(2);
     expect(actor.getSnapshot().matches("online")).toBe(true);
-    clock.increment(30_000);
+    actor.send({ type: "session.heartbeat" });
     expect(actor.getSnapshot().status).toBe("done");
     expect(effects.slice(-2)).toEqual(["unregister", `close:${CLOSE.HEARTBEAT_TIMEOUT}`]);
   });
 
   it("stays online as long as pongs arrive", () => {
-    const { actor, effects, clock, online } = startSession();
+    const { actor, effects, online } = startSession();
     online();
     for (let i = 0; i < 10; i++) {
-      clock.increment(30_000);
+      actor.send({ type: "session.heartbeat" });
       actor.send({ type: "session.pong" });
     }
     expect(actor.getSnapshot().matches("online")).toBe(true);

@@ -27,6 +27,7 @@ export interface SessionInput {
   readonly sessionId: string;
   readonly protocol: "ws" | "mqtt";
   readonly authTimeoutMs: number;
+  /** The host's heartbeat interval (it sends `session.heartbeat` at this pace to every online session). */
   readonly heartbeatMs: number;
   readonly drainTimeoutMs: number;
 }
@@ -69,6 +70,8 @@ export type SessionEvent =
   | { type: "session.token.expired" }
   | { type: "session.presence.registered" }
   | { type: "session.presence.failed" }
+  /** One beat of the host's shared heartbeat interval (every `heartbeatMs`, one interval for all sessions). */
+  | { type: "session.heartbeat" }
   | { type: "session.pong" }
   | { type: "session.buffer.exceeded" }
   | { type: "session.flushed" }
@@ -108,7 +111,6 @@ export const sessionMachine = setup({
   },
   delays: {
     authTimeout: ({ context }) => context.authTimeoutMs,
-    heartbeat: ({ context }) => context.heartbeatMs,
     drainTimeout: ({ context }) => context.drainTimeoutMs,
   },
   guards: {
@@ -180,22 +182,17 @@ export const sessionMachine = setup({
     online: {
       // (Re)starting the expiry timer: none without an expiry, or past setTimeout's ceiling. A delayed
       // self-event rather than an `after`, so a refresh restarts it without re-entering `online`
-      // (which would restart the heartbeat and re-run goOnline).
+      // (which would re-run goOnline).
       entry: ["goOnline", enqueueActions(({ check, enqueue }) => check("tokenExpires") && enqueue("scheduleTokenExpiry"))],
       // Leaving online (drain) stops the expiry clock, as an `after` on this state would.
       exit: "cancelTokenExpiry",
-      initial: "live",
-      states: {
-        live: {
-          after: {
-            heartbeat: [
-              { guard: "pingsUnanswered", target: "#session.closed", actions: { type: "setClose", params: { code: CLOSE.HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" } } },
-              { target: "live", reenter: true, actions: ["sendPing", assign({ unansweredPings: ({ context }) => context.unansweredPings + 1 })] },
-            ],
-          },
-        },
-      },
       on: {
+        // The host's one shared heartbeat (not a timer per session): ping, or close a peer that
+        // left two pings unanswered.
+        "session.heartbeat": [
+          { guard: "pingsUnanswered", target: "closed", actions: { type: "setClose", params: { code: CLOSE.HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" } } },
+          { actions: ["sendPing", assign({ unansweredPings: ({ context }) => context.unansweredPings + 1 })] },
+        ],
         "session.token.expired": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.TOKEN_EXPIRED, reason: "token expired" } } },
         "session.auth.refreshed": {
           guard: "sameIdentity",

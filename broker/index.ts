@@ -3,7 +3,7 @@ import type { TokenVerifier } from "../auth/verifier.ts";
 import type { BinaryStreamRoute } from "../gateway/engine.ts";
 import type { SessionHost } from "../gateway/sessions.ts";
 import type { Ingress } from "../routing/ingress.ts";
-import { listenWithFallback } from "../runtime/ports.ts";
+import { listenWithFallback } from "../platform/ports.ts";
 import { createEmbeddedBroker } from "./embedded.ts";
 import { createExternalLink } from "./external.ts";
 import { withExternalDelivery, type RouterReach } from "./external-routing.ts";

@@ -18,7 +18,7 @@ import type {
   UpgradeDecision,
   UpgradeRequest,
 } from "./engine.ts";
-import { listenServer } from "../runtime/ports.ts";
+import { listenServer } from "../platform/ports.ts";
 import { createRequestGuard, requestTimedOut } from "./request-guard.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 

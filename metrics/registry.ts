@@ -3,7 +3,14 @@ import type { PushPlatform } from "../backends/device-store.ts";
 import type { IngressPath } from "../backends/ingress-bus.ts";
 import type { ErrorCode } from "../core/errors.ts";
 import type { PushResult } from "../push/sender.ts";
-import type { SignalCounters } from "../routing/signals.ts";
+
+/** What the signal bridges count (routing/signals.ts). */
+export interface SignalCounters {
+  /** A signal arrived at this instance. */
+  received(): void;
+  /** ...and reached at least one local session (the rest is noise). */
+  delivered(): void;
+}
 
 export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivered" | "ephemeral_dropped" | "duplicate";
 

@@ -54,12 +54,10 @@ export function decodeSignal(text: string): Signal {
   return { record, queuedAt: h.q };
 }
 
-export interface SignalCounters {
-  /** A signal arrived at this instance. */
-  received(): void;
-  /** ...and reached at least one local session (the rest is noise). */
-  delivered(): void;
-}
+/** The counters' shape is the metrics registry's (the ground layer defines it). */
+export type { SignalCounters } from "../metrics/registry.ts";
+
+import type { SignalCounters } from "../metrics/registry.ts";
 
 /** What a remote bridge does with an incoming signal: deliver locally and count signal versus noise. */
 export function createSignalReceiver(local: LocalDelivery, counters: SignalCounters) {

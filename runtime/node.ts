@@ -28,7 +28,7 @@ import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
 import { compose, type NodeExtras } from "./compose.ts";
 import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
-import type { Lifecycle } from "./lifecycle.ts";
+import type { Lifecycle } from "../platform/lifecycle.ts";
 
 export type { NodeExtras } from "./compose.ts";
 
@@ -71,7 +71,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     const pushSenders = createPushSenders(config, log);
     const auth = resolveAuth(config);
     if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
-    // Each drain phase gets its share of ROUTING_SHUTDOWN_TIMEOUT_MS (runtime/drain.ts): sessions up
+    // Each drain phase gets its share of ROUTING_SHUTDOWN_TIMEOUT_MS (platform/drain.ts): sessions up
     // to half of it, the router up to three quarters, so everything ends before the forced exit.
     const phaseMs = Math.floor(config.shutdownTimeoutMs / 4);
     const host = createSessionHost({

@@ -8,7 +8,7 @@ import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import { explainRoute, type SessionView } from "../routing/explain.ts";
 import type { Route } from "../routing/router.ts";
-import { within, type DrainClock } from "../runtime/drain.ts";
+import { within, type DrainClock } from "../platform/drain.ts";
 import { deadLetterView } from "../lifecycle/dead-letters.ts";
 import { mapped } from "./errors.ts";
 import { urnParam } from "./mailbox.service.ts";

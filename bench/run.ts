@@ -10,6 +10,9 @@
  * - mqtt: MQTT publisher -> subscriber through the service (embedded broker) and through Mosquitto.
  * - overload: 10x the service's measured saturation for 60 s, embedded and NATS + Redis: RSS peak,
  *   refused share, p99 of accepted sends, and nothing accepted lost (scenarios/overload.ts).
+ * - group: a 50-member fan-out as 50 POST /send against one POST /send/batch (scenarios/group-send.ts);
+ *   sse: push delivery to SSE streams beside WebSockets (scenarios/sse-delivery.ts). Only these:
+ *   BENCH_SCENARIOS=group,sse.
  *
  * The load runs in worker threads (route, mqtt) and child processes (connections), never in the
  * servers' processes; every contender is its own process. The machine is shared (2 cores here):
@@ -22,7 +25,7 @@ import { join } from "node:path";
 import { startContender, type Contender, type ContenderName } from "./contenders.ts";
 import { startWorkers } from "./lib/pool.ts";
 import { freeH, machineInfo, raiseNofile } from "./lib/proc.ts";
-import { loadPlan } from "./plan.ts";
+import { loadPlan, type ScenarioName } from "./plan.ts";
 import { chartSvg } from "./report/chart.ts";
 import { markdown } from "./report/markdown.ts";
 import type { Results } from "./report/results.ts";
@@ -30,6 +33,8 @@ import { ratiosOf, targetsOf } from "./report/targets.ts";
 import { runConnections, type ConnRow } from "./scenarios/connections.ts";
 import { runMatrix, type Row, type Skip } from "./scenarios/matrix.ts";
 import { overloadMarkdown, runOverload, type OverloadRow } from "./scenarios/overload.ts";
+import { groupMarkdown, runGroupSend } from "./scenarios/group-send.ts";
+import { runSseDelivery, sseMarkdown } from "./scenarios/sse-delivery.ts";
 
 const plan = loadPlan();
 const began = performance.now();
@@ -72,6 +77,13 @@ let mqtt: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let connections: { rows: ConnRow[]; cap: number } = { rows: [], cap: 0 };
 let overload: OverloadRow[] = [];
 
+/** A scenario's own table: results/<name>-latest.md, and on stdout. */
+function extra(name: string, table: string): void {
+  mkdirSync(plan.outDir, { recursive: true });
+  writeFileSync(join(plan.outDir, `${name}-latest.md`), `${table}\n`);
+  console.log(`\n## ${name}\n\n${table}\n`);
+}
+
 log(`plan ${plan.profile}: ${[...plan.scenarios].join(", ")}; contenders ${plan.contenders.join(", ")}; open-file limit ${fdLimit.soft}${fdLimit.note ? ` (${fdLimit.note})` : ""}`);
 const pool = startWorkers(plan.workers);
 try {
@@ -105,6 +117,9 @@ try {
     }
   }
   if (plan.scenarios.has("overload")) overload = await runOverload(log);
+  // issue 20: written and printed as soon as each is measured.
+  if (plan.scenarios.has("group")) extra("group", groupMarkdown(await runGroupSend(log)));
+  if (plan.scenarios.has("sse")) extra("sse", sseMarkdown(await runSseDelivery(log)));
 } finally {
   await pool.close();
   await stop([...running]);
@@ -122,13 +137,17 @@ const results: Results = {
   ratios: ratiosOf(route.rows, mqtt.rows),
   targets: targetsOf(route.rows, connections.rows),
 };
-const md = markdown(results);
-mkdirSync(plan.outDir, { recursive: true });
-writeFileSync(join(plan.outDir, `bench-${results.at.replace(/[:.]/g, "-")}.json`), JSON.stringify(results, null, 2));
-writeFileSync(join(plan.outDir, "latest.json"), JSON.stringify(results, null, 2));
-writeFileSync(join(plan.outDir, "latest.md"), md);
-writeFileSync(join(plan.outDir, "latest.svg"), chartSvg(results));
-console.log(`\n${md}`);
+// Only a run that measured the main tables replaces them (BENCH_SCENARIOS=group,sse leaves them as they are).
+const measuredMain = ["route", "connections", "mqtt"].some((name) => plan.scenarios.has(name as ScenarioName));
+if (measuredMain) {
+  const md = markdown(results);
+  mkdirSync(plan.outDir, { recursive: true });
+  writeFileSync(join(plan.outDir, `bench-${results.at.replace(/[:.]/g, "-")}.json`), JSON.stringify(results, null, 2));
+  writeFileSync(join(plan.outDir, "latest.json"), JSON.stringify(results, null, 2));
+  writeFileSync(join(plan.outDir, "latest.md"), md);
+  writeFileSync(join(plan.outDir, "latest.svg"), chartSvg(results));
+  console.log(`\n${md}`);
+}
 if (overload.length > 0) {
   const table = overloadMarkdown(overload);
   writeFileSync(join(plan.outDir, "overload-latest.json"), JSON.stringify({ at: results.at, machine: results.machine, rows: overload }, null, 2));

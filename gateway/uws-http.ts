@@ -10,16 +10,19 @@ import type * as Uws from "uWebSockets.js";
 import { RoutingError, asRoutingError } from "../core/errors.ts";
 import type { EngineOptions, HttpRequest } from "./engine.ts";
 import { requestTimedOut, type RequestGuard } from "./request-guard.ts";
+import { mountUwsEventStream } from "./sse/uws-stream.ts";
 import { errorOutgoing, normalizeOr500, tooLarge, type Outgoing } from "./responses.ts";
 
 export function serveHttp<C>(app: Uws.TemplatedApp, options: EngineOptions<C>, guard: RequestGuard): void {
   const maxBody = options.maxBodyBytes;
+  if (options.eventStream !== undefined) mountUwsEventStream(app, options.eventStream, guard);
 
   app.any("/*", (res, req) => {
     const method = req.getMethod().toUpperCase();
     const path = req.getUrl();
     const rawQuery = req.getQuery() ?? "";
     const headers = copyHeaders(req);
+    const bodyLimit = options.maxBodyBytesFor?.(path) ?? maxBody;
 
     // An upgrade that did not reach the WebSocket route: another path, or a handshake uWS rejected.
     if (isUpgradeAttempt(headers)) {
@@ -32,9 +35,9 @@ export function serveHttp<C>(app: Uws.TemplatedApp, options: EngineOptions<C>, g
     }
 
     const declared = headers["content-length"];
-    if (declared !== undefined && Number(declared) > maxBody) {
+    if (declared !== undefined && Number(declared) > bodyLimit) {
       options.onRefused?.("body", path);
-      writeResponse(res, method, tooLarge(maxBody), true);
+      writeResponse(res, method, tooLarge(bodyLimit), true);
       return;
     }
 
@@ -69,13 +72,13 @@ export function serveHttp<C>(app: Uws.TemplatedApp, options: EngineOptions<C>, g
     res.onData((chunk, isLast) => {
       if (done || aborted) return;
       size += chunk.byteLength;
-      if (size > maxBody) {
+      if (size > bodyLimit) {
         done = true;
         clearTimeout(bodyTimer);
         leave();
         chunks.length = 0;
         options.onRefused?.("body", path);
-        res.cork(() => writeResponse(res, method, tooLarge(maxBody), true));
+        res.cork(() => writeResponse(res, method, tooLarge(bodyLimit), true));
         return;
       }
       // Copy: the chunk is neutered when this callback returns.

@@ -5,6 +5,7 @@ import type { Duplex } from "node:stream";
 import { asRoutingError } from "../core/errors.ts";
 import type { EngineOptions, HttpRequest } from "./engine.ts";
 import { requestTimedOut, type RequestGuard } from "./request-guard.ts";
+import { serveNodeEventStream } from "./sse/node-stream.ts";
 import { errorOutgoing, normalizeOr500, tooLarge, type Outgoing } from "./responses.ts";
 
 /** The request listener of the engine's node:http server. */
@@ -15,14 +16,19 @@ export function httpListener<C>(options: EngineOptions<C>, guard: RequestGuard):
     const method = req.method ?? "GET";
     const { path, rawQuery } = splitUrl(req.url ?? "/");
     const headers = joinHeaders(req.headersDistinct);
+    const bodyLimit = options.maxBodyBytesFor?.(path) ?? maxBody;
     req.on("error", () => {
       // The client went away mid-body; 'close' on the response covers the rest.
     });
+    if (options.eventStream !== undefined && method === "GET" && path === options.eventStream.path) {
+      serveNodeEventStream(options.eventStream, req, res, { path, query: new URLSearchParams(rawQuery), headers }, guard);
+      return;
+    }
 
     const declared = headers["content-length"];
-    if (declared !== undefined && Number(declared) > maxBody) {
+    if (declared !== undefined && Number(declared) > bodyLimit) {
       options.onRefused?.("body", path);
-      writeResponse(res, tooLarge(maxBody), true);
+      writeResponse(res, tooLarge(bodyLimit), true);
       req.resume();
       return;
     }
@@ -54,12 +60,12 @@ export function httpListener<C>(options: EngineOptions<C>, guard: RequestGuard):
     req.on("data", (chunk: Buffer) => {
       if (over) return;
       size += chunk.length;
-      if (size > maxBody) {
+      if (size > bodyLimit) {
         over = true;
         clearTimeout(bodyTimer);
         chunks.length = 0;
         options.onRefused?.("body", path);
-        writeResponse(res, tooLarge(maxBody), true);
+        writeResponse(res, tooLarge(bodyLimit), true);
         return;
       }
       chunks.push(chunk);

@@ -25,7 +25,7 @@ import type { Urn } from "../../core/urn.ts";
  */
 export interface SessionInput {
   readonly sessionId: string;
-  readonly protocol: "ws" | "mqtt";
+  readonly protocol: "ws" | "mqtt" | "sse";
   readonly authTimeoutMs: number;
   /** The host's heartbeat interval (it sends `session.heartbeat` at this pace to every online session). */
   readonly heartbeatMs: number;

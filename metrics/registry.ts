@@ -49,6 +49,8 @@ export function createMetrics() {
   const mailboxLargest = new Gauge({ name: "routing_mailbox_largest_depth", help: "Message counts of the largest mailboxes, by rank (1 = largest), read once per scrape.", labelNames: ["rank"] as const, registers: [registry] });
   const signalsReceived = new Counter({ name: "routing_signals_received_total", help: "Signals from other instances that arrived here.", registers: [registry] });
   const signalsDelivered = new Counter({ name: "routing_signals_delivered_total", help: "Arrived signals that reached at least one local session (received minus delivered is noise).", registers: [registry] });
+  // sharded delivery (issue 15): this node's share of the shards (0 unless ROUTING_DELIVERY_STRATEGY=sharded)
+  const shardsOwned = new Gauge({ name: "routing_shards_owned", help: "Shards this node owns now (sharded delivery).", registers: [registry] });
   // batch send (issue 20): envelopes per `POST /send/batch`, whatever became of each.
   const batchSizes = new Histogram({ name: "routing_send_batch_envelopes", help: "Envelopes per POST /send/batch request.", buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], registers: [registry] });
   // Every path and outcome exists from the start (at 0), so rate() and dashboards work before the first event.
@@ -91,6 +93,7 @@ export function createMetrics() {
     httpRequest: (route: string, status: number) => http.inc({ route, status: String(status) }),
     pushed: (platform: PushPlatform, result: PushResult["kind"]) => push.inc({ platform, result }),
     mailboxDepth,
+    shardsOwned,
     mailboxExpired: (count: number) => mailboxExpired.inc(count),
     mailboxFull: (path: IngressPath) => mailboxFull.inc({ path }),
     /** Sets the ranked gauge from counts largest first; ranks past the list read 0. */

@@ -24,6 +24,8 @@ import { createPushService } from "../services/push.service.ts";
 import { createRouterService } from "../services/router.service.ts";
 import { createSignalsService } from "../services/signals.service.ts";
 import { createRetentionService } from "../services/retention.service.ts";
+import { createShardsService, type ShardsService } from "../services/shards.service.ts";
+import { openShardLeases } from "../shards/create-leases.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
@@ -86,7 +88,22 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       log,
     });
     sessions = host;
-    const signals = await createSignalBridge(config, host, metrics.signalCounters());
+    // sharded delivery (issue 15, docs/sharding.md): the coordinator, on the lease engine the rule names.
+    let shards: ShardsService | undefined;
+    if (config.deliveryStrategy === "sharded") {
+      shards = createShardsService({
+        leases: await openShardLeases(config),
+        shardCount: config.shardCount,
+        nodeId: config.instanceId,
+        url: () => config.publicUrl ?? `http://${config.host}:${httpPort}`,
+        log,
+        onOwnedCount: (count) => metrics.shardsOwned.set(count),
+      });
+      add(shards.schema);
+    }
+    const ready = shards ? async () => (shards as ShardsService).ready() && (await backends.ready()) : backends.ready;
+    // Until the sharded signal bridges land (issue 15 part B), sharded signals travel as `broadcast`.
+    const signals = await createSignalBridge(config.deliveryStrategy === "sharded" ? { ...config, deliveryStrategy: "broadcast" } : config, host, metrics.signalCounters());
     // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
     const mqtt = createMqtt({
       instanceId: config.instanceId,
@@ -134,7 +151,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       sessions: host,
       metrics,
       maxEnvelopeBytes: config.maxEnvelopeBytes,
-      ready: backends.ready,
+      ready,
       log,
       streams: mqtt.streams,
       connections: limits.connections,

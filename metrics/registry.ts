@@ -5,7 +5,7 @@ import type { ErrorCode } from "../core/errors.ts";
 import type { PushResult } from "../push/sender.ts";
 import type { SignalCounters } from "../routing/signals.ts";
 
-export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivered" | "ephemeral_dropped" | "duplicate";
+export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivered" | "ephemeral_dropped" | "duplicate" | "owner_decides";
 
 /**
  * Every metric of one node, on its own registry (several nodes may share a process in tests).
@@ -44,7 +44,7 @@ export function createMetrics() {
   const signalsDelivered = new Counter({ name: "routing_signals_delivered_total", help: "Arrived signals that reached at least one local session (received minus delivered is noise).", registers: [registry] });
   // Every path and outcome exists from the start (at 0), so rate() and dashboards work before the first event.
   const paths: Record<IngressPath, true> = { http: true, ws: true, mqtt: true, action: true };
-  const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true };
+  const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true, owner_decides: true };
   for (const path of Object.keys(paths)) accepted.inc({ path }, 0);
   for (const path of Object.keys(paths)) mailboxFull.inc({ path }, 0);
   for (const outcome of Object.keys(outcomes)) routed.inc({ outcome }, 0);

@@ -1,5 +1,8 @@
 import { PubSub, type Message, type Subscription, type Topic } from "@google-cloud/pubsub";
 import type { DeliveryStrategy } from "./nats-signal-bridge.ts";
+import type { ShardDirectory } from "../shards/directory.ts";
+import type { OwnerReceiver } from "./owner-decision.ts";
+import { createPubSubShardSignals } from "./pubsub-shard-signals.ts";
 import { encodeSignal, type SignalBridge } from "./signals.ts";
 
 export interface PubSubSignalOptions {
@@ -8,8 +11,10 @@ export interface PubSubSignalOptions {
   readonly apiEndpoint?: string;
   readonly instanceId: string;
   readonly strategy: DeliveryStrategy;
-  /** The shared broadcast topic, `push-notifications` by default. */
+  /** The shared broadcast topic, `push-notifications` by default (also the topic of `sharded` signals). */
   readonly broadcastTopic: string;
+  /** `sharded`: the shard directory and the owner's receiver (pubsub-shard-signals.ts). */
+  readonly sharded?: { readonly shards: ShardDirectory; readonly receive: OwnerReceiver; readonly log?: { warn(obj: object, msg: string): void } };
 }
 
 /** Pub/Sub's minimum expiration: a dead instance's subscription is collected after a day idle. */
@@ -28,6 +33,18 @@ const EXPIRE_AFTER_IDLE_SECONDS = 24 * 3600;
  */
 export async function createPubSubSignalBridge(opts: PubSubSignalOptions, receive: (text: string) => number): Promise<SignalBridge> {
   const pubsub = new PubSub({ projectId: opts.projectId, ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint, emulatorMode: true } : {}) });
+  if (opts.strategy === "sharded") {
+    if (opts.sharded === undefined) throw new Error("sharded signals need the shard directory");
+    const topic = await ensureTopic(pubsub.topic(opts.broadcastTopic, { batching: { maxMilliseconds: 1 } }));
+    const bridge = createPubSubShardSignals({ pubsub, topic, shards: opts.sharded.shards, log: opts.sharded.log }, opts.sharded.receive);
+    return {
+      signal: bridge.signal,
+      async close() {
+        await bridge.close();
+        await pubsub.close();
+      },
+    };
+  }
   const ownTopicName = opts.strategy === "broadcast" ? opts.broadcastTopic : `delivery-${opts.instanceId}`;
   const ownSubscriptionName = opts.strategy === "broadcast" ? `poke-sub-${opts.instanceId}` : `delivery-${opts.instanceId}-sub`;
   const ownTopic = await ensureTopic(pubsub.topic(ownTopicName));

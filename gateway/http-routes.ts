@@ -10,6 +10,7 @@ import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import type { HttpHandler, HttpRequest, HttpResponse } from "./engine.ts";
 import { registerDeviceBody, unregisterDeviceBody } from "./register-device.ts";
+import { routeOf, type Placement } from "./moved.ts";
 
 export { RegisterDeviceSchema, UnregisterDeviceSchema } from "./register-device.ts";
 
@@ -29,6 +30,7 @@ export const HTTP_ROUTES = {
   "/messages/ack": ["POST"],
   "/register-device": ["POST", "DELETE"],
   "/connect": ["GET"],
+  "/route": ["GET"],
   "/healthz": ["GET"],
   "/readyz": ["GET"],
   "/metrics": ["GET"],
@@ -75,6 +77,8 @@ export interface HttpRouteDeps {
   /** Every line about a request carries its requestId (and the messageId once known); never a body byte. */
   readonly log: { error(obj: object, msg: string): void; warn?(obj: object, msg: string): void; debug?(obj: object, msg: string): void };
   readonly operator?: OperatorEndpoints;
+  /** Which node holds the caller's sessions (`GET /route`, issue 15). */
+  readonly placement?: Placement;
 }
 
 const JSON_HEADERS = { "content-type": "application/json" } as const;
@@ -158,6 +162,13 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
     "/connect": {
       GET: async () => {
         throw new RoutingError("INVALID_REQUEST", "GET /connect is a WebSocket upgrade");
+      },
+    },
+    "/route": {
+      GET: async (req) => {
+        const identity = await authenticate(req);
+        if (!deps.placement) throw new RoutingError("NOT_FOUND", "shard routing is not enabled on this node");
+        return json(200, JSON.stringify(routeOf(deps.placement, identity)));
       },
     },
     "/healthz": { GET: async () => json(200, '{"status":"ok"}') },

@@ -14,6 +14,7 @@ import type { Principal } from "../auth/verifier.ts";
 import type { ConnectionLimiter } from "../limits/index.ts";
 import type { EngineOptions } from "./engine.ts";
 import { holdUntilOpened, type HeldSlot } from "./upgrade-slots.ts";
+import { closeMoved, movedTo, type Placement } from "./moved.ts";
 
 export interface GatewayDeps {
   readonly engine: "uws" | "ws";
@@ -38,12 +39,16 @@ export interface GatewayDeps {
   readonly hygiene?: EngineOptions<unknown>["hygiene"];
   /** ROUTING_HTTP_REUSE_PORT: share the port (uws only); off, the port is this process's alone. */
   readonly reusePort?: boolean;
+  /** `sharded` delivery (issue 15): sessions belong on their shard's owner (MOVED), `GET /route`. */
+  readonly placement?: Placement;
 }
 
 interface SocketContext {
   readonly principal: Principal;
   readonly mode: DeliveryMode;
   readonly slot: HeldSlot;
+  /** The owner's URL when this node does not own the caller's shard: opened, then closed 4010 MOVED. */
+  readonly moved?: string;
 }
 
 /**
@@ -129,6 +134,8 @@ export function createGateway(deps: GatewayDeps) {
           const mode = deliveryMode(req.query.get("delivery"));
           const { token, protocol } = upgradeToken(req);
           const principal = await deps.verifier.verify(token);
+          const moved = movedTo(deps.placement, principal.identity);
+          if (moved !== undefined) return { accept: true, protocol, context: { principal, mode, slot: holdUntilOpened(undefined), moved } };
           // Over the identity's connection limit: 429 TOO_MANY_CONNECTIONS, never a 101.
           const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity));
           return { accept: true, protocol, context: { principal, mode, slot } };
@@ -136,8 +143,9 @@ export function createGateway(deps: GatewayDeps) {
           return { accept: false, response: errorResponse(asRoutingError(err)) };
         }
       },
-      open(socket, { principal, mode, slot }) {
+      open(socket, { principal, mode, slot, moved }) {
         slot.opened();
+        if (moved !== undefined) return closeMoved(socket, moved, () => slot.release());
         return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame, slot);
       },
     },

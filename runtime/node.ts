@@ -15,6 +15,8 @@ import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.
 import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
+import { moveSessionsOnLoss, type Placement } from "../gateway/moved.ts";
+import type { ShardDirectory } from "../shards/directory.ts";
 import { createDevicesService } from "../services/devices.service.ts";
 import { createGatewayService } from "../services/gateway.service.ts";
 import { createMqttService } from "../services/mqtt.service.ts";
@@ -85,7 +87,12 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       log,
     });
     sessions = host;
-    const signals = await createSignalBridge(config, host, metrics.signalCounters());
+    // sharded delivery (issue 15): the coordinator's directory (services/shards.service.ts); none otherwise.
+    const shards: ShardDirectory | undefined = undefined;
+    const placement: Placement = { shards, instanceId: config.instanceId, shardCount: config.shardCount, selfUrl: () => config.publicUrl ?? `http://${config.host}:${httpPort}` };
+    const pushQueue = signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed"));
+    const signals = await createSignalBridge(config, host, metrics.signalCounters(), { shards, pushQueue, log });
+    moveSessionsOnLoss(placement, host);
     // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
     const mqtt = createMqtt({
       instanceId: config.instanceId,
@@ -104,9 +111,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       sessions: host,
       log,
       connections: limits.connections,
+      placement,
     });
     const reach = mqtt.reach({ presence: backends.presence, signals });
-    const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
+    const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue });
     // operator tools (issue 7): API documents, status page, mailbox depth gauge.
     let documents: { openapi: string; asyncapi: string } | undefined;
     // Built on first request, after the listeners are bound: the AsyncAPI servers name the ports in use.
@@ -141,6 +149,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       reusePort: config.httpReusePort,
       // demo (issue 17): /demo, off unless enabled (default: the embedded default with the dev secret).
       pages: demoOn ? createDemoRoutes({ secret: auth.secret }) : undefined,
+      placement,
     });
     const router = createRouterService({
       bus: backends.bus,

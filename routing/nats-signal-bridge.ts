@@ -1,7 +1,7 @@
 import { connect, ErrorCode, NatsError, RequestStrategy, type NatsConnection, type Subscription } from "nats";
 import type { ShardDirectory } from "../shards/directory.ts";
 import type { SignalBridge } from "./signals.ts";
-import { encodeSignal, expectedAnswers } from "./signals.ts";
+import { encodeSignal, signalAsk } from "./signals.ts";
 import { followOwnedShards } from "./owned-shards.ts";
 
 export type DeliveryStrategy = "broadcast" | "targeted" | "sharded";
@@ -56,7 +56,8 @@ export async function createNatsSignalBridge(opts: NatsSignalOptions, receive: (
       // A malformed signal is dropped; the mailbox still holds the message.
     }
     if (!reply) return;
-    if (opts.strategy === "broadcast" && !safeExpected(text).includes(opts.instanceId)) return;
+    // Broadcast: the instances presence names answer, and any other that delivered (presence may lag).
+    if (opts.strategy === "broadcast" && reached === 0 && !(signalAsk(text).x ?? []).includes(opts.instanceId)) return;
     respond(encoder.encode(String(reached)));
   };
 
@@ -117,7 +118,7 @@ export async function createNatsSignalBridge(opts: NatsSignalOptions, receive: (
   return {
     async signal(recipient, signal, sessions) {
       const instances = [...new Set(sessions.map((s) => s.instanceId))];
-      if (opts.strategy === "broadcast") return askAll(encoder.encode(encodeSignal(signal, instances)), instances.length);
+      if (opts.strategy === "broadcast") return askAll(encoder.encode(encodeSignal(signal, { x: instances })), instances.length);
       if (opts.strategy === "sharded" && shards !== undefined) {
         const shard = shards.shardOf(recipient);
         return ask(shardSubject(shard), encoder.encode(encodeSignal({ ...signal, shard })));
@@ -134,10 +135,3 @@ export async function createNatsSignalBridge(opts: NatsSignalOptions, receive: (
   };
 }
 
-function safeExpected(text: string): readonly string[] {
-  try {
-    return expectedAnswers(text) ?? [];
-  } catch {
-    return [];
-  }
-}

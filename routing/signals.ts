@@ -52,16 +52,31 @@ export function createLocalSignalBridge(local: LocalDelivery): SignalBridge {
  * Wire form of a signal between instances: a one-line JSON header, a newline, then the stored
  * envelope JSON byte-for-byte (never parsed or re-encoded on the way).
  */
-export function encodeSignal({ record, queuedAt, shard }: Signal, expect?: readonly string[]): string {
-  const header = { r: record.recipientId, m: record.messageId, e: record.isEphemeral, p: record.priority, a: record.acceptedAt, q: queuedAt, w: record.path, s: shard, x: expect };
+/**
+ * Who must answer a signal, when the channel has no replies of its own: `x` the instances expected
+ * to answer (the ones presence names), `o` the instance waiting, `c` its correlation id.
+ */
+export interface SignalAsk {
+  readonly x?: readonly string[];
+  readonly o?: string;
+  readonly c?: string;
+}
+
+export function encodeSignal({ record, queuedAt, shard }: Signal, ask: SignalAsk = {}): string {
+  const header = { r: record.recipientId, m: record.messageId, e: record.isEphemeral, p: record.priority, a: record.acceptedAt, q: queuedAt, w: record.path, s: shard, ...ask };
   return `${JSON.stringify(header)}\n${record.envelope}`;
 }
 
-/** The instances a broadcast signal expects an answer from (header `x`); undefined when none is asked. */
-export function expectedAnswers(text: string): readonly string[] | undefined {
+/** The answer request in a signal's header; empty when it has none or the header is not JSON. */
+export function signalAsk(text: string): SignalAsk {
   const cut = text.indexOf("\n");
-  if (cut < 0) return undefined;
-  return (JSON.parse(text.slice(0, cut)) as { x?: string[] }).x;
+  if (cut < 0) return {};
+  try {
+    const { x, o, c } = JSON.parse(text.slice(0, cut)) as SignalAsk;
+    return { x, o, c };
+  } catch {
+    return {};
+  }
 }
 
 export function decodeSignal(text: string): Signal {

@@ -98,11 +98,12 @@ describe("NATS signals (real NATS on 127.0.0.1:4222)", () => {
     const bob = "urn:sm:user:bob" as Urn;
     const a = await natsNode("a", prefix, "broadcast", new Set());
     const b = await natsNode("b", prefix, "broadcast", new Set([bob]));
+    const dave = "urn:sm:user:dave" as Urn;
     expect(await a.bridge.signal(bob, signalFor(bob), [entry("b")])).toBe(1);
-    // Presence still names instance c, which died: it answers nothing.
-    expect(await a.bridge.signal(bob, signalFor(bob, "m2"), [entry("c")])).toBe(0);
+    // Presence still names instance c, which died with Dave's session: nobody reaches him.
+    expect(await a.bridge.signal(dave, signalFor(dave, "d1"), [entry("c")])).toBe(0);
     expect(await a.bridge.signal(bob, signalFor(bob, "m3"), [entry("b"), entry("c")])).toBe(1);
-    expect(b.counts).toEqual({ received: 3, delivered: 3 });
+    expect(b.counts).toEqual({ received: 3, delivered: 2 });
   });
 
   it("router, broadcast: a message for a user whose node died is push due, not delivered online", async () => {
@@ -114,7 +115,7 @@ describe("NATS signals (real NATS on 127.0.0.1:4222)", () => {
     // Dave's session was on node c, killed: its presence entry outlives it until the TTL.
     await presence.add(dave, { sessionId: "s1", instanceId: "c", protocol: "ws", connectedAt: Date.now() });
     const pushQueue = createMemoryPushQueue();
-    const route = createRouter({ mailbox: createMemoryMailbox({}), presence, signals: a.bridge, pushQueue });
+    const route = createRouter({ mailbox: createMemoryMailbox({ dedupTtlMs: 60_000 }), presence, signals: a.bridge, pushQueue });
     const outcome = await route({ recipientId: dave, messageId: "d1", isEphemeral: false, priority: 5, acceptedAt: Date.now(), path: "http", envelope: "{}" });
     expect(outcome).toBe("push_due");
     expect((await pushQueue.pending(10)).map((p) => p.messageId)).toEqual(["d1"]);
@@ -129,6 +130,40 @@ describe("Pub/Sub sharded signals (emulator)", () => {
   afterAll(async () => {
     await emulator?.stop();
   });
+
+  for (const strategy of ["broadcast", "targeted"] as const) {
+    it(`${strategy}: reach is what the holding instances answer, so a session on a dead instance counts 0`, async () => {
+      const run = randomBytes(4).toString("hex");
+      const projectId = `test-${run}`;
+      const topic = `signals-${run}`;
+      const bob = "urn:sm:user:bob" as Urn;
+      const dave = "urn:sm:user:dave" as Urn;
+      const nodes = await Promise.all(
+        [`a-${run}`, `b-${run}`, `c-${run}`].map(async (id, i) => {
+          const node = localNode(new Set(i === 0 ? [] : i === 1 ? [bob] : [dave]));
+          const bridge = await createPubSubSignalBridge({ projectId, apiEndpoint: emulator!.host, instanceId: id, strategy, broadcastTopic: topic, answerWaitMs: 1500 }, createSignalReceiver(node.local, node.counters));
+          return { ...node, bridge, id };
+        }),
+      );
+      const [a, b, c] = nodes;
+      const admin = new PubSub({ projectId, apiEndpoint: emulator!.host, emulatorMode: true });
+      try {
+        expect(await a.bridge.signal(bob, signalFor(bob, "m1"), [entry(b.id)])).toBe(1);
+        expect(await a.bridge.signal(dave, signalFor(dave, "d1"), [entry(c.id)])).toBe(1);
+        // Node c "dies": its subscriptions stop consuming, but its topics stay (kill -9 deletes nothing).
+        await c.bridge.close();
+        await admin.topic(`delivery-${c.id}`).create().catch(() => {});
+        expect(await a.bridge.signal(dave, signalFor(dave, "d2"), [entry(c.id)])).toBe(0);
+        expect(await a.bridge.signal(bob, signalFor(bob, "m2"), [entry(b.id)])).toBe(1);
+        expect(b.seen.map((s) => s.record.messageId)).toEqual(["m1", "m2"]);
+        expect(c.seen.map((s) => s.record.messageId)).toEqual(["d1"]);
+      } finally {
+        await Promise.all([a.bridge.close(), b.bridge.close()]);
+        for (const name of [topic, `delivery-${c.id}`]) await admin.topic(name).delete().catch(() => {});
+        await admin.close();
+      }
+    }, 60_000);
+  }
 
   it("one filtered subscription per shard, consumed by its owner; the owner decides: delivered, or push due", async () => {
     const run = randomBytes(4).toString("hex");

@@ -61,11 +61,12 @@ export function closeMoved(socket: SocketHandle, url: string, release: () => voi
  * the new owner's URL (empty while none is known: the client asks again and is answered then).
  * Returns the unsubscribe.
  */
-export function moveSessionsOnLoss(placement: Placement, sessions: SessionHost): () => void {
+export function moveSessionsOnLoss(placement: Placement, sessions: SessionHost, draining: () => boolean): () => void {
   const shards = placement.shards;
   if (shards === undefined) return () => {};
   return shards.onChange((shard, owned) => {
-    if (owned) return;
+    // The drain hands every shard over and closes the sessions itself (flushed, then 1001).
+    if (owned || draining()) return;
     const owner = shards.ownerOf(shard);
     const url = owner !== undefined && owner.owner !== placement.instanceId ? owner.url : "";
     for (const session of sessions.sessions()) {

@@ -42,6 +42,8 @@ export function createMetrics() {
   const mailboxLargest = new Gauge({ name: "routing_mailbox_largest_depth", help: "Message counts of the largest mailboxes, by rank (1 = largest), read once per scrape.", labelNames: ["rank"] as const, registers: [registry] });
   const signalsReceived = new Counter({ name: "routing_signals_received_total", help: "Signals from other instances that arrived here.", registers: [registry] });
   const signalsDelivered = new Counter({ name: "routing_signals_delivered_total", help: "Arrived signals that reached at least one local session (received minus delivered is noise).", registers: [registry] });
+  // sharded delivery (issue 15): this node's share of the shards (0 unless ROUTING_DELIVERY_STRATEGY=sharded)
+  const shardsOwned = new Gauge({ name: "routing_shards_owned", help: "Shards this node owns now (sharded delivery).", registers: [registry] });
   // Every path and outcome exists from the start (at 0), so rate() and dashboards work before the first event.
   const paths: Record<IngressPath, true> = { http: true, ws: true, mqtt: true, action: true };
   const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true, owner_decides: true };
@@ -79,6 +81,7 @@ export function createMetrics() {
     httpRequest: (route: string, status: number) => http.inc({ route, status: String(status) }),
     pushed: (platform: PushPlatform, result: PushResult["kind"]) => push.inc({ platform, result }),
     mailboxDepth,
+    shardsOwned,
     mailboxExpired: (count: number) => mailboxExpired.inc(count),
     mailboxFull: (path: IngressPath) => mailboxFull.inc({ path }),
     /** Sets the ranked gauge from counts largest first; ranks past the list read 0. */

@@ -16,7 +16,6 @@ import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts"
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
 import { moveSessionsOnLoss, type Placement } from "../gateway/moved.ts";
-import type { ShardDirectory } from "../shards/directory.ts";
 import { createDevicesService } from "../services/devices.service.ts";
 import { createGatewayService } from "../services/gateway.service.ts";
 import { createMqttService } from "../services/mqtt.service.ts";
@@ -25,6 +24,8 @@ import { createPushService } from "../services/push.service.ts";
 import { createRouterService } from "../services/router.service.ts";
 import { createSignalsService } from "../services/signals.service.ts";
 import { createRetentionService } from "../services/retention.service.ts";
+import { createShardsService, type ShardsService } from "../services/shards.service.ts";
+import { openShardLeases } from "../shards/create-leases.ts";
 import { createStatusService } from "../services/status.service.ts";
 import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
@@ -65,7 +66,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   const transporter = (lock: { dataDir: string }) => config.transporter ?? (local = new LocalHubTransporter({ path: localSocketPath(lock.dataDir) }));
   let markReady: () => void = () => {};
   let demoOn = false;
-  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true, transporter, quota: true }, async ({ broker, backends, metrics, gate, limits, clock, lock, log, add }) => {
+  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true, transporter, quota: true }, async ({ broker, backends, metrics, gate, limits, clock, lock, log, add, lifecycle }) => {
     markReady = () => {
       if (local?.listening) lock.update({ replSocket: local.path });
     };
@@ -87,12 +88,26 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       log,
     });
     sessions = host;
-    // sharded delivery (issue 15): the coordinator's directory (services/shards.service.ts); none otherwise.
-    const shards: ShardDirectory | undefined = undefined;
-    const placement: Placement = { shards, instanceId: config.instanceId, shardCount: config.shardCount, selfUrl: () => config.publicUrl ?? `http://${config.host}:${httpPort}` };
+    // sharded delivery (issue 15, docs/sharding.md): the coordinator, on the lease engine the rule names.
+    let shards: ShardsService | undefined;
+    if (config.deliveryStrategy === "sharded") {
+      shards = createShardsService({
+        leases: await openShardLeases(config),
+        shardCount: config.shardCount,
+        nodeId: config.instanceId,
+        url: () => config.publicUrl ?? `http://${config.host}:${httpPort}`,
+        log,
+        onOwnedCount: (count) => metrics.shardsOwned.set(count),
+      });
+      add(shards.schema);
+    }
+    const ready = shards ? async () => (shards as ShardsService).ready() && (await backends.ready()) : backends.ready;
+    const placement: Placement = { shards: shards?.directory, instanceId: config.instanceId, shardCount: config.shardCount, selfUrl: () => config.publicUrl ?? `http://${config.host}:${httpPort}` };
     const pushQueue = signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed"));
-    const signals = await createSignalBridge(config, host, metrics.signalCounters(), { shards, pushQueue, log });
-    moveSessionsOnLoss(placement, host);
+    // The owner of a shard delivers its signals, or records the push (routing/owner-decision.ts).
+    const signals = await createSignalBridge(config, host, metrics.signalCounters(), { shards: shards?.directory, pushQueue, log });
+    // A shard this node stops owning takes its sessions along (4010 MOVED); the drain closes them itself (1001).
+    moveSessionsOnLoss(placement, host, lifecycle.draining);
     // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
     const mqtt = createMqtt({
       instanceId: config.instanceId,
@@ -141,7 +156,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       sessions: host,
       metrics,
       maxEnvelopeBytes: config.maxEnvelopeBytes,
-      ready: backends.ready,
+      ready,
       log,
       streams: mqtt.streams,
       connections: limits.connections,

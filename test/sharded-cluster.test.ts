@@ -205,12 +205,14 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
       for (const u of users) {
         await waitFor(() => (u.accepted.every((id) => u.client.acked.has(id)) ? true : undefined), 40_000, `${u.urn}: every accepted message`).catch((err: Error) => {
           const missing = u.accepted.filter((id) => !u.client.acked.has(id));
-          throw new Error(`${err.message}; missing ${missing.length}/${u.accepted.length}: ${missing.slice(0, 10).join(",")}; opened ${u.client.opened.join(" ")}`);
+          throw new Error(`${err.message}; missing ${missing.length}/${u.accepted.length}: ${missing.slice(0, 10).join(",")}; opened ${u.client.opened.join(" ")}; closes ${u.client.closes.join(" | ")}`);
         });
         expect(u.client.duplicates).toEqual([]);
         expect(u.accepted.length).toBeGreaterThan(10);
       }
       const movedToB = users.find((u) => rendezvousOwner(survivors, shardOf(u.urn, SHARDS)) === ids.b)!;
+      const urlName = (u: string) => (Object.entries(nodes).find(([, n]) => n.url === u)?.[0] ?? u);
+      console.log(`${profile}: client moving to B: moved ${movedToB.client.moved.map(urlName).join(",")}; opened ${movedToB.client.opened.map(urlName).join(",")}; closes ${movedToB.client.closes.join(" | ")}`);
       expect(movedToB.client.moved).toContain(nodes.b.url);
       expect(movedToB.client.opened.at(-1)).toBe(nodes.b.url);
       const movedToA = users.find((u) => rendezvousOwner(survivors, shardOf(u.urn, SHARDS)) === ids.a);

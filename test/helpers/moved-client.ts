@@ -17,6 +17,8 @@ export class MovedClient {
   readonly moved: string[] = [];
   /** Base URLs of every successful open, in order. */
   readonly opened: string[] = [];
+  /** Every close: code and reason. */
+  readonly closes: string[] = [];
   #url: string;
   #nodes: string[];
   #token: string;
@@ -69,6 +71,7 @@ export class MovedClient {
     ws.on("close", (code, reason) => {
       if (this.#closed || this.#ws !== ws) return;
       const text = reason.toString();
+      this.closes.push(`${code}${text ? ` ${text}` : ""}`);
       if (code === 4010 && /^https?:\/\//.test(text)) {
         this.moved.push(text);
         this.#url = text;
@@ -82,6 +85,7 @@ export class MovedClient {
 
   /** Pulls until empty; a poke during a pull pulls again after it. */
   pull(): void {
+    if (this.#closed) return;
     if (this.#pulling) {
       this.#again = true;
       return;
@@ -91,7 +95,9 @@ export class MovedClient {
         this.#again = false;
         try {
           for (;;) {
-            const page = (await http(this.#url, "GET", "/messages?limit=200", { token: this.#token })).body.messages ?? [];
+            const res = await http(this.#url, "GET", "/messages?limit=200", { token: this.#token });
+            if (res.status !== 200) throw new Error(`fetch ${res.status}`);
+            const page = res.body.messages ?? [];
             if (page.length === 0) break;
             for (const m of page) if (this.acked.has(m.id)) this.duplicates.push(m.id);
             const ack = await http(this.#url, "POST", "/messages/ack", { token: this.#token, body: { messageIds: page.map((m) => m.id) } });
@@ -99,8 +105,9 @@ export class MovedClient {
             for (const m of page) this.acked.add(m.id);
           }
         } catch {
-          // The node went away mid-pull: the next (re)connect pulls again.
+          // The node went away or refused mid-pull: try again shortly (the next open pulls too).
           this.#again = false;
+          setTimeout(() => this.pull(), 300).unref();
         }
       } while (this.#again);
       this.#pulling = undefined;

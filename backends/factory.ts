@@ -1,7 +1,8 @@
 import type { Config } from "../config/schema.ts";
 import type { DeviceStore } from "./device-store.ts";
 import { createFirestoreDeviceStore } from "./firestore-device-store.ts";
-import { createFirestoreMailbox, openFirestore } from "./firestore-mailbox.ts";
+import { openFirestore } from "./firestore-client.ts";
+import { createFirestoreMailbox } from "./firestore-mailbox.ts";
 import type { IngressBus } from "./ingress-bus.ts";
 import type { Mailbox } from "./mailbox.ts";
 import { createMemoryPresenceStore } from "./memory-presence-store.ts";

@@ -1,8 +1,8 @@
 import { Firestore, type DocumentReference, type DocumentSnapshot, type Transaction } from "@google-cloud/firestore";
-import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import type { DeviceStore, DeviceToken, PushPlatform } from "./device-store.ts";
-import { docId, openFirestore, type FirestoreConnectionOptions } from "./firestore-mailbox.ts";
+import { docId, openFirestore, type FirestoreConnectionOptions } from "./firestore-client.ts";
+import { guarded } from "./guarded.ts";
 import { byRegistration } from "./memory-device-store.ts";
 import { readyWithin } from "./readiness.ts";
 
@@ -35,10 +35,6 @@ function tokensOf(snap: DocumentSnapshot | undefined): DeviceToken[] {
   const raw: unknown = snap?.exists ? snap.get("tokens") : undefined;
   if (!Array.isArray(raw)) return [];
   return raw.filter((t): t is DeviceToken => typeof t === "object" && t !== null && typeof (t as DeviceToken).token === "string");
-}
-
-function unavailable(what: string, cause?: unknown): RoutingError {
-  return new RoutingError("BACKEND_UNAVAILABLE", what, cause === undefined ? undefined : { cause });
 }
 
 class FirestoreDeviceStore implements DeviceStore {
@@ -150,12 +146,7 @@ class FirestoreDeviceStore implements DeviceStore {
     return this.#db.collection("deviceTokens").doc(docId(token));
   }
 
-  async #guard<T>(what: string, op: () => Promise<T>): Promise<T> {
-    if (!this.#open) throw unavailable(`${what}: closed`);
-    try {
-      return await op();
-    } catch (err) {
-      throw err instanceof RoutingError ? err : unavailable(`${what} failed`, err);
-    }
+  #guard<T>(what: string, op: () => Promise<T>): Promise<T> {
+    return guarded(what, this.#open, op);
   }
 }

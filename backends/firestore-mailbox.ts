@@ -1,18 +1,12 @@
-import { createHash } from "node:crypto";
-import { FieldValue, Firestore, Timestamp, type CollectionReference, type DocumentReference, type Transaction } from "@google-cloud/firestore";
-import { RoutingError } from "../core/errors.ts";
+import { FieldValue, Firestore, Timestamp, type DocumentReference } from "@google-cloud/firestore";
+import { HIGH_PRIORITY } from "../core/envelope.ts";
 import type { Urn } from "../core/urn.ts";
 import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
+import { docId, openFirestore, type FirestoreConnectionOptions } from "./firestore-client.ts";
+import { dedupRef, messagesOf, removeRefs, usageRef, type DedupDoc, type MessageDoc } from "./firestore-mailbox-docs.ts";
+import { GRPC_ALREADY_EXISTS, grpcCode } from "./grpc.ts";
+import { guarded } from "./guarded.ts";
 import { readyWithin } from "./readiness.ts";
-
-/** How to reach Firestore when no client is passed in. */
-export interface FirestoreConnectionOptions {
-  readonly projectId: string;
-  /** `host:port` of the Firestore emulator; unset means Google's service with Application Default Credentials. */
-  readonly emulatorHost?: string;
-  /** Default "(default)". */
-  readonly databaseId?: string;
-}
 
 export interface FirestoreMailboxOptions extends MailboxOptions {
   /** A client the caller owns (shared with other roles; never closed here), or how to open one (closed on `close`). */
@@ -47,55 +41,8 @@ export function createFirestoreMailbox(opts: FirestoreMailboxOptions): Mailbox {
   return new FirestoreMailbox(opts);
 }
 
-/** Opens a client: on the emulator without credentials, else with Application Default Credentials. */
-export function openFirestore(conn: FirestoreConnectionOptions): Firestore {
-  const base = { projectId: conn.projectId, databaseId: conn.databaseId, ignoreUndefinedProperties: true };
-  if (conn.emulatorHost === undefined) return new Firestore(base);
-  // A universe domain given up front keeps the auth library from probing for GCE metadata (seconds, and warnings).
-  return new Firestore({ ...base, host: conn.emulatorHost, ssl: false, universeDomain: "googleapis.com" });
-}
-
-/**
- * A Firestore document id for any string: `%` and `/` are percent-escaped, and the ids Firestore
- * refuses ("." , "..", "__…__") get their first character escaped. Injective: `%` only ever starts an escape.
- */
-export function docId(value: string): string {
-  const escaped = value.replace(/%/g, "%25").replace(/\//g, "%2F");
-  if (escaped === "") return "%";
-  if (escaped === "." || escaped === ".." || /^__.*__$/.test(escaped)) {
-    return `%${escaped.charCodeAt(0).toString(16).toUpperCase().padStart(2, "0")}${escaped.slice(1)}`;
-  }
-  return escaped;
-}
-
-function unavailable(what: string, cause?: unknown): RoutingError {
-  return new RoutingError("BACKEND_UNAVAILABLE", what, cause === undefined ? undefined : { cause });
-}
-
-const GRPC_ALREADY_EXISTS = 6;
 /** Firestore's limit of writes per transaction. */
 const WRITE_BATCH = 500;
-
-function grpcCode(err: unknown): number | undefined {
-  return typeof err === "object" && err !== null && "code" in err && typeof err.code === "number" ? err.code : undefined;
-}
-
-interface MessageDoc {
-  readonly messageId: string;
-  /** UTF-8 bytes of the envelope (the usage counter's share). */
-  readonly bytes?: number;
-  readonly priority: number;
-  readonly high: boolean;
-  readonly seq: number;
-  readonly envelope: string;
-  readonly queuedAt: number;
-}
-
-interface DedupDoc {
-  readonly recipientId: string;
-  readonly messageId: string;
-  readonly expireAt: Timestamp;
-}
 
 class FirestoreMailbox implements Mailbox {
   #db: Firestore;
@@ -121,37 +68,37 @@ class FirestoreMailbox implements Mailbox {
       const now = this.#now();
       // Taken at the call, so stores issued together keep their order whatever order they commit in.
       const seq = this.#nextSeq();
-      const dedupRef = this.#dedupRef(entry.recipientId, entry.messageId);
-      const messageRef = this.#messages(entry.recipientId).doc(docId(entry.messageId));
+      const dedupDoc = dedupRef(this.#db, entry.recipientId, entry.messageId);
+      const messageRef = messagesOf(this.#db, entry.recipientId).doc(docId(entry.messageId));
       const dedup: DedupDoc = { recipientId: entry.recipientId, messageId: entry.messageId, expireAt: Timestamp.fromMillis(now + this.#ttlMs) };
       const bytes = Buffer.byteLength(entry.envelope);
-      const usageRef = this.#usageRef(entry.recipientId);
+      const usageDoc = usageRef(this.#db, entry.recipientId);
       const grow = { recipientId: entry.recipientId, count: FieldValue.increment(1), bytes: FieldValue.increment(bytes) };
       const message: MessageDoc = {
         messageId: entry.messageId,
         bytes,
         priority: entry.priority,
-        high: entry.priority >= 5,
+        high: entry.priority >= HIGH_PRIORITY,
         seq,
         envelope: entry.envelope,
         queuedAt: entry.queuedAt,
       };
       try {
-        await this.#db.batch().create(dedupRef, dedup).create(messageRef, message).set(usageRef, grow, { merge: true }).commit();
+        await this.#db.batch().create(dedupDoc, dedup).create(messageRef, message).set(usageDoc, grow, { merge: true }).commit();
         return "stored";
       } catch (err) {
         if (grpcCode(err) !== GRPC_ALREADY_EXISTS) throw err;
       }
       // Seen before: new again only if its record expired and the message is no longer there.
       return this.#db.runTransaction(async (tx): Promise<StoreOutcome> => {
-        const [seen, existing] = await tx.getAll(dedupRef, messageRef);
+        const [seen, existing] = await tx.getAll(dedupDoc, messageRef);
         const expireAt: unknown = seen.get("expireAt");
         if (seen.exists && expireAt instanceof Timestamp && expireAt.toMillis() > now) return "duplicate";
-        tx.set(dedupRef, dedup);
+        tx.set(dedupDoc, dedup);
         // Still unacked after its window: a duplicate too (like every other store).
         if (existing.exists) return "duplicate";
         tx.create(messageRef, message);
-        tx.set(usageRef, grow, { merge: true });
+        tx.set(usageDoc, grow, { merge: true });
         return "stored";
       });
     });
@@ -162,7 +109,7 @@ class FirestoreMailbox implements Mailbox {
       if (limit <= 0) return [];
       const cutoff = this.#cutoff();
       for (;;) {
-        const snap = await this.#messages(recipientId).orderBy("high", "desc").orderBy("seq", "asc").limit(Math.floor(limit)).get();
+        const snap = await messagesOf(this.#db, recipientId).orderBy("high", "desc").orderBy("seq", "asc").limit(Math.floor(limit)).get();
         const expired = snap.docs.filter((doc) => (doc.get("queuedAt") as number) <= cutoff);
         if (expired.length === 0) {
           return snap.docs.map((doc) => {
@@ -182,7 +129,7 @@ class FirestoreMailbox implements Mailbox {
       const unique = [...new Set(messageIds)];
       let removed = 0;
       for (let i = 0; i < unique.length; i += WRITE_BATCH) {
-        removed += await this.#remove(recipientId, unique.slice(i, i + WRITE_BATCH).map((id) => this.#messages(recipientId).doc(docId(id))));
+        removed += await this.#remove(recipientId, unique.slice(i, i + WRITE_BATCH).map((id) => messagesOf(this.#db, recipientId).doc(docId(id))));
       }
       return removed;
     });
@@ -190,7 +137,7 @@ class FirestoreMailbox implements Mailbox {
 
   depth(recipientId: Urn): Promise<MailboxDepth> {
     return this.#guard("mailbox depth", async () => {
-      const live = this.#messages(recipientId).where("queuedAt", ">", this.#cutoff());
+      const live = messagesOf(this.#db, recipientId).where("queuedAt", ">", this.#cutoff());
       // One snapshot for both reads.
       return this.#db.runTransaction(
         async (tx) => {
@@ -206,7 +153,7 @@ class FirestoreMailbox implements Mailbox {
 
   usage(recipientId: Urn): Promise<MailboxUsage> {
     return this.#guard("mailbox usage", async () => {
-      const snap = await this.#usageRef(recipientId).get();
+      const snap = await usageRef(this.#db, recipientId).get();
       return { count: Math.max(0, Number(snap.get("count") ?? 0)), bytes: Math.max(0, Number(snap.get("bytes") ?? 0)) };
     });
   }
@@ -234,7 +181,7 @@ class FirestoreMailbox implements Mailbox {
           byMailbox.set(mailbox.id, [...(byMailbox.get(mailbox.id) ?? []), doc.ref]);
         }
         let removed = 0;
-        for (const [mailboxId, refs] of byMailbox) removed += await this.#removeRefs(this.#db.collection("mailboxUsage").doc(mailboxId), refs, () => []);
+        for (const [mailboxId, refs] of byMailbox) removed += await removeRefs(this.#db, this.#db.collection("mailboxUsage").doc(mailboxId), refs, () => []);
         total += removed;
         if (removed === 0 || snap.size < WRITE_BATCH) break;
       }
@@ -252,11 +199,11 @@ class FirestoreMailbox implements Mailbox {
       let dedup = 0;
       const half = WRITE_BATCH / 2 - 1;
       for (;;) {
-        const snap = await this.#messages(recipientId).limit(half).get();
+        const snap = await messagesOf(this.#db, recipientId).limit(half).get();
         if (snap.empty) break;
         const ids = snap.docs.map((d) => d.get("messageId") as string);
-        const removed = await this.#removeRefs(this.#usageRef(recipientId), snap.docs.map((d) => d.ref), (tx, gone) => {
-          const records = gone.map((ref) => this.#dedupRef(recipientId, ids[snap.docs.findIndex((d) => d.ref.isEqual(ref))]));
+        const removed = await removeRefs(this.#db, usageRef(this.#db, recipientId), snap.docs.map((d) => d.ref), (tx, gone) => {
+          const records = gone.map((ref) => dedupRef(this.#db, recipientId, ids[snap.docs.findIndex((d) => d.ref.isEqual(ref))]));
           for (const r of records) tx.delete(r);
           return records;
         });
@@ -268,7 +215,7 @@ class FirestoreMailbox implements Mailbox {
         if (snap.empty) break;
         const n = await this.#db.runTransaction(async (tx) => {
           const records = await tx.getAll(...snap.docs.map((d) => d.ref));
-          const kept = await tx.getAll(...records.map((r) => this.#messages(recipientId).doc(docId(String(r.get("messageId"))))));
+          const kept = await tx.getAll(...records.map((r) => messagesOf(this.#db, recipientId).doc(docId(String(r.get("messageId"))))));
           let deleted = 0;
           records.forEach((r, i) => {
             if (!r.exists || kept[i].exists) return;
@@ -281,7 +228,7 @@ class FirestoreMailbox implements Mailbox {
         if (n === 0) break;
       }
       await this.#db.runTransaction(async (tx) => {
-        const usage = await tx.get(this.#usageRef(recipientId));
+        const usage = await tx.get(usageRef(this.#db, recipientId));
         if (usage.exists && Number(usage.get("count") ?? 0) <= 0) tx.delete(usage.ref);
       });
       return { messages, dedup };
@@ -305,31 +252,7 @@ class FirestoreMailbox implements Mailbox {
 
   /** Deletes those of `refs` (one recipient's messages) that exist, with the usage counter, in one transaction. */
   #remove(recipientId: Urn, refs: DocumentReference[]): Promise<number> {
-    return this.#removeRefs(this.#usageRef(recipientId), refs, () => []);
-  }
-
-  async #removeRefs(usageRef: DocumentReference, refs: DocumentReference[], alsoDelete: (tx: Transaction, gone: DocumentReference[]) => unknown[]): Promise<number> {
-    if (refs.length === 0) return 0;
-    return this.#db.runTransaction(async (tx) => {
-      const snaps = await tx.getAll(...refs);
-      const gone: DocumentReference[] = [];
-      let bytes = 0;
-      for (const snap of snaps) {
-        if (!snap.exists) continue;
-        tx.delete(snap.ref);
-        gone.push(snap.ref);
-        bytes += Number(snap.get("bytes") ?? Buffer.byteLength(String(snap.get("envelope") ?? "")));
-      }
-      if (gone.length > 0) {
-        alsoDelete(tx, gone);
-        tx.set(usageRef, { count: FieldValue.increment(-gone.length), bytes: FieldValue.increment(-bytes) }, { merge: true });
-      }
-      return gone.length;
-    });
-  }
-
-  #usageRef(recipientId: Urn): DocumentReference {
-    return this.#db.collection("mailboxUsage").doc(docId(recipientId));
+    return removeRefs(this.#db, usageRef(this.#db, recipientId), refs, () => []);
   }
 
   #nextSeq(): number {
@@ -337,21 +260,7 @@ class FirestoreMailbox implements Mailbox {
     return this.#lastSeq;
   }
 
-  #messages(recipientId: Urn): CollectionReference {
-    return this.#db.collection("mailboxes").doc(docId(recipientId)).collection("messages");
-  }
-
-  #dedupRef(recipientId: Urn, messageId: string): DocumentReference {
-    const hash = createHash("sha256").update(JSON.stringify([recipientId, messageId])).digest("hex");
-    return this.#db.collection("dedup").doc(hash);
-  }
-
-  async #guard<T>(what: string, op: () => Promise<T>): Promise<T> {
-    if (!this.#open) throw unavailable(`${what}: closed`);
-    try {
-      return await op();
-    } catch (err) {
-      throw err instanceof RoutingError ? err : unavailable(`${what} failed`, err);
-    }
+  #guard<T>(what: string, op: () => Promise<T>): Promise<T> {
+    return guarded(what, this.#open, op);
   }
 }

@@ -1,3 +1,4 @@
+import { HIGH_PRIORITY } from "../core/envelope.ts";
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
@@ -21,7 +22,7 @@ export function createMemoryMailbox(opts: MailboxImplOptions): PurgingMailbox {
 }
 
 function isHigh(priority: number): boolean {
-  return priority >= 5;
+  return priority >= HIGH_PRIORITY;
 }
 
 interface Stored {

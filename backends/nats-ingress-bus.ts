@@ -1,25 +1,8 @@
-import {
-  AckPolicy,
-  connect,
-  DeliverPolicy,
-  headers,
-  nanos,
-  NatsError,
-  RetentionPolicy,
-  StorageType,
-  type Consumer,
-  type ConsumerMessages,
-  type JetStreamClient,
-  type JetStreamManager,
-  type JsMsg,
-  type NatsConnection,
-  type StreamConfig,
-} from "nats";
-import { RoutingError } from "../core/errors.ts";
-import { decodeRecord, HeldDeliveries, type Held } from "./held-deliveries.ts";
+import { connect, headers, type Consumer, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from "nats";
+import { unavailable } from "../core/errors.ts";
+import { HeldDeliveries, type Held } from "./held-deliveries.ts";
 import {
   retryDelayMs,
-  type BusOptions,
   type BusRecord,
   type BusStats,
   type BusSubscription,
@@ -27,23 +10,11 @@ import {
   type Delivery,
   type IngressBus,
 } from "./ingress-bus.ts";
+import { ENQUEUED_AT, NatsDeadLetters, type StoredDeadLetter } from "./nats-dead-letters.ts";
+import { FAILED_AT, FAILURES, pullLoop, returnToStream, wake, type LocalConsumer } from "./nats-pull.ts";
+import { ensureConsumer, ensureStreams, isNotFound, type NatsIngressBusOptions } from "./nats-streams.ts";
 
-export interface NatsIngressBusOptions extends BusOptions {
-  /** NATS server URL(s), e.g. "nats://127.0.0.1:4222". */
-  readonly servers: string | readonly string[];
-  /** JetStream stream holding the records (work-queue retention); dead letters go to `<stream>_DEAD`. */
-  readonly stream: string;
-  /** Durable pull consumer every instance of the service shares (the work is spread over them). */
-  readonly consumer: string;
-  /** Records are published on `<prefix>.ingress`, dead letters on `<prefix>.dead`. */
-  readonly subjectPrefix: string;
-  /** How long the server waits for an ack before redelivering (a crashed consumer); default 30 s. */
-  readonly ackWaitMs?: number;
-  /** Messages requested per pull; default 64. */
-  readonly batchSize?: number;
-  /** Stream replicas when the streams are created (3 in a clustered production deployment); default 1. */
-  readonly replicas?: number;
-}
+export type { NatsIngressBusOptions } from "./nats-streams.ts";
 
 /**
  * Opens (creating if missing) the JetStream streams and the durable consumer, then the bus.
@@ -82,125 +53,7 @@ export async function openNatsIngressBus(opts: NatsIngressBusOptions): Promise<I
   }
 }
 
-/** Headers of a record on the ingress subject. */
-const ENQUEUED_AT = "Routing-Enqueued-At";
-const FAILURES = "Routing-Failures";
-const FAILED_AT = "Routing-Failed-At";
-/**
- * Pull requests last this long at most; a new one follows while the consumer runs. Short, because a
- * closing consumer's returns wait for its last request to expire (see #release).
- */
-const FETCH_EXPIRES_MS = 1_000;
-/** Margin for the server receiving a pull request later than the client sent it. */
-const EXPIRY_MARGIN_MS = 200;
-/** Wait after a failed pull before the next one (connection lost, consumer deleted). */
-const FETCH_RETRY_MS = 500;
-
-function unavailable(what: string, cause?: unknown): RoutingError {
-  return new RoutingError("BACKEND_UNAVAILABLE", what, cause === undefined ? undefined : { cause });
-}
-
-/** A dead letter as the dead-letter stream keeps it; its id is its sequence there. */
-type StoredDeadLetter = Omit<DeadLetter, "id">;
-
-function deadStreamOf(stream: string): string {
-  return `${stream}_DEAD`;
-}
-
-function isNotFound(err: unknown): boolean {
-  return err instanceof NatsError && err.api_error?.code === 404;
-}
-
-/**
- * A message delete of a sequence that is not (or no longer) in the stream. NATS 2.9 answers it in
- * several ways: 400 "sequence not found" (10043), 500 "no message found" or "stream store EOF" (10057).
- */
-function isMissingMessage(err: unknown): boolean {
-  if (isNotFound(err)) return true;
-  const api = typeof err === "object" && err !== null && "api_error" in err ? (err.api_error as { err_code?: number } | undefined) : undefined;
-  return api?.err_code === 10043 || api?.err_code === 10057;
-}
-
-async function ensureStreams(jsm: JetStreamManager, opts: NatsIngressBusOptions): Promise<void> {
-  const replicas = opts.replicas ?? 1;
-  await ensureStream(jsm, {
-    name: opts.stream,
-    subjects: [`${opts.subjectPrefix}.ingress`],
-    retention: RetentionPolicy.Workqueue,
-    storage: StorageType.File,
-    num_replicas: replicas,
-  });
-  await ensureStream(jsm, {
-    name: deadStreamOf(opts.stream),
-    subjects: [`${opts.subjectPrefix}.dead`],
-    retention: RetentionPolicy.Limits,
-    storage: StorageType.File,
-    num_replicas: replicas,
-  });
-}
-
-async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
-  try {
-    const info = await jsm.streams.info(config.name);
-    if (info.config.retention !== config.retention) {
-      throw new Error(`stream ${config.name} exists with retention ${info.config.retention}, expected ${String(config.retention)}`);
-    }
-    return;
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-  }
-  // Another instance may create it at the same moment: an identical config is accepted twice.
-  await jsm.streams.add(config);
-}
-
-async function ensureConsumer(jsm: JetStreamManager, opts: NatsIngressBusOptions): Promise<void> {
-  try {
-    await jsm.consumers.info(opts.stream, opts.consumer);
-    return;
-  } catch (err) {
-    if (!isNotFound(err)) throw err;
-  }
-  await jsm.consumers.add(opts.stream, {
-    durable_name: opts.consumer,
-    ack_policy: AckPolicy.Explicit,
-    deliver_policy: DeliverPolicy.All,
-    filter_subject: `${opts.subjectPrefix}.ingress`,
-    ack_wait: nanos(opts.ackWaitMs ?? 30_000),
-    // Failed attempts are counted here (see openNatsIngressBus), returned deliveries are not failures.
-    max_deliver: -1,
-    max_ack_pending: 10_000,
-  });
-}
-
 const encoder = new TextEncoder();
-const decoder = new TextDecoder();
-
-function numberHeader(msg: JsMsg, name: string): number | undefined {
-  const raw = msg.headers?.get(name);
-  const n = raw ? Number(raw) : NaN;
-  return Number.isFinite(n) ? n : undefined;
-}
-
-/** Naks, if the connection still can: otherwise the server redelivers after the ack wait anyway. */
-function returnToStream(msg: JsMsg, delayMs: number): void {
-  try {
-    msg.nak(delayMs);
-  } catch {
-    // Connection closed.
-  }
-}
-
-interface LocalConsumer {
-  readonly deliveries: HeldDeliveries<JsMsg>;
-  pull: ConsumerMessages | undefined;
-  /** When the server drops the pull request under way (undefined when none is). */
-  pullEndsAt: number | undefined;
-  /** Set when closed: the delay its returns (naks) carry. */
-  returnDelayMs: number;
-  wake: (() => void) | undefined;
-  loop: Promise<void> | undefined;
-  working: NodeJS.Timeout | undefined;
-}
 
 class NatsIngressBus implements IngressBus {
   #nc: NatsConnection;
@@ -210,6 +63,7 @@ class NatsIngressBus implements IngressBus {
   #stream: string;
   #ingress: string;
   #dead: string;
+  #deadLetters: NatsDeadLetters;
   #maxAttempts: number;
   #retryBaseMs: number;
   #ackWaitMs: number;
@@ -227,6 +81,7 @@ class NatsIngressBus implements IngressBus {
     this.#stream = opts.stream;
     this.#ingress = `${opts.subjectPrefix}.ingress`;
     this.#dead = `${opts.subjectPrefix}.dead`;
+    this.#deadLetters = new NatsDeadLetters(js, jsm, opts.stream, this.#ingress);
     this.#maxAttempts = opts.maxAttempts;
     this.#retryBaseMs = opts.retryBaseMs;
     this.#ackWaitMs = opts.ackWaitMs ?? 30_000;
@@ -253,7 +108,7 @@ class NatsIngressBus implements IngressBus {
         retryBaseMs: this.#retryBaseMs,
         ack: (h) => this.#ack(h),
         nack: (h, reason) => this.#nack(h, reason),
-        onRoom: () => this.#wake(c),
+        onRoom: () => wake(c),
       }),
       pull: undefined,
       pullEndsAt: undefined,
@@ -263,7 +118,7 @@ class NatsIngressBus implements IngressBus {
       working: undefined,
     };
     this.#local = c;
-    c.loop = this.#pullLoop(c);
+    c.loop = pullLoop(c, this.#consumer, this.#batch);
     // Held messages (backoff, paused, slow handler) must not hit the ack wait and be redelivered.
     c.working = setInterval(() => {
       try {
@@ -279,14 +134,14 @@ class NatsIngressBus implements IngressBus {
   async stats(): Promise<BusStats> {
     await Promise.allSettled([...this.#settling]);
     try {
-      const dead = await this.#jsm.streams.info(deadStreamOf(this.#stream));
+      const deadLetters = await this.#deadLetters.count();
       const { backlog, oldestEnqueuedAt } = await this.#backlog();
       let inFlight = 0;
       for (const h of this.#local?.deliveries.held ?? []) if (h.state === "inflight") inFlight++;
       return {
         backlog,
         inFlight,
-        deadLetters: dead.state.messages,
+        deadLetters,
         oldestUnackedAgeMs: oldestEnqueuedAt === undefined ? 0 : Math.max(0, Date.now() - oldestEnqueuedAt),
       };
     } catch (err) {
@@ -294,80 +149,17 @@ class NatsIngressBus implements IngressBus {
     }
   }
 
-  async deadLetters(limit: number): Promise<DeadLetter[]> {
-    if (limit <= 0) return [];
-    try {
-      const stream = deadStreamOf(this.#stream);
-      const { state } = await this.#jsm.streams.info(stream);
-      const dead: DeadLetter[] = [];
-      // Newest first; sequences may have gaps (deleted or aged-out messages).
-      for (let seq = state.last_seq; seq >= state.first_seq && seq > 0 && dead.length < limit; seq--) {
-        const stored = await this.#jsm.streams.getMessage(stream, { seq }).catch((err: unknown) => {
-          if (isNotFound(err)) return undefined;
-          throw err;
-        });
-        if (stored === undefined) continue;
-        dead.push({ ...(JSON.parse(decoder.decode(stored.data)) as StoredDeadLetter), id: String(seq) });
-      }
-      return dead;
-    } catch (err) {
-      throw unavailable("ingress bus: dead letters unavailable", err);
-    }
+  deadLetters(limit: number): Promise<DeadLetter[]> {
+    return this.#deadLetters.list(limit);
   }
 
-  /**
-   * Each named dead letter (its sequence in `<stream>_DEAD`) is published to the ingress subject
-   * again (de-duplicated by `Nats-Msg-Id` `replay-<seq>`, so a crash between the steps cannot
-   * fork it), then deleted from the dead-letter stream.
-   */
-  async replayDeadLetters(ids: readonly string[]): Promise<number> {
-    if (this.#closed) throw unavailable("ingress bus: closed");
-    try {
-      let replayed = 0;
-      for (const seq of this.#deadSeqs(ids)) {
-        const dead = await this.#deadLetterAt(seq);
-        if (dead === undefined) continue;
-        const h = headers();
-        h.set(ENQUEUED_AT, String(Date.now()));
-        await this.#js.publish(this.#ingress, encoder.encode(JSON.stringify(dead.record)), { headers: h, msgID: `replay-${this.#stream}-${seq}` });
-        await this.#jsm.streams.deleteMessage(deadStreamOf(this.#stream), seq, false).catch((err: unknown) => {
-          if (!isMissingMessage(err)) throw err;
-        });
-        replayed++;
-      }
-      return replayed;
-    } catch (err) {
-      throw unavailable("ingress bus: replay failed", err);
-    }
+  replayDeadLetters(ids: readonly string[]): Promise<number> {
+    if (this.#closed) return Promise.reject(unavailable("ingress bus: closed"));
+    return this.#deadLetters.replay(ids);
   }
 
-  async dropDeadLetters(ids: readonly string[]): Promise<number> {
-    try {
-      let dropped = 0;
-      for (const seq of this.#deadSeqs(ids)) {
-        if ((await this.#deadLetterAt(seq)) === undefined) continue;
-        const gone = await this.#jsm.streams.deleteMessage(deadStreamOf(this.#stream), seq, false).catch((err: unknown) => {
-          if (isMissingMessage(err)) return false;
-          throw err;
-        });
-        if (gone) dropped++;
-      }
-      return dropped;
-    } catch (err) {
-      throw unavailable("ingress bus: dropping dead letters failed", err);
-    }
-  }
-
-  #deadSeqs(ids: readonly string[]): number[] {
-    return [...new Set(ids)].map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
-  }
-
-  async #deadLetterAt(seq: number): Promise<StoredDeadLetter | undefined> {
-    const stored = await this.#jsm.streams.getMessage(deadStreamOf(this.#stream), { seq }).catch((err: unknown) => {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    });
-    return stored === undefined ? undefined : (JSON.parse(decoder.decode(stored.data)) as StoredDeadLetter);
+  dropDeadLetters(ids: readonly string[]): Promise<number> {
+    return this.#deadLetters.drop(ids);
   }
 
   async ready(): Promise<boolean> {
@@ -399,71 +191,6 @@ class NatsIngressBus implements IngressBus {
         if (!isNotFound(err) || tries >= 3) throw err;
       }
     }
-  }
-
-  async #pullLoop(c: LocalConsumer): Promise<void> {
-    while (!c.deliveries.closed) {
-      // Pull only when the previous batch is handed out: a paused consumer buffers at most one batch.
-      if (!c.deliveries.hasRoom) {
-        await new Promise<void>((resolve) => (c.wake = resolve));
-        continue;
-      }
-      const started = Date.now();
-      let received = 0;
-      try {
-        c.pullEndsAt = started + FETCH_EXPIRES_MS + EXPIRY_MARGIN_MS;
-        const pull = await this.#consumer.fetch({ max_messages: this.#batch, expires: FETCH_EXPIRES_MS });
-        c.pull = pull;
-        if (c.deliveries.closed) pull.stop();
-        for await (const msg of pull) {
-          received++;
-          this.#accept(c, msg);
-        }
-      } catch {
-        received = 0;
-      } finally {
-        c.pull = undefined;
-        // Ended by itself (expired or filled): the server no longer holds it.
-        if (!c.deliveries.closed) c.pullEndsAt = undefined;
-      }
-      // A pull that failed or ended at once with nothing (server trouble) is retried after a pause.
-      if (!c.deliveries.closed && received === 0 && Date.now() - started < FETCH_EXPIRES_MS / 2) await this.#pause(c, FETCH_RETRY_MS);
-    }
-  }
-
-  #pause(c: LocalConsumer, ms: number): Promise<void> {
-    return new Promise<void>((resolve) => {
-      c.wake = resolve;
-      setTimeout(resolve, ms).unref();
-    });
-  }
-
-  #wake(c: LocalConsumer): void {
-    const wake = c.wake;
-    c.wake = undefined;
-    wake?.();
-  }
-
-  #accept(c: LocalConsumer, msg: JsMsg): void {
-    if (c.deliveries.closed) {
-      returnToStream(msg, c.returnDelayMs);
-      return;
-    }
-    const record = decodeRecord(decoder.decode(msg.data));
-    if (record === undefined) {
-      // Not a record this service published: it can never be handled, so it must not block the queue.
-      try {
-        msg.term();
-      } catch {
-        // Connection closed: it comes back after the ack wait and is dropped then.
-      }
-      return;
-    }
-    c.deliveries.hold(msg, record, {
-      failures: numberHeader(msg, FAILURES) ?? 0,
-      enqueuedAt: numberHeader(msg, ENQUEUED_AT) ?? Date.now(),
-      failedAt: numberHeader(msg, FAILED_AT),
-    });
   }
 
   /** A delivery returned by a closed subscription still acks: the work was done. */
@@ -542,7 +269,7 @@ class NatsIngressBus implements IngressBus {
     if (c.working !== undefined) clearInterval(c.working);
     c.pull?.stop();
     c.returnDelayMs = c.pullEndsAt === undefined ? 0 : Math.max(0, c.pullEndsAt - Date.now());
-    this.#wake(c);
+    wake(c);
     for (const h of held) returnToStream(h.message, c.returnDelayMs);
     await c.loop;
     // The naks are plain publishes: make sure the server has them before the caller goes on.

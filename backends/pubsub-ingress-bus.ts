@@ -1,9 +1,8 @@
 import { randomUUID } from "node:crypto";
-import { Duration, PubSub, protos, v1, type ClientConfig, type Message, type Subscription, type Topic } from "@google-cloud/pubsub";
-import { RoutingError } from "../core/errors.ts";
+import { Duration, PubSub, v1, type Message, type Subscription, type Topic } from "@google-cloud/pubsub";
+import { unavailable } from "../core/errors.ts";
 import { decodeRecord, HeldDeliveries, type Held } from "./held-deliveries.ts";
 import {
-  type BusOptions,
   type BusRecord,
   type BusStats,
   type BusSubscription,
@@ -11,34 +10,10 @@ import {
   type Delivery,
   type IngressBus,
 } from "./ingress-bus.ts";
+import { DEAD_LETTER, ENQUEUED_AT, FAILURES, KIND, PubSubDeadLetters } from "./pubsub-dead-letters.ts";
+import { clientOptions, ensureResources, type Names, type PubSubIngressBusOptions } from "./pubsub-setup.ts";
 
-export interface PubSubIngressBusOptions extends BusOptions {
-  readonly projectId: string;
-  /** `host:port` of the Pub/Sub emulator; unset means Google's service with Application Default Credentials. */
-  readonly emulatorHost?: string;
-  /** A non-default endpoint of the real service (e.g. a regional one); ignored with `emulatorHost`. */
-  readonly apiEndpoint?: string;
-  /** Default "envelope-ingress". */
-  readonly topic?: string;
-  /** Subscription every instance shares (the work is spread over them); default "envelope-router". */
-  readonly subscription?: string;
-  /** Default `<topic>-dead`. */
-  readonly deadLetterTopic?: string;
-  /** Pull subscription `deadLetters` and `stats` read the dead letters from; default `<subscription>-dead`. */
-  readonly deadLetterSubscription?: string;
-  /** Flow control: messages this instance holds unacked at most; default 256. */
-  readonly maxMessages?: number;
-  /**
-   * The subscription's retry policy, for redeliveries Pub/Sub decides (a consumer closed or died with
-   * the record in flight); failed attempts have their own backoff (`retryBaseMs`). Default 1 s .. 30 s.
-   */
-  readonly redeliveryBackoff?: { readonly minimumMs: number; readonly maximumMs: number };
-  /**
-   * The subscription's dead-letter policy (5..100): a record delivered this often without being acked
-   * or nacked (consumers crashing on it) is forwarded to the dead-letter topic by Pub/Sub. Default 10.
-   */
-  readonly maxUnsettledDeliveries?: number;
-}
+export type { PubSubIngressBusOptions } from "./pubsub-setup.ts";
 
 /**
  * Opens (creating if missing) the topics and subscriptions, then the bus.
@@ -66,24 +41,7 @@ export interface PubSubIngressBusOptions extends BusOptions {
 export async function openPubSubIngressBus(opts: PubSubIngressBusOptions): Promise<IngressBus> {
   const pubsub = new PubSub(clientOptions(opts));
   try {
-    const names = namesOf(opts);
-    const topic = pubsub.topic(names.topic, { batching: { maxMessages: 100, maxMilliseconds: 5 } });
-    const deadTopic = pubsub.topic(names.deadTopic, { batching: { maxMessages: 100, maxMilliseconds: 5 } });
-    await Promise.all([ensureTopic(topic), ensureTopic(deadTopic)]);
-    const backoff = opts.redeliveryBackoff ?? { minimumMs: 1_000, maximumMs: 30_000 };
-    await ensureSubscription(topic, names.subscription, {
-      // The client library extends the lease of what it holds; this bounds the wait after a crash.
-      ackDeadlineSeconds: 10,
-      deadLetterPolicy: {
-        deadLetterTopic: deadTopic.name,
-        maxDeliveryAttempts: Math.min(100, Math.max(5, opts.maxUnsettledDeliveries ?? 10)),
-      },
-      retryPolicy: { minimumBackoff: protoDuration(backoff.minimumMs), maximumBackoff: protoDuration(backoff.maximumMs) },
-    });
-    await ensureSubscription(deadTopic, names.deadSubscription, {
-      ackDeadlineSeconds: 10,
-      messageRetentionDuration: protoDuration(7 * 24 * 3_600_000),
-    });
+    const { names, topic, deadTopic } = await ensureResources(pubsub, opts);
     // For synchronous pulls of the dead letters, on the same endpoint and credentials.
     const config = await pubsub.getClientConfig();
     const admin = new v1.SubscriberClient({ ...config, port: config.port === undefined ? undefined : Number(config.port) });
@@ -94,39 +52,10 @@ export async function openPubSubIngressBus(opts: PubSubIngressBusOptions): Promi
   }
 }
 
-interface Names {
-  readonly topic: string;
-  readonly subscription: string;
-  readonly deadTopic: string;
-  readonly deadSubscription: string;
-}
-
-function namesOf(opts: PubSubIngressBusOptions): Names {
-  const topic = opts.topic ?? "envelope-ingress";
-  const subscription = opts.subscription ?? "envelope-router";
-  return {
-    topic,
-    subscription,
-    deadTopic: opts.deadLetterTopic ?? `${topic}-dead`,
-    deadSubscription: opts.deadLetterSubscription ?? `${subscription}-dead`,
-  };
-}
-
-function clientOptions(opts: PubSubIngressBusOptions): ClientConfig {
-  if (opts.emulatorHost === undefined) return { projectId: opts.projectId, apiEndpoint: opts.apiEndpoint };
-  // A universe domain given up front keeps the auth library from probing for GCE metadata (seconds, and a warning).
-  return { projectId: opts.projectId, apiEndpoint: opts.emulatorHost, emulatorMode: true, universeDomain: "googleapis.com" };
-}
-
-/** Record attributes on the ingress topic. */
-const ENQUEUED_AT = "enqueuedAt";
-const FAILURES = "failures";
+/** Record attributes on the ingress topic (and ENQUEUED_AT, FAILURES). */
 const FAILED_AT = "failedAt";
 /** Tells a retry copy this instance published when it comes back (see #release). */
 const COPY_ID = "copyId";
-/** Marks a dead letter this module wrote (others were forwarded by the subscription's policy). */
-const KIND = "routing";
-const DEAD_LETTER = "dead-letter";
 /**
  * A closing consumer waits until no message has reached its stream for this long, and its own
  * recent retry copies have (at most DRAIN_MAX_MS): a message still on the wire when the stream
@@ -134,71 +63,11 @@ const DEAD_LETTER = "dead-letter";
  */
 const DRAIN_QUIET_MS = 200;
 const DRAIN_MAX_MS = 1_000;
-/** Dead letters counted / listed at most. */
-const PEEK_LIMIT = 1_000;
-const GRPC_NOT_FOUND = 5;
-const GRPC_ALREADY_EXISTS = 6;
-
-function unavailable(what: string, cause?: unknown): RoutingError {
-  return new RoutingError("BACKEND_UNAVAILABLE", what, cause === undefined ? undefined : { cause });
-}
-
-function grpcCode(err: unknown): number | undefined {
-  return typeof err === "object" && err !== null && "code" in err && typeof err.code === "number" ? err.code : undefined;
-}
-
-function protoDuration(ms: number): { seconds: number; nanos: number } {
-  return { seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1_000_000 };
-}
-
-async function ensureTopic(topic: Topic): Promise<void> {
-  try {
-    await topic.create();
-  } catch (err) {
-    if (grpcCode(err) !== GRPC_ALREADY_EXISTS) throw err;
-  }
-}
-
-async function ensureSubscription(topic: Topic, name: string, options: Parameters<Topic["createSubscription"]>[1]): Promise<void> {
-  try {
-    await topic.createSubscription(name, options);
-  } catch (err) {
-    // Created by another instance (or an earlier run): its settings stand.
-    if (grpcCode(err) !== GRPC_ALREADY_EXISTS) throw err;
-  }
-}
 
 function numberAttribute(message: Message, name: string): number | undefined {
   const raw = message.attributes[name];
   const n = raw ? Number(raw) : NaN;
   return Number.isFinite(n) ? n : undefined;
-}
-
-/** A dead letter as read back: ours carry the JSON DeadLetter; the policy's carry the record and a count. */
-function deadLetterOf(received: protos.google.pubsub.v1.IReceivedMessage): DeadLetter | undefined {
-  const m = received.message;
-  if (!m?.data) return undefined;
-  const data = Buffer.from(m.data);
-  const attributes = m.attributes ?? {};
-  const id = m.messageId ?? "";
-  if (attributes[KIND] === DEAD_LETTER) {
-    try {
-      return { ...(JSON.parse(data.toString("utf8")) as Omit<DeadLetter, "id">), id };
-    } catch {
-      return undefined;
-    }
-  }
-  const record = decodeRecord(data.toString("utf8"));
-  if (record === undefined) return undefined;
-  const deliveries = Number(attributes.CloudPubSubDeadLetterSourceDeliveryCount ?? 0);
-  const seconds = Number(m.publishTime?.seconds ?? 0);
-  return {
-    id,
-    record,
-    attempts: Number(attributes[FAILURES] ?? 0),
-    reason: `delivered ${deliveries} times without being settled (Pub/Sub dead-letter policy)`,
-    deadAt: seconds * 1000 + Math.floor((m.publishTime?.nanos ?? 0) / 1e6),
-  };
 }
 
 interface LocalConsumer {
@@ -216,15 +85,13 @@ class PubSubIngressBus implements IngressBus {
   #topic: Topic;
   #deadTopic: Topic;
   #subscriptionName: string;
-  #deadSubscriptionPath: string;
+  #deadLetters: PubSubDeadLetters;
   #maxAttempts: number;
   #retryBaseMs: number;
   #maxMessages: number;
   #local: LocalConsumer | undefined;
   /** Retries and dead-letterings under way: stats and close wait for them. */
   #settling = new Set<Promise<unknown>>();
-  /** Peeks run one at a time: a second one would not see what the first holds leased. */
-  #peeking: Promise<unknown> = Promise.resolve();
   #closed = false;
 
   constructor(pubsub: PubSub, admin: v1.SubscriberClient, topic: Topic, deadTopic: Topic, names: Names, opts: PubSubIngressBusOptions) {
@@ -233,7 +100,7 @@ class PubSubIngressBus implements IngressBus {
     this.#topic = topic;
     this.#deadTopic = deadTopic;
     this.#subscriptionName = names.subscription;
-    this.#deadSubscriptionPath = pubsub.subscription(names.deadSubscription).name;
+    this.#deadLetters = new PubSubDeadLetters(admin, pubsub.subscription(names.deadSubscription).name, topic);
     this.#maxAttempts = opts.maxAttempts;
     this.#retryBaseMs = opts.retryBaseMs;
     this.#maxMessages = opts.maxMessages ?? 256;
@@ -291,7 +158,7 @@ class PubSubIngressBus implements IngressBus {
     }
     let deadLetters: number;
     try {
-      deadLetters = (await this.#peekDeadLetters()).length;
+      deadLetters = (await this.#deadLetters.peek()).length;
     } catch (err) {
       throw unavailable("ingress bus: stats unavailable", err);
     }
@@ -301,11 +168,20 @@ class PubSubIngressBus implements IngressBus {
   async deadLetters(limit: number): Promise<DeadLetter[]> {
     if (limit <= 0) return [];
     try {
-      const dead = await this.#peekDeadLetters();
+      const dead = await this.#deadLetters.peek();
       return dead.sort((a, b) => b.deadAt - a.deadAt).slice(0, limit);
     } catch (err) {
       throw unavailable("ingress bus: dead letters unavailable", err);
     }
+  }
+
+  replayDeadLetters(ids: readonly string[]): Promise<number> {
+    if (this.#closed) return Promise.reject(unavailable("ingress bus: closed"));
+    return this.#deadLetters.replay(ids);
+  }
+
+  dropDeadLetters(ids: readonly string[]): Promise<number> {
+    return this.#deadLetters.drop(ids);
   }
 
   async ready(): Promise<boolean> {
@@ -320,103 +196,10 @@ class PubSubIngressBus implements IngressBus {
     this.#closed = true;
     if (this.#local !== undefined) await this.#release(this.#local);
     await Promise.allSettled([...this.#settling]);
-    await this.#peeking.catch(() => undefined);
+    await this.#deadLetters.idle();
     await Promise.allSettled([this.#topic.flush(), this.#deadTopic.flush()]);
     await this.#admin.close().catch(() => undefined);
     await this.#pubsub.close().catch(() => undefined);
-  }
-
-  /**
-   * Every dead letter (up to PEEK_LIMIT), read by pulling the dead-letter subscription and handing
-   * the messages straight back (ack deadline 0): they stay for the next reader.
-   */
-  #peekDeadLetters(): Promise<DeadLetter[]> {
-    return this.#pullDeadLetters(async () => new Set<string>());
-  }
-
-  /**
-   * The named dead letters (Pub/Sub message ids) are found by pulling the dead-letter subscription;
-   * each is published to the ingress topic again, and only then acked (removed): a failure between
-   * the two leaves a dead letter that was also replayed, which consumers de-duplicate.
-   */
-  async replayDeadLetters(ids: readonly string[]): Promise<number> {
-    if (this.#closed) throw unavailable("ingress bus: closed");
-    const wanted = new Set(ids);
-    let replayed = 0;
-    try {
-      await this.#pullDeadLetters(async (letters) => {
-        const done = new Set<string>();
-        for (const letter of letters) {
-          if (!wanted.has(letter.id) || done.has(letter.id)) continue;
-          await this.#topic.publishMessage({ data: Buffer.from(JSON.stringify(letter.record)), attributes: { [ENQUEUED_AT]: String(Date.now()) } });
-          done.add(letter.id);
-        }
-        replayed = done.size;
-        return done;
-      });
-    } catch (err) {
-      throw unavailable("ingress bus: replay failed", err);
-    }
-    return replayed;
-  }
-
-  async dropDeadLetters(ids: readonly string[]): Promise<number> {
-    const wanted = new Set(ids);
-    let dropped = 0;
-    try {
-      await this.#pullDeadLetters(async (letters) => {
-        const done = new Set(letters.filter((l) => wanted.has(l.id)).map((l) => l.id));
-        dropped = done.size;
-        return done;
-      });
-    } catch (err) {
-      throw unavailable("ingress bus: dropping dead letters failed", err);
-    }
-    return dropped;
-  }
-
-  /**
-   * Pulls every dead letter (up to PEEK_LIMIT), lets `settle` choose which to remove (by id), acks
-   * those and hands the others straight back (ack deadline 0). One pull at a time.
-   */
-  #pullDeadLetters(settle: (letters: DeadLetter[]) => Promise<ReadonlySet<string>>): Promise<DeadLetter[]> {
-    const peek = this.#peeking.catch(() => undefined).then(async () => {
-      const ackIds: string[] = [];
-      const dead: DeadLetter[] = [];
-      const ackIdOf = new Map<DeadLetter, string>();
-      try {
-        while (ackIds.length < PEEK_LIMIT) {
-          const [response] = await this.#admin.pull(
-            { subscription: this.#deadSubscriptionPath, maxMessages: PEEK_LIMIT - ackIds.length, returnImmediately: true },
-            { timeout: 10_000 },
-          );
-          const received = response.receivedMessages ?? [];
-          if (received.length === 0) break;
-          for (const r of received) {
-            if (r.ackId) ackIds.push(r.ackId);
-            const letter = deadLetterOf(r);
-            if (letter === undefined) continue;
-            dead.push(letter);
-            if (r.ackId) ackIdOf.set(letter, r.ackId);
-          }
-        }
-        const remove = await settle(dead);
-        const removing = dead.filter((l) => remove.has(l.id)).map((l) => ackIdOf.get(l)).filter((a): a is string => a !== undefined);
-        if (removing.length > 0) {
-          await this.#admin.acknowledge({ subscription: this.#deadSubscriptionPath, ackIds: removing });
-          const gone = new Set(removing);
-          ackIds.splice(0, ackIds.length, ...ackIds.filter((a) => !gone.has(a)));
-          return dead.filter((l) => !remove.has(l.id));
-        }
-      } finally {
-        if (ackIds.length > 0) {
-          await this.#admin.modifyAckDeadline({ subscription: this.#deadSubscriptionPath, ackIds, ackDeadlineSeconds: 0 }).catch(() => undefined);
-        }
-      }
-      return dead;
-    });
-    this.#peeking = peek;
-    return peek;
   }
 
   #accept(c: LocalConsumer, message: Message): void {

@@ -1,4 +1,5 @@
 import { Redis } from "ioredis";
+import { HIGH_PRIORITY } from "../core/envelope.ts";
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
 import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
@@ -94,7 +95,7 @@ class RedisMailbox implements Mailbox {
         await this.#run(
           STORE,
           [...this.#messageKeys(k), `${k}:seq`, `${k}:dedup:${entry.messageId}`, `${k}:dedupidx`],
-          [String(this.#ttlMs), entry.messageId, entry.priority >= 5 ? "1" : "0", JSON.stringify(stored), String(entry.queuedAt), String(Buffer.byteLength(entry.envelope))],
+          [String(this.#ttlMs), entry.messageId, entry.priority >= HIGH_PRIORITY ? "1" : "0", JSON.stringify(stored), String(entry.queuedAt), String(Buffer.byteLength(entry.envelope))],
         ),
       );
       if (result < 0) return "duplicate";

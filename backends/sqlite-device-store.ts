@@ -1,7 +1,8 @@
 import type { Urn } from "../core/urn.ts";
 import type { DeviceStore, DeviceToken, PushPlatform } from "./device-store.ts";
 import type { DeviceStoreImplOptions } from "./memory-device-store.ts";
-import { guarded, type SqliteDb } from "./sqlite-db.ts";
+import { guarded } from "./guarded.ts";
+import type { SqliteDb } from "./sqlite-db.ts";
 
 export function createSqliteDeviceStore(db: SqliteDb, opts: DeviceStoreImplOptions = {}): DeviceStore {
   return new SqliteDeviceStore(db, opts);

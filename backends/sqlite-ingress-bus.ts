@@ -1,6 +1,7 @@
 import type { Urn } from "../core/urn.ts";
 import type { BusRecord, DeadLetter, IngressBus, IngressPath } from "./ingress-bus.ts";
-import { createJournaledBus, type BusJournal, type JournalEntry, type JournaledBusOptions } from "./memory-ingress-bus.ts";
+import type { BusJournal, JournaledBusOptions, JournalEntry } from "./bus-journal.ts";
+import { createJournaledBus } from "./journaled-bus.ts";
 import type { SqliteDb } from "./sqlite-db.ts";
 
 /**

@@ -1,7 +1,8 @@
 import type { Urn } from "../core/urn.ts";
 import { DEFAULT_RETENTION_MS, type MailboxDepth, type MailboxEntry, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
 import type { MailboxImplOptions, PurgingMailbox } from "./memory-mailbox.ts";
-import { guarded, type SqliteDb } from "./sqlite-db.ts";
+import { guarded } from "./guarded.ts";
+import type { SqliteDb } from "./sqlite-db.ts";
 
 /** Rows deleted per purge transaction, so a large purge never holds the writer for long. */
 const PURGE_BATCH = 5_000;

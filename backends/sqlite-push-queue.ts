@@ -1,6 +1,7 @@
 import type { Urn } from "../core/urn.ts";
 import type { PendingPush, PushDeadLetter, PushDue, PushQueue } from "./push-queue.ts";
-import { guarded, type SqliteDb } from "./sqlite-db.ts";
+import { guarded } from "./guarded.ts";
+import type { SqliteDb } from "./sqlite-db.ts";
 
 export function createSqlitePushQueue(db: SqliteDb): PushQueue {
   return new SqlitePushQueue(db);

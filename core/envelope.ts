@@ -140,8 +140,3 @@ export function parseJson(raw: Buffer | string): unknown {
     throw new RoutingError("INVALID_JSON", "body is not valid JSON");
   }
 }
-
-/** Size of an already-parsed envelope as JSON, for envelopes nested in frames. */
-export function envelopeSize(value: unknown): number {
-  return Buffer.byteLength(JSON.stringify(value) ?? "");
-}

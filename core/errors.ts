@@ -57,3 +57,8 @@ export function asRoutingError(err: unknown): RoutingError {
   if (err instanceof RoutingError) return err;
   return new RoutingError("INTERNAL", "internal error", { cause: err });
 }
+
+/** A backend (bus, store) that did not accept an operation: BACKEND_UNAVAILABLE naming the operation only, never payload bytes. */
+export function unavailable(what: string, cause?: unknown): RoutingError {
+  return new RoutingError("BACKEND_UNAVAILABLE", what, cause === undefined ? undefined : { cause });
+}

@@ -3,6 +3,7 @@ import { retryDelayMs } from "../backends/ingress-bus.ts";
 import type { Mailbox, MailboxDepth } from "../backends/mailbox.ts";
 import type { PresenceStore } from "../backends/presence-store.ts";
 import type { PendingPush, PushQueue } from "../backends/push-queue.ts";
+import { HIGH_PRIORITY } from "../core/envelope.ts";
 import type { Urn } from "../core/urn.ts";
 import { collapseKeyFor, type PushNotification, type PushResult, type PushSender } from "./sender.ts";
 
@@ -173,7 +174,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     if ((await presence.get(recipient)).length > 0) return "online";
     const depth = await mailbox.depth(recipient);
     if (depth.count === 0) return "read";
-    const high = push.priority >= 5;
+    const high = push.priority >= HIGH_PRIORITY;
     // A push being retried was already decided on: collapsing it now would skip the tokens it still owes.
     const state = retries.get(push.seq);
     if (state === undefined && collapses(lastPush.get(recipient), depth, now(), deps.collapseMs, high)) return "collapsed";

@@ -3,6 +3,7 @@ import { actionNodes, answers, callEach, stateText, type PerNode, type RouterSta
 import type { DeadLetterView } from "../lifecycle/dead-letters.ts";
 import type { PurgeCounts } from "../lifecycle/purge.ts";
 import type { RouteExplanation } from "../routing/explain.ts";
+import type { ShardsView } from "../shards/coordinator.ts";
 import { duration, plural, problems, table, type Cell } from "./format.ts";
 
 /*
@@ -163,6 +164,30 @@ export async function purgeCommand(broker: ServiceBroker, urn: string): Promise<
   return `${urn}: purged ${plural(c.messages, "message")}, ${plural(c.dedup, "de-duplication record")}, ${plural(c.deviceTokens, "device token")}, ${`${c.pendingPushes} pending push${c.pendingPushes === 1 ? "" : "es"}`}, ${plural(c.deadLetters, "dead letter")}`;
 }
 
+/**
+ * `shards`: who owns each shard and at which epoch, and how many each node owns (sharded delivery).
+ * The leases live in the engine, so any node's `shards.list` answers for the whole cluster.
+ */
+export async function shardsCommand(broker: ServiceBroker): Promise<string> {
+  let view: ShardsView;
+  try {
+    view = await broker.call<ShardsView>("shards.list");
+  } catch (err) {
+    if ((err as { name?: string }).name === "ServiceNotFoundError") return "sharded delivery is off (ROUTING_DELIVERY_STRATEGY is not sharded)";
+    throw err;
+  }
+  const perNode = new Map<string, number>(view.members.map((m) => [m.id, 0]));
+  for (const o of view.owners) perNode.set(o.owner, (perNode.get(o.owner) ?? 0) + 1);
+  const urls = new Map(view.members.map((m) => [m.id, m.url]));
+  const unowned = view.shardCount - view.owners.length;
+  const head =
+    `${plural(view.shardCount, "shard")} on ${view.engine} (as ${view.nodeId} reads it${view.healthy ? "" : `; ${view.engine} NOT reachable, last view`}), ` +
+    `${plural(view.members.length, "live node")}, ${unowned === 0 ? "every shard owned" : `${plural(unowned, "shard")} without an owner`}`;
+  const nodes = table(["node", "url", "shards owned"], [...perNode].sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, n]) => [id + (urls.has(id) ? "" : " (not a live member)"), urls.get(id) ?? "", n]));
+  const shards = table(["shard", "owner", "epoch"], view.owners.map((o) => [o.shard, o.owner, o.epoch]));
+  return `${head}\n${nodes}\n${shards}`;
+}
+
 /** moleculer-repl's custom command definition (the subset used here). */
 export interface ReplCommand {
   readonly command: string;
@@ -197,4 +222,5 @@ export const REPL_COMMANDS: readonly ReplCommand[] = [
   { command: "replay [ids...]", description: "Put dead letters back on the ingress bus with their message ids", action: print((b, a) => replayCommand(b, listArg(a.ids))) },
   { command: "dropdeadletters [ids...]", description: "Delete dead letters", action: print((b, a) => dropDeadLettersCommand(b, listArg(a.ids))) },
   { command: "purge <urn>", description: "Remove everything kept of an identity: messages, de-duplication records, device tokens, pending pushes", action: print((b, a) => purgeCommand(b, urnArg(a))) },
+  { command: "shards", description: "Sharded delivery: owner and epoch of every shard, shards owned per node", action: print((b) => shardsCommand(b)) },
 ];

@@ -97,7 +97,9 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
       },
       (err: unknown) => {
         if (halted || tokens[shard] !== token) return;
-        opts.log?.warn({ err, shard }, `shard lease call failed (${leases.engine})`);
+        // One warning per outage, not one per shard and retry (the poll says when it is over).
+        if (!warned) opts.log?.warn({ err, shard }, `shard lease call failed (${leases.engine}); owned shards are kept until their leases lapse`);
+        warned = true;
         actors[shard].send({ type: "shard.failed" });
       },
     );
@@ -201,7 +203,16 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
       return () => listeners.delete(listener);
     },
     async start() {
-      const recorded = await leases.claimShardCount(shardCount);
+      // The engine may be slow to answer the very first call (connecting): a few tries, then fail the start.
+      let recorded: number | undefined;
+      for (let attempt = 1; recorded === undefined; attempt++) {
+        try {
+          recorded = await leases.claimShardCount(shardCount);
+        } catch (err) {
+          if (attempt >= 5) throw new Error(`cannot reach ${leases.engine} to join the shard coordination`, { cause: err });
+          await new Promise((r) => setTimeout(r, pollMs));
+        }
+      }
       if (recorded !== shardCount) throw new ShardCountMismatch(shardCount, recorded, leases.engine);
       for (const a of actors) a.start();
       started = true;

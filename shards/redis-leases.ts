@@ -76,7 +76,7 @@ export function createRedisLeases(opts: RedisLeasesOptions): ShardLeases {
   const redis = new Redis(opts.redis, {
     maxRetriesPerRequest: 1,
     connectTimeout: Math.max(500, Math.min(5_000, ttl)),
-    commandTimeout: Math.max(250, Math.floor(ttl / 3)),
+    commandTimeout: Math.max(500, Math.floor(ttl / 2)),
     retryStrategy: (times) => Math.min(times * 100, 1_000),
   });
   redis.on("error", () => {}); // reported by the failing calls; ioredis reconnects by itself

@@ -122,7 +122,7 @@ describe("operator tools against a live node (REPL commands, metrics)", () => {
     const spy = vi.spyOn(console, "log").mockImplementation((text: unknown) => void printed.push(String(text)));
     try {
       const names = REPL_COMMANDS.map((c) => c.command.split(" ")[0]);
-      expect(names).toEqual(["sessions", "presence", "mailbox", "route", "actors", "bus", "deadletters", "replay", "dropdeadletters", "purge"]);
+      expect(names).toEqual(["sessions", "presence", "mailbox", "route", "actors", "bus", "deadletters", "replay", "dropdeadletters", "purge", "shards"]);
       await REPL_COMMANDS.find((c) => c.command === "route <urn>")!.action(broker, { urn: dave });
       await REPL_COMMANDS.find((c) => c.command === "presence <urn>")!.action(broker, { urn: "not-a-urn" });
     } finally {

@@ -10,6 +10,9 @@
  * - mqtt: MQTT publisher -> subscriber through the service (embedded broker) and through Mosquitto.
  * - overload: 10x the service's measured saturation for 60 s, embedded and NATS + Redis: RSS peak,
  *   refused share, p99 of accepted sends, and nothing accepted lost (scenarios/overload.ts).
+ * - signalling: three nodes, the same offered load for `broadcast`, `targeted` and `sharded`:
+ *   signals received and delivered per node, noise ratio, CPU per delivered (scenarios/signalling.ts;
+ *   BENCH_SCENARIOS=signalling runs it alone).
  *
  * The load runs in worker threads (route, mqtt) and child processes (connections), never in the
  * servers' processes; every contender is its own process. The machine is shared (2 cores here):
@@ -30,6 +33,7 @@ import { ratiosOf, targetsOf } from "./report/targets.ts";
 import { runConnections, type ConnRow } from "./scenarios/connections.ts";
 import { runMatrix, type Row, type Skip } from "./scenarios/matrix.ts";
 import { overloadMarkdown, runOverload, type OverloadRow } from "./scenarios/overload.ts";
+import { runSignalling, signallingMarkdown, type SignallingRow } from "./scenarios/signalling.ts";
 
 const plan = loadPlan();
 const began = performance.now();
@@ -71,6 +75,7 @@ let route: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let mqtt: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let connections: { rows: ConnRow[]; cap: number } = { rows: [], cap: 0 };
 let overload: OverloadRow[] = [];
+let signalling: SignallingRow[] = [];
 
 log(`plan ${plan.profile}: ${[...plan.scenarios].join(", ")}; contenders ${plan.contenders.join(", ")}; open-file limit ${fdLimit.soft}${fdLimit.note ? ` (${fdLimit.note})` : ""}`);
 const pool = startWorkers(plan.workers);
@@ -105,6 +110,7 @@ try {
     }
   }
   if (plan.scenarios.has("overload")) overload = await runOverload(log);
+  if (plan.scenarios.has("signalling")) signalling = await runSignalling(log);
 } finally {
   await pool.close();
   await stop([...running]);
@@ -134,5 +140,11 @@ if (overload.length > 0) {
   writeFileSync(join(plan.outDir, "overload-latest.json"), JSON.stringify({ at: results.at, machine: results.machine, rows: overload }, null, 2));
   writeFileSync(join(plan.outDir, "overload-latest.md"), `${table}\n`);
   console.log(`\n## Overload\n\n${table}`);
+}
+if (signalling.length > 0) {
+  const table = signallingMarkdown(signalling);
+  writeFileSync(join(plan.outDir, "signalling-latest.json"), JSON.stringify({ at: results.at, machine: results.machine, rows: signalling }, null, 2));
+  writeFileSync(join(plan.outDir, "signalling-latest.md"), `${table}\n`);
+  console.log(`\n## Signalling (three nodes)\n\n${table}`);
 }
 log(`done; results in ${plan.outDir} (latest.json, latest.md, latest.svg)`);

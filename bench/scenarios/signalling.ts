@@ -81,36 +81,56 @@ async function runStrategy(strategy: Strategy, rate: number, seconds: number, us
     ROUTING_DELIVERY_STRATEGY: strategy,
     ROUTING_SHARD_COUNT: "64",
     ROUTING_SEND_RATE_PER_SECOND: "0",
-    ROUTING_LOG_LEVEL: "warn",
   };
   const nodes = await Promise.all(Array.from({ length: NODES }, (_, i) => startService({ ...env, ROUTING_INSTANCE_ID: `${tag}-n${i}` }, undefined, { readyTimeoutMs: 90_000 })));
   const sockets: WebSocket[] = [];
   try {
     const alice = await token(`urn:sm:user:alice-${tag}`);
     const users: Array<{ urn: string; got: Set<string> }> = [];
-    for (let i = 0; i < usersPerNode * NODES; i++) {
-      const urn = `urn:sm:user:u${i}-${tag}`;
-      const tok = await token(urn);
-      let home = nodes[i % NODES];
-      if (strategy === "sharded") {
-        // The session belongs on the shard's owner: ask any node where that is (once every shard has one).
-        let url: string | undefined;
-        await until(async () => {
-          const res = await fetch(`${nodes[0].url}/route`, { headers: { authorization: `Bearer ${tok}` } });
-          url = res.status === 200 ? ((await res.json()) as { url: string }).url : undefined;
-          return url !== undefined;
-        }, 30_000, "shard owner");
-        home = nodes.find((n) => n.url === url) ?? home;
-      }
+    const urns = Array.from({ length: usersPerNode * NODES }, (_, i) => `urn:sm:user:u${i}-${tag}`);
+    const tokens = await Promise.all(urns.map((urn) => token(urn)));
+    const ownerUrl = async (node: RunningService, tok: string): Promise<string | undefined> => {
+      const res = await fetch(`${node.url}/route`, { headers: { authorization: `Bearer ${tok}` } });
+      return res.status === 200 ? ((await res.json()) as { url: string }).url : undefined;
+    };
+    if (strategy === "sharded") {
+      // Settled: every node names the same owner for every user, and all three own shards.
+      await until(async () => {
+        const views = await Promise.all(nodes.map((n) => Promise.all(tokens.map((t) => ownerUrl(n, t)))));
+        return views[0].every((u, i) => u !== undefined && views.every((v) => v[i] === u)) && new Set(views[0]).size === NODES;
+      }, 60_000, "shards settled");
+    }
+    for (let i = 0; i < urns.length; i++) {
+      const urn = urns[i];
+      const tok = tokens[i];
+      // `sharded`: the session belongs on the shard's owner (GET /route); a MOVED or 503 in between is followed.
+      let url = strategy === "sharded" ? ((await ownerUrl(nodes[0], tok)) ?? nodes[0].url) : nodes[i % NODES].url;
       const got = new Set<string>();
-      const ws = new WebSocket(`ws://127.0.0.1:${home.port}/connect?delivery=push`, { headers: { authorization: `Bearer ${tok}` } });
+      let ws: WebSocket | undefined;
+      for (let attempt = 0; ws === undefined; attempt++) {
+        if (attempt > 50) throw new Error(`${urn}: no session after ${attempt} attempts`);
+        const candidate = new WebSocket(`${url.replace(/^http/, "ws")}/connect?delivery=push`, { headers: { authorization: `Bearer ${tok}` } });
+        // Open and still open 100 ms later (a MOVED close comes right after the open), moved, or retry.
+        const outcome = await new Promise<"open" | "retry" | { moved: string }>((resolve) => {
+          let timer: NodeJS.Timeout | undefined;
+          candidate.once("open", () => (timer = setTimeout(() => resolve("open"), 100)));
+          candidate.once("unexpected-response", (_req, res) => {
+            res.resume();
+            resolve("retry");
+          });
+          candidate.on("error", () => resolve("retry"));
+          candidate.once("close", (code, reason) => {
+            clearTimeout(timer);
+            resolve(code === 4010 && reason.length > 0 ? { moved: reason.toString() } : "retry");
+          });
+        });
+        if (outcome === "open") ws = candidate;
+        else if (typeof outcome === "object") url = outcome.moved;
+        else await new Promise((r) => setTimeout(r, 200));
+      }
       ws.on("message", (data) => {
         const frame = JSON.parse(data.toString()) as { type: string; message?: { id: string } };
         if (frame.type === "message" && frame.message) got.add(frame.message.id);
-      });
-      await new Promise<void>((resolve, reject) => {
-        ws.once("open", () => resolve());
-        ws.once("error", reject);
       });
       sockets.push(ws);
       users.push({ urn, got });

@@ -136,12 +136,19 @@ async function runStrategy(strategy: Strategy, rate: number, seconds: number, us
       users.push({ urn, got });
     }
     // Online everywhere: a first message reaches every user.
-    const send = (node: RunningService, urn: string, messageId: string) =>
-      fetch(`${node.url}/send`, {
-        method: "POST",
-        headers: { authorization: `Bearer ${alice}`, "content-type": "application/json" },
-        body: JSON.stringify({ recipientId: urn, messageId, encryptedData: randomBytes(150).toString("base64") }),
-      }).then((r) => r.status);
+    // A keep-alive socket closed under the request is retried with the same messageId (de-duplicated: stored once).
+    const send = async (node: RunningService, urn: string, messageId: string): Promise<number> => {
+      const body = JSON.stringify({ recipientId: urn, messageId, encryptedData: randomBytes(150).toString("base64") });
+      for (let attempt = 0; ; attempt++) {
+        try {
+          const res = await fetch(`${node.url}/send`, { method: "POST", headers: { authorization: `Bearer ${alice}`, "content-type": "application/json" }, body });
+          await res.arrayBuffer();
+          return res.status;
+        } catch (err) {
+          if (attempt >= 3) throw err;
+        }
+      }
+    };
     await Promise.all(users.map((u, i) => send(nodes[i % NODES], u.urn, "warm")));
     await until(() => users.every((u) => u.got.has("warm")), 30_000, "every user online");
     const before = await Promise.all(nodes.map(scrape));

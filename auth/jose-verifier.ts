@@ -1,4 +1,5 @@
 import { createRemoteJWKSet, errors, jwtVerify, type JWTPayload, type JWTVerifyGetKey, type JWTVerifyOptions } from "jose";
+import { LRUCache } from "lru-cache";
 import { RoutingError } from "../core/errors.ts";
 import { identityFromSubject } from "../core/urn.ts";
 import type { Principal, TokenVerifier } from "./verifier.ts";
@@ -53,36 +54,6 @@ interface CacheEntry {
   readonly reverifyAt: number;
 }
 
-/** Insertion-ordered Map as an LRU: a hit is moved to the end, the first key is the eldest. */
-class Lru<K, V> {
-  readonly #max: number;
-  readonly #map = new Map<K, V>();
-  constructor(max: number) {
-    this.#max = max;
-  }
-  get(key: K): V | undefined {
-    const value = this.#map.get(key);
-    if (value !== undefined) {
-      this.#map.delete(key);
-      this.#map.set(key, value);
-    }
-    return value;
-  }
-  set(key: K, value: V): void {
-    if (this.#max <= 0) return;
-    this.#map.delete(key);
-    this.#map.set(key, value);
-    while (this.#map.size > this.#max) {
-      const eldest = this.#map.keys().next();
-      if (eldest.done) break;
-      this.#map.delete(eldest.value);
-    }
-  }
-  delete(key: K): void {
-    this.#map.delete(key);
-  }
-}
-
 const expired = () => new RoutingError("TOKEN_EXPIRED", "token expired");
 
 /**
@@ -125,7 +96,8 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
     }
   };
 
-  const cache = new Lru<string, CacheEntry>(cacheSize);
+  // Expiry is checked against the injected clock on each hit (reverifyAt, exp), not by lru-cache's own timer.
+  const cache = cacheSize > 0 ? new LRUCache<string, CacheEntry>({ max: cacheSize }) : undefined;
 
   async function verifySignatureAndClaims(token: string): Promise<JWTPayload> {
     const verifyOptions: JWTVerifyOptions = {
@@ -160,15 +132,15 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       if (typeof token !== "string") throw new RoutingError("TOKEN_INVALID", "token is malformed");
       if (token.length > MAX_TOKEN_LENGTH) throw new RoutingError("TOKEN_INVALID", "token is too long");
 
-      const hit = cache.get(token);
+      const hit = cache?.get(token);
       if (hit) {
         const nowMs = now();
         if (hit.exp !== undefined && hit.exp <= Math.floor(nowMs / 1000) - clockToleranceSec) {
-          cache.delete(token);
+          cache?.delete(token);
           throw expired();
         }
         if (nowMs < hit.reverifyAt) return hit.principal;
-        cache.delete(token);
+        cache?.delete(token);
       }
 
       let payload: JWTPayload;
@@ -183,7 +155,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
       if (!identity) throw new RoutingError("INVALID_IDENTITY", "token sub is not a valid URN or bare id");
       const exp = typeof payload.exp === "number" ? payload.exp : undefined;
       const principal: Principal = Object.freeze({ identity, expiresAt: exp === undefined ? undefined : exp * 1000 });
-      cache.set(token, { principal, exp, reverifyAt: now() + cacheTtlMs });
+      cache?.set(token, { principal, exp, reverifyAt: now() + cacheTtlMs });
       return principal;
     },
   };

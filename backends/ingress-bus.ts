@@ -85,7 +85,7 @@ export interface IngressBus {
 export interface BusOptions {
   /** Deliveries before a record is dead-lettered. */
   readonly maxAttempts: number;
-  /** First redelivery delay in ms; doubles per attempt up to 30 s. */
+  /** First redelivery delay in ms; doubles per attempt up to 30 s (buses add jitter: core/backoff.ts). */
   readonly retryBaseMs: number;
 }
 

@@ -1,6 +1,7 @@
+import { jitteredDelayMs } from "../core/backoff.ts";
 import { RoutingError, unavailable } from "../core/errors.ts";
 import type { BusJournal, JournaledBusOptions, JournalEntry } from "./bus-journal.ts";
-import { retryDelayMs, type BusRecord, type BusStats, type BusSubscription, type DeadLetter, type Delivery, type IngressBus } from "./ingress-bus.ts";
+import { type BusRecord, type BusStats, type BusSubscription, type DeadLetter, type Delivery, type IngressBus } from "./ingress-bus.ts";
 import { SlotDelivery, type Consumer, type Slot, type SlotOps } from "./journal-slot.ts";
 
 /** Deliveries handed out per event-loop turn, so a deep backlog never starves I/O. */
@@ -14,7 +15,7 @@ export function createJournaledBus(journal: BusJournal, opts: JournaledBusOption
 /**
  * The delivery engine: the working set in memory, every state change told to the journal. Slots are
  * delivered in journal order from a ready queue, a few hundred per event-loop turn; a nack waits
- * `retryDelayMs` on an unref'd timer, and the `maxAttempts`-th moves the record to the dead letters.
+ * `jitteredDelayMs` on an unref'd timer, and the `maxAttempts`-th moves the record to the dead letters.
  */
 class JournaledBus implements IngressBus {
   #journal: BusJournal;
@@ -238,7 +239,7 @@ class JournaledBus implements IngressBus {
       slot.state = "ready";
       this.#ready.push(slot);
       this.#schedule();
-    }, retryDelayMs(this.#retryBaseMs, slot.attempts));
+    }, jitteredDelayMs(this.#retryBaseMs, slot.attempts));
     slot.timer.unref();
     try {
       await this.#journal.setAttempts(slot.seq, slot.attempts);

@@ -1,13 +1,12 @@
 import { headers, type JetStreamClient, type JetStreamManager } from "nats";
 import { unavailable } from "../core/errors.ts";
 import type { DeadLetter } from "./ingress-bus.ts";
+import { decodeRecord } from "./held-deliveries.ts";
+import { ENQUEUED_AT, FAILURES } from "./nats-headers.ts";
 import { deadStreamOf, isMissingMessage, isNotFound } from "./nats-streams.ts";
 
 /** A dead letter as the dead-letter stream keeps it; its id is its sequence there. */
 export type StoredDeadLetter = Omit<DeadLetter, "id">;
-
-/** Header of a record on the ingress subject: when it was first enqueued (epoch ms). */
-export const ENQUEUED_AT = "Routing-Enqueued-At";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -18,12 +17,14 @@ export class NatsDeadLetters {
   readonly #jsm: JetStreamManager;
   readonly #stream: string;
   readonly #ingress: string;
+  readonly #deadSubject: string;
 
-  constructor(js: JetStreamClient, jsm: JetStreamManager, stream: string, ingressSubject: string) {
+  constructor(js: JetStreamClient, jsm: JetStreamManager, stream: string, subjectPrefix: string) {
     this.#js = js;
     this.#jsm = jsm;
     this.#stream = stream;
-    this.#ingress = ingressSubject;
+    this.#ingress = `${subjectPrefix}.ingress`;
+    this.#deadSubject = `${subjectPrefix}.dead`;
   }
 
   async count(): Promise<number> {
@@ -92,6 +93,35 @@ export class NatsDeadLetters {
     } catch (err) {
       throw unavailable("ingress bus: dropping dead letters failed", err);
     }
+  }
+
+  /**
+   * The server's MAX_DELIVERIES advisory: the record at `streamSeq` of the ingress stream was
+   * delivered `deliveries` times (the consumer's max_deliver) without being settled, and the server
+   * will not deliver it again. It is read by sequence, recorded as a dead letter (de-duplicated by
+   * `Nats-Msg-Id` `dead-<seq>`, so two instances or a nack racing it write one) and only then
+   * deleted from the ingress stream. Gone already (acked meanwhile): nothing to do.
+   */
+  async unsettled(streamSeq: number, deliveries: number): Promise<void> {
+    const stored = await this.#jsm.streams.getMessage(this.#stream, { seq: streamSeq }).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    });
+    if (stored === undefined) return;
+    const record = decodeRecord(decoder.decode(stored.data));
+    if (record !== undefined) {
+      const failures = Number(stored.header?.get(FAILURES) ?? 0);
+      const dead: StoredDeadLetter = {
+        record,
+        attempts: Number.isFinite(failures) ? failures : 0,
+        reason: `delivered ${deliveries} times without being settled (JetStream max_deliver)`,
+        deadAt: Date.now(),
+      };
+      await this.#js.publish(this.#deadSubject, encoder.encode(JSON.stringify(dead)), { msgID: `dead-${streamSeq}` });
+    }
+    await this.#jsm.streams.deleteMessage(this.#stream, streamSeq, false).catch((err: unknown) => {
+      if (!isMissingMessage(err)) throw err;
+    });
   }
 
   async #at(seq: number): Promise<StoredDeadLetter | undefined> {

@@ -1,4 +1,4 @@
-import { connect, headers, type Consumer, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection } from "nats";
+import { connect, headers, type Consumer, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection, type Subscription } from "nats";
 import { unavailable } from "../core/errors.ts";
 import { HeldDeliveries, type Held } from "./held-deliveries.ts";
 import {
@@ -10,9 +10,10 @@ import {
   type Delivery,
   type IngressBus,
 } from "./ingress-bus.ts";
-import { ENQUEUED_AT, NatsDeadLetters, type StoredDeadLetter } from "./nats-dead-letters.ts";
-import { FAILED_AT, FAILURES, pullLoop, returnToStream, wake, type LocalConsumer } from "./nats-pull.ts";
-import { ensureConsumer, ensureStreams, isNotFound, type NatsIngressBusOptions } from "./nats-streams.ts";
+import { NatsDeadLetters, type StoredDeadLetter } from "./nats-dead-letters.ts";
+import { ENQUEUED_AT, FAILED_AT, FAILURES } from "./nats-headers.ts";
+import { pullLoop, returnToStream, wake, type LocalConsumer } from "./nats-pull.ts";
+import { ensureConsumer, ensureStreams, isNotFound, maxDeliveriesAdvisory, parseAdvisory, type NatsIngressBusOptions } from "./nats-streams.ts";
 
 export type { NatsIngressBusOptions } from "./nats-streams.ts";
 
@@ -36,6 +37,14 @@ export type { NatsIngressBusOptions } from "./nats-streams.ts";
  *   (subject `<prefix>.dead`) and then the delivery is acked: never lost, never redelivered.
  * - Closing a subscription naks what it holds for redelivery to the next consumer: at once, or,
  *   if a pull request is still open on the server, once it has expired (at most 1 s; see #release).
+ * - Deliveries nobody settles (consumers closing or crashing with the record) are bounded by the
+ *   server: the consumer's `max_deliver` (`maxUnsettledDeliveries`, default 10; no `backoff`, see
+ *   ensureConsumer). At `max_deliver` the server stops
+ *   delivering the record and publishes the MAX_DELIVERIES advisory; one instance (queue group) reads
+ *   the record by its stream sequence, writes it to `<stream>_DEAD` with the reason "delivered N
+ *   times without being settled" and deletes it from the ingress stream. Advisories are not stored:
+ *   if no instance is connected at that moment, the record stays in the stream (counted in the
+ *   backlog, never lost) without being dead-lettered.
  */
 export async function openNatsIngressBus(opts: NatsIngressBusOptions): Promise<IngressBus> {
   let nc: NatsConnection | undefined;
@@ -64,6 +73,7 @@ class NatsIngressBus implements IngressBus {
   #ingress: string;
   #dead: string;
   #deadLetters: NatsDeadLetters;
+  #advisories: Subscription;
   #maxAttempts: number;
   #retryBaseMs: number;
   #ackWaitMs: number;
@@ -81,7 +91,16 @@ class NatsIngressBus implements IngressBus {
     this.#stream = opts.stream;
     this.#ingress = `${opts.subjectPrefix}.ingress`;
     this.#dead = `${opts.subjectPrefix}.dead`;
-    this.#deadLetters = new NatsDeadLetters(js, jsm, opts.stream, this.#ingress);
+    this.#deadLetters = new NatsDeadLetters(js, jsm, opts.stream, opts.subjectPrefix);
+    // One instance (a queue group) takes each advisory; a failure leaves the record in the stream (see openNatsIngressBus).
+    this.#advisories = nc.subscribe(maxDeliveriesAdvisory(opts), {
+      queue: opts.consumer,
+      callback: (err, msg) => {
+        if (err !== null) return;
+        const advisory = parseAdvisory(msg.data);
+        if (advisory !== undefined) this.#settle(this.#deadLetters.unsettled(advisory.streamSeq, advisory.deliveries)).catch(() => undefined);
+      },
+    });
     this.#maxAttempts = opts.maxAttempts;
     this.#retryBaseMs = opts.retryBaseMs;
     this.#ackWaitMs = opts.ackWaitMs ?? 30_000;
@@ -173,6 +192,7 @@ class NatsIngressBus implements IngressBus {
     if (this.#closed) return;
     this.#closed = true;
     if (this.#local !== undefined) await this.#release(this.#local);
+    this.#advisories.unsubscribe();
     await Promise.allSettled([...this.#settling]);
     await this.#nc.drain().catch(() => this.#nc.close());
   }

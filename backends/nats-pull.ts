@@ -1,10 +1,7 @@
 import type { Consumer, ConsumerMessages, JsMsg } from "nats";
 import { decodeRecord, type HeldDeliveries } from "./held-deliveries.ts";
-import { ENQUEUED_AT } from "./nats-dead-letters.ts";
+import { ENQUEUED_AT, FAILED_AT, FAILURES } from "./nats-headers.ts";
 
-/** Headers of a record on the ingress subject (and ENQUEUED_AT). */
-export const FAILURES = "Routing-Failures";
-export const FAILED_AT = "Routing-Failed-At";
 /**
  * Pull requests last this long at most; a new one follows while the consumer runs. Short, because a
  * closing consumer's returns wait for its last request to expire (see NatsIngressBus #release).
@@ -23,10 +20,13 @@ function numberHeader(msg: JsMsg, name: string): number | undefined {
   return Number.isFinite(n) ? n : undefined;
 }
 
-/** Naks, if the connection still can: otherwise the server redelivers after the ack wait anyway. */
+/**
+ * Naks, if the connection still can: otherwise the server redelivers after the ack wait anyway.
+ * Always with a delay of at least 1 ms (a bare nak has none; nats.js sends a 0 delay as a bare nak).
+ */
 export function returnToStream(msg: JsMsg, delayMs: number): void {
   try {
-    msg.nak(delayMs);
+    msg.nak(Math.max(1, Math.ceil(delayMs)));
   } catch {
     // Connection closed.
   }

@@ -16,6 +16,22 @@ export interface NatsIngressBusOptions extends BusOptions {
   readonly batchSize?: number;
   /** Stream replicas when the streams are created (3 in a clustered production deployment); default 1. */
   readonly replicas?: number;
+  /**
+   * The consumer's `max_deliver` (2..100): a record delivered this often without being settled (a
+   * consumer closing or dying with it in flight; a nack republishes, see openNatsIngressBus) is
+   * dead-lettered through the server's MAX_DELIVERIES advisory. Default 10.
+   */
+  readonly maxUnsettledDeliveries?: number;
+}
+
+/** The consumer's `max_deliver`, from `maxUnsettledDeliveries`. */
+export function maxDeliverOf(opts: NatsIngressBusOptions): number {
+  return Math.min(100, Math.max(2, opts.maxUnsettledDeliveries ?? 10));
+}
+
+/** The subject the server announces a record that reached `max_deliver` on. */
+export function maxDeliveriesAdvisory(opts: NatsIngressBusOptions): string {
+  return `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${opts.stream}.${opts.consumer}`;
 }
 
 export function deadStreamOf(stream: string): string {
@@ -68,9 +84,32 @@ async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig>
   await jsm.streams.add(config);
 }
 
-export async function ensureConsumer(jsm: JetStreamManager, opts: NatsIngressBusOptions): Promise<void> {
+/** The fields of a MAX_DELIVERIES advisory the bus uses, or undefined for anything else. */
+export function parseAdvisory(data: Uint8Array): { streamSeq: number; deliveries: number } | undefined {
   try {
-    await jsm.consumers.info(opts.stream, opts.consumer);
+    const a = JSON.parse(new TextDecoder().decode(data)) as { stream_seq?: unknown; deliveries?: unknown };
+    if (typeof a.stream_seq !== "number" || !Number.isSafeInteger(a.stream_seq) || a.stream_seq <= 0) return undefined;
+    return { streamSeq: a.stream_seq, deliveries: typeof a.deliveries === "number" ? a.deliveries : 0 };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Creates the durable consumer, or brings an existing one to this configuration's `max_deliver` and
+ * ack wait (both editable; the last instance to open wins, as with any shared setting). No `backoff`:
+ * on NATS 2.9 a consumer with one holds a nak'd record for its backoff even when the nak carries a
+ * shorter delay (checked: a nak(100 ms) of a second delivery was not redelivered within 4 s with
+ * backoff [30 s, 60 s]), and the bus's returns to the stream (closing consumers, failed republishes)
+ * rely on the nak's delay.
+ */
+export async function ensureConsumer(jsm: JetStreamManager, opts: NatsIngressBusOptions): Promise<void> {
+  const redelivery = { ack_wait: nanos(opts.ackWaitMs ?? 30_000), max_deliver: maxDeliverOf(opts) };
+  try {
+    const { config } = await jsm.consumers.info(opts.stream, opts.consumer);
+    if (config.max_deliver !== redelivery.max_deliver || config.ack_wait !== redelivery.ack_wait) {
+      await jsm.consumers.update(opts.stream, opts.consumer, redelivery);
+    }
     return;
   } catch (err) {
     if (!isNotFound(err)) throw err;
@@ -80,9 +119,7 @@ export async function ensureConsumer(jsm: JetStreamManager, opts: NatsIngressBus
     ack_policy: AckPolicy.Explicit,
     deliver_policy: DeliverPolicy.All,
     filter_subject: `${opts.subjectPrefix}.ingress`,
-    ack_wait: nanos(opts.ackWaitMs ?? 30_000),
-    // Failed attempts are counted here (see openNatsIngressBus), returned deliveries are not failures.
-    max_deliver: -1,
+    ...redelivery,
     max_ack_pending: 10_000,
   });
 }

@@ -27,7 +27,7 @@ export const ConfigSchema = Type.Object(
     store: Type.Union([Type.Literal("embedded"), Type.Literal("redis"), Type.Literal("firestore")], { default: "embedded", description: "Mailbox and de-duplication store: `embedded` (SQLite), `redis` or `firestore`." }),
     sqliteSync: Type.Union([Type.Literal("full"), Type.Literal("normal")], { default: "full", description: "SQLite `synchronous` for the embedded store: `full` survives power loss, `normal` survives process crashes." }),
     busMaxAttempts: Type.Integer({ minimum: 1, maximum: 100, default: 5, description: "Deliveries of a bus record before it is dead-lettered." }),
-    busRetryBaseMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 200, description: "First redelivery delay after a failure; doubles per attempt (max 30 s)." }),
+    busRetryBaseMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 200, description: "First redelivery delay after a failure; doubles per attempt, times a random 1..2 (jitter), max 30 s." }),
     routerMaxInFlight: Type.Integer({ minimum: 1, maximum: 100_000, default: 512, description: "Bus records the router works on at once; intake pauses when full." }),
     dedupTtlSeconds: Type.Integer({ minimum: 1, default: 30 * 24 * 3600, description: "How long a (recipient, messageId) pair is remembered for de-duplication; at least ROUTING_MAILBOX_RETENTION_SECONDS (a shorter one stops start-up)." }),
     // data life cycle (issue 21): docs/data-lifecycle.md
@@ -66,7 +66,7 @@ export const ConfigSchema = Type.Object(
     // push (issue 6)
     pushCollapseSeconds: Type.Integer({ minimum: 0, maximum: 86_400, default: 60, description: "At most one push per recipient in this window while an earlier pushed message is still unread. 0 turns collapsing off." }),
     pushMaxAttempts: Type.Integer({ minimum: 1, maximum: 100, default: 5, description: "Sends of a push that keeps failing retryably (provider 5xx, 429, network) before it is dead-lettered." }),
-    pushRetryBaseMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 1000, description: "First retry delay of a failed push; doubles per attempt (max 30 s), or the provider's Retry-After if longer." }),
+    pushRetryBaseMs: Type.Integer({ minimum: 1, maximum: 60_000, default: 1000, description: "First retry delay of a failed push; doubles per attempt, times a random 1..2 (jitter), max 30 s; or the provider's Retry-After if longer." }),
     pushConcurrency: Type.Integer({ minimum: 1, maximum: 1024, default: 8, description: "Push provider requests in flight at once per node (a batch is 8 times this)." }),
     fcmServiceAccountFile: Type.Optional(Type.String({ minLength: 1, description: "Firebase service-account JSON file (FCM HTTP v1). Unset: FCM pushes are off." })),
     fcmEndpoint: Type.Optional(Type.String({ pattern: "^https://", description: "For testing against a local stand-in: every FCM request (OAuth token exchange included) goes to this https origin." })),

@@ -1,8 +1,9 @@
+import pLimit from "p-limit";
 import type { DeviceStore, PushPlatform } from "../backends/device-store.ts";
-import { retryDelayMs } from "../backends/ingress-bus.ts";
 import type { Mailbox, MailboxDepth } from "../backends/mailbox.ts";
 import type { PresenceStore } from "../backends/presence-store.ts";
 import type { PendingPush, PushQueue } from "../backends/push-queue.ts";
+import { jitteredDelayMs } from "../core/backoff.ts";
 import { HIGH_PRIORITY } from "../core/envelope.ts";
 import type { Urn } from "../core/urn.ts";
 import { collapseKeyFor, type PushNotification, type PushResult, type PushSender } from "./sender.ts";
@@ -69,24 +70,6 @@ export function collapses(last: LastPush | undefined, depth: MailboxDepth, now: 
   return depth.oldestQueuedAt !== undefined && depth.oldestQueuedAt <= last.dueAt;
 }
 
-/** Runs at most `n` tasks at once, in call order. */
-export function createLimiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
-  let running = 0;
-  const waiting: Array<() => void> = [];
-  return async (task) => {
-    // A finishing task hands its slot to the first waiter, so no newcomer slips in between.
-    if (running >= n) await new Promise<void>((resolve) => waiting.push(resolve));
-    else running++;
-    try {
-      return await task();
-    } finally {
-      const next = waiting.shift();
-      if (next) next();
-      else running--;
-    }
-  };
-}
-
 function groupByRecipient(pushes: readonly PendingPush[]): Map<Urn, PendingPush[]> {
   const groups = new Map<Urn, PendingPush[]>();
   for (const push of pushes) {
@@ -113,7 +96,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   const { queue, presence, mailbox, devices, log } = deps;
   const now = deps.now ?? Date.now;
   const senders = new Map(deps.senders.map((s) => [s.platform, s]));
-  const limit = createLimiter(deps.concurrency);
+  // Provider requests in flight at most `concurrency`, started in call order.
+  const limit = pLimit(deps.concurrency);
   const lastPush = new Map<Urn, LastPush>();
   const retries = new Map<number, RetryState>();
   const outcomes: Record<PushOutcome, number> = { sent: 0, online: 0, read: 0, collapsed: 0, noDevice: 0, failed: 0, deadLettered: 0, retry: 0 };
@@ -198,7 +182,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       log.warn({ messageId: push.messageId, attempts, reason: retry.reason }, "push dead-lettered");
       return "deadLettered";
     }
-    const delay = Math.max(retryDelayMs(deps.retryBaseMs, attempts), retry.retryAfterMs);
+    const delay = Math.max(jitteredDelayMs(deps.retryBaseMs, attempts), retry.retryAfterMs);
     retries.set(push.seq, { attempts, notBefore: now() + delay, reached: reachedAll });
     return "retry";
   }

@@ -10,7 +10,7 @@ import { docId, openFirestore } from "../backends/firestore-client.ts";
 import { createFirestoreMailbox } from "../backends/firestore-mailbox.ts";
 import type { BusOptions, Delivery, IngressBus } from "../backends/ingress-bus.ts";
 import type { Mailbox } from "../backends/mailbox.ts";
-import { openNatsIngressBus } from "../backends/nats-ingress-bus.ts";
+import { openNatsIngressBus, type NatsIngressBusOptions } from "../backends/nats-ingress-bus.ts";
 import { openPubSubIngressBus, type PubSubIngressBusOptions } from "../backends/pubsub-ingress-bus.ts";
 import { createRedisMailbox } from "../backends/redis-mailbox.ts";
 import { createRedisPresenceStore } from "../backends/redis-presence-store.ts";
@@ -72,14 +72,14 @@ function redisFactory<T extends Closable, O>(make: (keyPrefix: string, opts: O) 
 }
 
 /** Every `open` is a new connection to the same stream and durable consumer: a restarted instance. */
-function natsFactory(): FixtureFactory<IngressBus, BusOptions> {
+function natsFactory(extra: Partial<NatsIngressBusOptions> = {}): FixtureFactory<IngressBus, BusOptions> {
   return async () => {
     const id = unique();
     const where = { servers: NATS_URL, stream: `RT_${id}`, consumer: "router", subjectPrefix: `rt.${id}` };
     const opened: IngressBus[] = [];
     return {
       async open(opts) {
-        const bus = await openNatsIngressBus({ ...where, ...opts });
+        const bus = await openNatsIngressBus({ ...where, ...extra, ...opts });
         opened.push(bus);
         return bus;
       },
@@ -329,6 +329,59 @@ function describeBusExtras(name: string, factory: FixtureFactory<IngressBus, Bus
 }
 
 describeBusExtras("nats", natsFactory(), { statsScope: "bus" });
+
+describe("nats bus and the server's max_deliver", () => {
+  it("dead-letters a record that keeps coming back unsettled, through the MAX_DELIVERIES advisory", async () => {
+    const fx = await natsFactory({ maxUnsettledDeliveries: 3 })();
+    try {
+      const bus = await fx.open({ maxAttempts: 3, retryBaseMs: 5 });
+      await bus.publish(busRecord(1));
+      // A consumer that closes with the record in flight, three times: returns are not failed attempts.
+      for (let i = 1; i <= 3; i++) {
+        const seen: Delivery[] = [];
+        const sub = bus.consume((d) => seen.push(d));
+        await waitFor(() => seen.length === 1, `delivery ${i}`, 15_000);
+        expect(seen[0].attempt).toBe(1);
+        await sub.close();
+      }
+      // The server delivers it no more; the advisory moves it to the dead letters.
+      const after: Delivery[] = [];
+      bus.consume((d) => after.push(d));
+      await waitFor(async () => (await bus.stats()).deadLetters === 1, "the dead letter", 15_000);
+      const dead = await bus.deadLetters(10);
+      expect(dead).toMatchObject([{ record: busRecord(1), attempts: 0 }]);
+      expect(dead[0].reason).toContain("delivered 3 times");
+      expect(await bus.stats()).toMatchObject({ backlog: 0, deadLetters: 1 });
+      // Replayed, it is a fresh record: delivered again, attempt 1.
+      expect(await bus.replayDeadLetters([dead[0].id])).toBe(1);
+      await waitFor(() => after.length === 1, "the replayed record", 15_000);
+      expect(after[0]).toMatchObject({ record: busRecord(1), attempt: 1 });
+      await after[0].ack();
+      expect(await bus.stats()).toMatchObject({ backlog: 0, deadLetters: 0 });
+    } finally {
+      await fx.teardown();
+    }
+  });
+
+  it("brings an existing consumer to the configured max_deliver and ack wait", async () => {
+    const id = unique();
+    const where = { servers: NATS_URL, stream: `RT_${id}`, consumer: "router", subjectPrefix: `rt.${id}` };
+    const nc = await connect({ servers: NATS_URL });
+    try {
+      const first = await openNatsIngressBus({ ...where, maxAttempts: 3, retryBaseMs: 5, maxUnsettledDeliveries: 4, ackWaitMs: 2_000 });
+      await first.close();
+      const jsm = await nc.jetstreamManager();
+      expect((await jsm.consumers.info(where.stream, "router")).config).toMatchObject({ max_deliver: 4, ack_wait: 2e9 });
+      const second = await openNatsIngressBus({ ...where, maxAttempts: 3, retryBaseMs: 5, maxUnsettledDeliveries: 2, ackWaitMs: 3_000 });
+      await second.close();
+      expect((await jsm.consumers.info(where.stream, "router")).config).toMatchObject({ max_deliver: 2, ack_wait: 3e9 });
+    } finally {
+      const jsm = await nc.jetstreamManager();
+      for (const stream of [where.stream, `${where.stream}_DEAD`]) await jsm.streams.delete(stream).catch(() => false);
+      await nc.close();
+    }
+  });
+});
 
 // ---------------------------------------------------------------- Google Pub/Sub (emulator)
 

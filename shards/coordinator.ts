@@ -11,7 +11,7 @@ export interface CoordinatorOptions {
   readonly nodeId: string;
   /** This node's ROUTING_PUBLIC_URL; read at every heartbeat (the HTTP port may be bound later). */
   readonly url: () => string;
-  /** How often membership and owners are read and free shards taken; default ttl/10 within 50..250 ms. */
+  /** How often membership and owners are read and free shards taken; default ttl/20 within 50..250 ms. */
   readonly pollMs?: number;
   readonly now?: () => number;
   readonly log?: { info(msg: string): void; warn(obj: object, msg: string): void };
@@ -58,7 +58,7 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   const { leases, shardCount, nodeId } = opts;
   const now = opts.now ?? Date.now;
   const ttl = leases.ttlMs;
-  const pollMs = opts.pollMs ?? Math.max(50, Math.min(250, Math.floor(ttl / 10)));
+  const pollMs = opts.pollMs ?? Math.max(50, Math.min(250, Math.floor(ttl / 20)));
   // Stop this much before the lease could lapse at the engine (clock rate differences, event loop delays).
   const marginMs = Math.min(250, Math.floor(ttl / 10));
   const owned = new Map<number, number>();
@@ -68,6 +68,8 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   let owners = new Map<number, ShardOwner>();
   let assigned: { key: string; owners: (string | undefined)[] } = { key: "", owners: [] };
   let healthy = false;
+  let lastBeat = -Infinity;
+  let lastUrl = "";
   let started = false;
   let draining = false;
   let halted = false;
@@ -91,12 +93,14 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   const effect = <T>(shard: number, call: () => Promise<T>, answer: (result: T) => ShardEvent) => {
     if (halted) return;
     const token = ++tokens[shard];
+    // A stopped actor (drained) has nothing left to hear.
+    const current = () => !halted && tokens[shard] === token && actors[shard].getSnapshot().status === "active";
     call().then(
       (result) => {
-        if (!halted && tokens[shard] === token) actors[shard].send(answer(result));
+        if (current()) actors[shard].send(answer(result));
       },
       (err: unknown) => {
-        if (halted || tokens[shard] !== token) return;
+        if (!current()) return;
         // One warning per outage, not one per shard and retry (the poll says when it is over).
         if (!warned) opts.log?.warn({ err, shard }, `shard lease call failed (${leases.engine}); owned shards are kept until their leases lapse`);
         warned = true;
@@ -104,17 +108,23 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
       },
     );
   };
-  const validFrom = (sentAt: number) => sentAt + ttl - marginMs - now();
+  // The local deadline of each lease, read by ownsShard itself: a timer that fires late (a stalled
+  // event loop) must not stretch ownership past it.
+  const validUntil = new Array<number>(shardCount).fill(0);
+  const validFrom = (shard: number, sentAt: number) => {
+    validUntil[shard] = sentAt + ttl - marginMs;
+    return validUntil[shard] - now();
+  };
 
   const machine = shardMachine.provide({
     actions: {
       acquire: (_, { shard }) => {
         const sentAt = now();
-        effect(shard, () => leases.acquire(shard, me()), (got): ShardEvent => (got ? { type: "shard.acquired", epoch: got.epoch, validForMs: validFrom(sentAt) } : { type: "shard.taken" }));
+        effect(shard, () => leases.acquire(shard, me()), (got): ShardEvent => (got ? { type: "shard.acquired", epoch: got.epoch, validForMs: validFrom(shard, sentAt) } : { type: "shard.taken" }));
       },
       renew: (_, { shard, epoch }) => {
         const sentAt = now();
-        effect(shard, () => leases.renew(shard, nodeId, epoch), (ok): ShardEvent => (ok ? { type: "shard.renewed", validForMs: validFrom(sentAt) } : { type: "shard.lost" }));
+        effect(shard, () => leases.renew(shard, nodeId, epoch), (ok): ShardEvent => (ok ? { type: "shard.renewed", validForMs: validFrom(shard, sentAt) } : { type: "shard.lost" }));
       },
       release: (_, { shard, epoch }) => effect(shard, () => leases.release(shard, nodeId, epoch), (): ShardEvent => ({ type: "shard.released" })),
       owned: (_, { shard, epoch }) => {
@@ -136,7 +146,15 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
     let live: ShardNode[];
     let held: ShardOwner[];
     try {
-      if (!draining) await leases.heartbeat(me());
+      // A beat every quarter lease is plenty (a record lapses after a whole one), not one per poll.
+      // (and at once when the url changed: the HTTP port is bound after the coordinator starts).
+      const self = me();
+      if (!draining && (now() - lastBeat >= ttl / 4 || self.url !== lastUrl)) {
+        const at = now();
+        await leases.heartbeat(self);
+        lastBeat = at;
+        lastUrl = self.url;
+      }
       [live, held] = await Promise.all([leases.members(), leases.owners()]);
     } catch (err) {
       if (!warned) opts.log?.warn({ err }, `shard coordinator cannot reach ${leases.engine}; owned shards are kept until their leases lapse`);
@@ -188,16 +206,16 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   return {
     shardCount,
     shardOf: (urn: Urn | string) => shardOf(urn, shardCount),
-    ownsShard: (shard) => owned.has(shard),
+    ownsShard: (shard) => owned.has(shard) && now() < validUntil[shard],
     ownerOf(shard) {
       const epoch = owned.get(shard);
-      if (epoch !== undefined) return { shard, owner: nodeId, url: opts.url(), epoch };
+      if (epoch !== undefined && now() < validUntil[shard]) return { shard, owner: nodeId, url: opts.url(), epoch };
       const lease = owners.get(shard);
       if (!lease || lease.owner === nodeId) return undefined;
       // The member record has the owner's current url (its port may have been bound after it acquired).
       return { ...lease, url: members.find((m) => m.id === lease.owner)?.url ?? lease.url };
     },
-    ownedShards: () => [...owned.keys()].sort((a, b) => a - b),
+    ownedShards: () => [...owned.keys()].filter((shard) => now() < validUntil[shard]).sort((a, b) => a - b),
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);

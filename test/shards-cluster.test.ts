@@ -1,6 +1,10 @@
 import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
+import { ServiceBroker } from "moleculer";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
+import { createLifecycle } from "../runtime/lifecycle.ts";
+import { createShardsService } from "../services/shards.service.ts";
+import type { ShardsView } from "../shards/coordinator.ts";
 import { createShardCoordinator, type ShardCoordinator } from "../shards/coordinator.ts";
 import { createRedisLeases } from "../shards/redis-leases.ts";
 import { rendezvousAssign } from "../shards/rendezvous.ts";
@@ -173,5 +177,38 @@ describe("shard coordinators on Redis leases", () => {
     c = cluster();
     await c.start("node-a");
     await expect(c.start("node-x", 32)).rejects.toThrow(`ROUTING_SHARD_COUNT=32 differs from the cluster's ${SHARDS} (recorded in redis)`);
+  });
+
+  it("hosted by the shards service on brokers: the drain of broker.stop() hands the shards over, `shards.list` shows the cluster", async () => {
+    const prefix = `test-${RUN}-svc:`;
+    const start = async (id: string) => {
+      const lifecycle = createLifecycle();
+      const broker = new ServiceBroker({ nodeID: id, logger: false, middlewares: [lifecycle.middleware], skipProcessEventRegistration: true });
+      const svc = createShardsService({ leases: createRedisLeases({ redis: REDIS_URL, keyPrefix: prefix, ttlMs: TTL_MS }), shardCount: SHARDS, nodeId: id, url: () => `http://${id}.test:8080` });
+      broker.createService(lifecycle.part(svc.schema));
+      await broker.start();
+      return { broker, svc };
+    };
+    const a = await start("svc-a");
+    const b = await start("svc-b");
+    try {
+      const expected = rendezvousAssign(["svc-a", "svc-b"], SHARDS);
+      const mine = (id: string) => expected.flatMap((o, s) => (o === id ? [s] : []));
+      await waitFor(() => a.svc.directory.ownedShards().join() === mine("svc-a").join() && b.svc.directory.ownedShards().join() === mine("svc-b").join(), "both brokers settled", 10_000);
+      expect(a.svc.ready()).toBe(true);
+      const v = await a.broker.call<ShardsView>("shards.list");
+      expect(v.members.map((m) => m.id)).toEqual(["svc-a", "svc-b"]);
+      expect(v.owners).toHaveLength(SHARDS);
+      await b.broker.stop();
+      expect(b.svc.directory.ownedShards()).toEqual([]);
+      const after = await a.broker.call<ShardsView>("shards.list");
+      expect(after.owners.filter((o) => o.owner === "svc-b")).toEqual([]); // released at the drain, not lapsed
+      expect(after.members.map((m) => m.id)).toEqual(["svc-a"]);
+      await waitFor(() => a.svc.directory.ownedShards().length === SHARDS, "svc-a to own every shard");
+    } finally {
+      await a.broker.stop();
+      await b.broker.stop();
+      await deleteRedisKeys(admin, prefix);
+    }
   });
 });

@@ -2,6 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { afterAll, describe, expect, it } from "vitest";
 import { shardOf } from "../shards/directory.ts";
+import { rendezvousOwner } from "../shards/rendezvous.ts";
 import { connect, http } from "./helpers/clients.ts";
 import { startInProcess, type InProcessNode } from "./helpers/in-process.ts";
 import { token } from "./helpers/service.ts";
@@ -78,11 +79,15 @@ for (const engine of ["uws", "ws"] as const) {
       );
       nodes.push(await startInProcess(env("n3")));
       const n3 = nodes[2];
-      const moved = await waitFor(async () => {
+      // Settled: n3's view gives every socket's shard the owner rendezvous hashing over the three names.
+      const three = [`n1-${run}`, `n2-${run}`, `n3-${run}`];
+      const expected = sockets.map((s) => rendezvousOwner(three, shardOf(s.urn, SHARDS)));
+      await waitFor(async () => {
         const now = await Promise.all(sockets.map((s) => routeOf(n3, s.urn)));
-        const toN3 = sockets.filter((_, i) => now[i]?.owner === `n3-${run}`);
-        return toN3.length > 0 ? toN3 : undefined;
-      }, 30_000, "a shard moves to the joining node");
+        return now.every((r, i) => r?.owner === expected[i]) ? true : undefined;
+      }, 30_000, "the joining node took its shards");
+      const moved = sockets.filter((_, i) => expected[i] === `n3-${run}`);
+      expect(moved.length).toBeGreaterThan(0);
       for (const { socket } of moved) {
         const closed = await socket.closed;
         expect(closed.code).toBe(4010);
@@ -90,7 +95,7 @@ for (const engine of ["uws", "ws"] as const) {
       }
       // The others stay (checked after the moved ones closed).
       const stayed = sockets.filter((s) => !moved.includes(s));
-      for (const { socket } of stayed) expect(socket.ws.readyState).toBe(socket.ws.OPEN);
+      for (const { urn, socket } of stayed) expect(socket.ws.readyState, `${urn}: ${JSON.stringify(socket.ws.readyState === socket.ws.OPEN ? "" : await socket.closed)}`).toBe(socket.ws.OPEN);
       // The moved user reconnects where GET /route now says and stays.
       const again = await connect(n3.port, { token: await token(moved[0].urn) });
       expect(again.ws.readyState).toBe(again.ws.OPEN);

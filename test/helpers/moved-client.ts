@@ -61,9 +61,10 @@ export class MovedClient {
       if ((JSON.parse(data.toString()) as { type: string }).type === "poke") this.pull();
     });
     ws.on("unexpected-response", (_req, res) => {
-      // 503 NO_SHARD_OWNER while a shard changes hands: ask again after its Retry-After.
+      // 503 NO_SHARD_OWNER while a shard changes hands: ask the same node again after its Retry-After.
       const wait = Number(res.headers["retry-after"] ?? 1) * 1000;
       res.resume();
+      this.#ws = undefined; // its close event is not a reason to try another node
       ws.terminate();
       setTimeout(() => this.#connect(), wait).unref();
     });
@@ -81,6 +82,14 @@ export class MovedClient {
       if (!open) this.#url = this.#nodes[(this.#nodes.indexOf(this.#url) + 1) % this.#nodes.length];
       setTimeout(() => this.#connect(), 100).unref();
     });
+  }
+
+  /** Pull wake-ups from outside (what a push notification does for a real client). */
+  wakes = 0;
+
+  wake(): void {
+    this.wakes++;
+    this.pull();
   }
 
   /** Pulls until empty; a poke during a pull pulls again after it. */

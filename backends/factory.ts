@@ -17,6 +17,9 @@ import { openSqliteDb, type SqliteDb } from "./sqlite-db.ts";
 import { createSqliteIngressBus } from "./sqlite-ingress-bus.ts";
 import { createSqliteMailbox } from "./sqlite-mailbox.ts";
 import { createSqlitePushQueue } from "./sqlite-push-queue.ts";
+import { createRedisTicketStore } from "./redis-ticket-store.ts";
+import { createSqliteTicketStore } from "./sqlite-ticket-store.ts";
+import type { TicketStore } from "./ticket-store.ts";
 
 /** Every backend role a node needs, chosen by the config. */
 export interface Backends {
@@ -25,6 +28,8 @@ export interface Backends {
   readonly devices: DeviceStore;
   readonly pushQueue: PushQueue;
   readonly presence: PresenceStore;
+  /** `GET /events` tickets: Redis when the cluster has Redis (presence or store), else the embedded database. */
+  readonly tickets: TicketStore;
   /** Every backend reachable (readiness). */
   ready(): Promise<boolean>;
   /** Closes every backend, the bus first so nothing new is routed into closed stores. */
@@ -127,7 +132,8 @@ export async function createBackends(config: Config, hooks: BackendHooks = {}): 
   const devices = createDeviceStore(config, db, firestore);
   const pushQueue = createSqlitePushQueue(db);
   const presence = createPresence(config);
-  const roles = [bus, mailbox, devices, presence] as const;
+  const tickets = config.presence === "redis" || config.store === "redis" ? createRedisTicketStore({ redis: config.redisUrl, keyPrefix: config.redisPrefix }) : createSqliteTicketStore(db);
+  const roles = [bus, mailbox, devices, presence, tickets] as const;
   let closing: Promise<void> | undefined;
   return {
     bus,
@@ -135,12 +141,13 @@ export async function createBackends(config: Config, hooks: BackendHooks = {}): 
     devices,
     pushQueue,
     presence,
+    tickets,
     ready: async () => (await Promise.all(roles.map((r) => r.ready().catch(() => false)))).every(Boolean),
     // Idempotent: the backends service closes them at stop; a failed start-up closes them too.
     close: () =>
       (closing ??= (async () => {
         await bus.close();
-        await Promise.allSettled([mailbox.close(), devices.close(), pushQueue.close(), presence.close()]);
+        await Promise.allSettled([mailbox.close(), devices.close(), pushQueue.close(), presence.close(), tickets.close()]);
         await firestoreClient?.terminate();
         db.close();
       })()),

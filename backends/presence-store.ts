@@ -1,6 +1,6 @@
 import type { Urn } from "../core/urn.ts";
 
-export type SessionProtocol = "ws" | "mqtt";
+export type SessionProtocol = "ws" | "mqtt" | "sse";
 
 export interface PresenceEntry {
   readonly sessionId: string;

@@ -57,7 +57,7 @@ function parseEntry(sessionId: string, raw: string): PresenceEntry | undefined {
   try {
     const v = JSON.parse(raw) as Partial<StoredEntry>;
     if (typeof v.instanceId !== "string" || typeof v.connectedAt !== "number") return undefined;
-    if (v.protocol !== "ws" && v.protocol !== "mqtt") return undefined;
+    if (v.protocol !== "ws" && v.protocol !== "mqtt" && v.protocol !== "sse") return undefined;
     return { sessionId, instanceId: v.instanceId, protocol: v.protocol, connectedAt: v.connectedAt };
   } catch {
     return undefined;

@@ -10,6 +10,9 @@
  * - mqtt: MQTT publisher -> subscriber through the service (embedded broker) and through Mosquitto.
  * - overload: 10x the service's measured saturation for 60 s, embedded and NATS + Redis: RSS peak,
  *   refused share, p99 of accepted sends, and nothing accepted lost (scenarios/overload.ts).
+ * - group: a 50-member fan-out as 50 POST /send against one POST /send/batch (scenarios/group-send.ts);
+ *   sse: push delivery to SSE streams beside WebSockets (scenarios/sse-delivery.ts). Only these:
+ *   BENCH_SCENARIOS=group,sse.
  * - signalling: three nodes, the same offered load for `broadcast`, `targeted` and `sharded`:
  *   signals received and delivered per node, noise ratio, CPU per delivered (scenarios/signalling.ts;
  *   BENCH_SCENARIOS=signalling runs it alone).
@@ -25,7 +28,7 @@ import { join } from "node:path";
 import { startContender, type Contender, type ContenderName } from "./contenders.ts";
 import { startWorkers } from "./lib/pool.ts";
 import { freeH, machineInfo, raiseNofile } from "./lib/proc.ts";
-import { loadPlan } from "./plan.ts";
+import { loadPlan, type ScenarioName } from "./plan.ts";
 import { chartSvg } from "./report/chart.ts";
 import { markdown } from "./report/markdown.ts";
 import type { Results } from "./report/results.ts";
@@ -33,7 +36,9 @@ import { ratiosOf, targetsOf } from "./report/targets.ts";
 import { runConnections, type ConnRow } from "./scenarios/connections.ts";
 import { runMatrix, type Row, type Skip } from "./scenarios/matrix.ts";
 import { overloadMarkdown, runOverload, type OverloadRow } from "./scenarios/overload.ts";
-import { runSignalling, signallingMarkdown, type SignallingRow } from "./scenarios/signalling.ts";
+import { groupMarkdown, runGroupSend } from "./scenarios/group-send.ts";
+import { runSseDelivery, sseMarkdown } from "./scenarios/sse-delivery.ts";
+import { runSignalling, signallingMarkdown } from "./scenarios/signalling.ts";
 
 const plan = loadPlan();
 const began = performance.now();
@@ -75,7 +80,13 @@ let route: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let mqtt: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let connections: { rows: ConnRow[]; cap: number } = { rows: [], cap: 0 };
 let overload: OverloadRow[] = [];
-let signalling: SignallingRow[] = [];
+
+/** A scenario's own table: results/<name>-latest.md, and on stdout. */
+function extra(name: string, table: string): void {
+  mkdirSync(plan.outDir, { recursive: true });
+  writeFileSync(join(plan.outDir, `${name}-latest.md`), `${table}\n`);
+  console.log(`\n## ${name}\n\n${table}\n`);
+}
 
 log(`plan ${plan.profile}: ${[...plan.scenarios].join(", ")}; contenders ${plan.contenders.join(", ")}; open-file limit ${fdLimit.soft}${fdLimit.note ? ` (${fdLimit.note})` : ""}`);
 const pool = startWorkers(plan.workers);
@@ -110,7 +121,10 @@ try {
     }
   }
   if (plan.scenarios.has("overload")) overload = await runOverload(log);
-  if (plan.scenarios.has("signalling")) signalling = await runSignalling(log);
+  // issue 20: written and printed as soon as each is measured.
+  if (plan.scenarios.has("group")) extra("group", groupMarkdown(await runGroupSend(log)));
+  if (plan.scenarios.has("sse")) extra("sse", sseMarkdown(await runSseDelivery(log)));
+  if (plan.scenarios.has("signalling")) extra("signalling", signallingMarkdown(await runSignalling(log)));
 } finally {
   await pool.close();
   await stop([...running]);
@@ -128,23 +142,21 @@ const results: Results = {
   ratios: ratiosOf(route.rows, mqtt.rows),
   targets: targetsOf(route.rows, connections.rows),
 };
-const md = markdown(results);
-mkdirSync(plan.outDir, { recursive: true });
-writeFileSync(join(plan.outDir, `bench-${results.at.replace(/[:.]/g, "-")}.json`), JSON.stringify(results, null, 2));
-writeFileSync(join(plan.outDir, "latest.json"), JSON.stringify(results, null, 2));
-writeFileSync(join(plan.outDir, "latest.md"), md);
-writeFileSync(join(plan.outDir, "latest.svg"), chartSvg(results));
-console.log(`\n${md}`);
+// Only a run that measured the main tables replaces them (BENCH_SCENARIOS=group,sse leaves them as they are).
+const measuredMain = ["route", "connections", "mqtt"].some((name) => plan.scenarios.has(name as ScenarioName));
+if (measuredMain) {
+  const md = markdown(results);
+  mkdirSync(plan.outDir, { recursive: true });
+  writeFileSync(join(plan.outDir, `bench-${results.at.replace(/[:.]/g, "-")}.json`), JSON.stringify(results, null, 2));
+  writeFileSync(join(plan.outDir, "latest.json"), JSON.stringify(results, null, 2));
+  writeFileSync(join(plan.outDir, "latest.md"), md);
+  writeFileSync(join(plan.outDir, "latest.svg"), chartSvg(results));
+  console.log(`\n${md}`);
+}
 if (overload.length > 0) {
   const table = overloadMarkdown(overload);
   writeFileSync(join(plan.outDir, "overload-latest.json"), JSON.stringify({ at: results.at, machine: results.machine, rows: overload }, null, 2));
   writeFileSync(join(plan.outDir, "overload-latest.md"), `${table}\n`);
   console.log(`\n## Overload\n\n${table}`);
-}
-if (signalling.length > 0) {
-  const table = signallingMarkdown(signalling);
-  writeFileSync(join(plan.outDir, "signalling-latest.json"), JSON.stringify({ at: results.at, machine: results.machine, rows: signalling }, null, 2));
-  writeFileSync(join(plan.outDir, "signalling-latest.md"), `${table}\n`);
-  console.log(`\n## Signalling (three nodes)\n\n${table}`);
 }
 log(`done; results in ${plan.outDir} (latest.json, latest.md, latest.svg)`);

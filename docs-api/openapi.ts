@@ -14,6 +14,22 @@ import { serviceVersion } from "./version.ts";
  */
 
 export const SendAcceptedSchema = Type.Object({ messageId: Type.String() }, { $id: "SendAccepted", additionalProperties: false });
+export const TicketSchema = Type.Object({ ticket: Type.String(), expiresIn: Type.Literal(30) }, { $id: "Ticket", additionalProperties: false });
+export const SendBatchSchema = Type.Object(
+  { envelopes: Type.Array(Type.Unknown({ description: "A SecureEnvelope; each is validated on its own (its error is its result)." }), { minItems: 1, maxItems: 100, description: "1..ROUTING_MAX_BATCH_ENVELOPES (default 100)." }) },
+  { $id: "SendBatch", additionalProperties: false },
+);
+export const SendBatchResultsSchema = Type.Object(
+  {
+    results: Type.Array(
+      Type.Union([
+        Type.Object({ messageId: Type.String() }, { additionalProperties: false }),
+        Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String(), retryAfterMs: Type.Optional(Type.Integer()) }) }, { additionalProperties: false }),
+      ]),
+    ),
+  },
+  { $id: "SendBatchResults", additionalProperties: false },
+);
 export const StatusBodySchema = Type.Object({ status: Type.String() }, { $id: "StatusBody" });
 export const RouteAnswerSchema = Type.Object(
   { shard: Type.Integer({ minimum: 0 }), owner: Type.String({ description: "Instance id of the owning node." }), url: Type.String({ description: "The owner's ROUTING_PUBLIC_URL." }) },
@@ -76,6 +92,40 @@ const OPERATIONS: PerRoute<OperationObject> = {
       tags: ["messages"],
       requestBody: body("SecureEnvelope"),
       responses: { "202": jsonResponse("Durably accepted.", ref("SendAccepted")), ...errors(...AUTHED, 403, 413, 429) },
+    },
+  },
+  "/send/batch": {
+    POST: {
+      operationId: "sendBatch",
+      summary: "Send several SecureEnvelopes in one request (group messages)",
+      description:
+        "1..ROUTING_MAX_BATCH_ENVELOPES envelopes, at most ROUTING_MAX_BATCH_BYTES in all. Each obeys every rule of POST /send on its own and counts once against the sender's rate; one refused never fails the others. The answer lists, in the order given, each item's messageId (durable before the answer, as a 202) or its error. A body that is not such an object: 400; over the byte cap: 413.",
+      tags: ["messages"],
+      requestBody: body("SendBatch"),
+      responses: { "200": jsonResponse("One result per envelope, in order.", ref("SendBatchResults")), ...errors(...AUTHED, 413) },
+    },
+  },
+  "/tickets": {
+    POST: {
+      operationId: "issueTicket",
+      summary: "A single-use ticket for GET /events (browsers' EventSource cannot set headers)",
+      description: "Valid 30 s, once, on any node of the cluster. A ticket names the caller's identity and carries its token's expiry.",
+      tags: ["sessions"],
+      responses: { "200": jsonResponse("The ticket.", ref("Ticket")), ...errors(...AUTHED) },
+    },
+  },
+  "/events": {
+    GET: {
+      operationId: "events",
+      summary: "Server-Sent Events: a session like a WebSocket one, for networks where WebSocket fails",
+      description:
+        "Auth: `Authorization: Bearer <jwt>`, or `?ticket=` from POST /tickets; a JWT in the query string is refused (401). Bad auth is an HTTP error, never a stream. Each event is `event: <frame type>` + `data: <the WebSocket frame>` (`poke`, `message`); `: ping` every ROUTING_HEARTBEAT_SECONDS; the stream ends with `event: close` `{\"code\": 1001}` when the node drains (`{\"code\": 4010, \"url\": ...}` for MOVED). Sends, fetches and acks go over the HTTP routes.",
+      tags: ["sessions"],
+      parameters: [
+        { name: "delivery", in: "query", required: false, schema: { type: "string", enum: ["poke", "push"], default: "poke" } },
+        { name: "ticket", in: "query", required: false, schema: { type: "string" } },
+      ],
+      responses: { "200": { description: "The event stream.", headers: REQUEST_ID_HEADER, content: { "text/event-stream": { schema: { type: "string" } } } }, ...errors(...AUTHED, 429) },
     },
   },
   "/messages": {
@@ -201,6 +251,9 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, TSchema>> = {
   RegisterDevice: RegisterDeviceSchema,
   UnregisterDevice: UnregisterDeviceSchema,
   SendAccepted: SendAcceptedSchema,
+  SendBatch: SendBatchSchema,
+  SendBatchResults: SendBatchResultsSchema,
+  Ticket: TicketSchema,
   StatusBody: StatusBodySchema,
   RouteAnswer: RouteAnswerSchema,
 };

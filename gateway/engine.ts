@@ -1,4 +1,5 @@
 import type { HttpHygiene } from "./request-guard.ts";
+import type { EventStreamRoute } from "./sse/stream.ts";
 
 /**
  * The seam between the gateway's logic (routes, sessions) and a socket engine. Two engines
@@ -106,6 +107,8 @@ export interface EngineOptions<C> {
   readonly wsPath: string;
   /** Largest HTTP body and WebSocket frame accepted, in bytes. */
   readonly maxBodyBytes: number;
+  /** The body limit of one HTTP path when it differs from `maxBodyBytes` (`POST /send/batch`); undefined: the default. */
+  readonly maxBodyBytesFor?: (path: string) => number | undefined;
   /** Byte-stream WebSocket paths besides `wsPath` (e.g. MQTT at "/mqtt"); none by default. */
   readonly streams?: readonly BinaryStreamRoute[];
   /** Header and body timeouts, the cap on unauthenticated requests (request-guard.ts); none by default. */
@@ -121,6 +124,8 @@ export interface EngineOptions<C> {
    * the request's path) or a frame on `wsPath` (the socket closed with 1009). Nothing else sees those.
    */
   readonly onRefused?: (kind: "body" | "frame", path: string) => void;
+  /** A streamed GET route (Server-Sent Events at "/events", gateway/sse/); none by default. */
+  readonly eventStream?: EventStreamRoute;
 }
 
 export interface GatewayEngine {

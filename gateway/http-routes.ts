@@ -10,6 +10,8 @@ import type { Metrics } from "../metrics/registry.ts";
 import type { Ingress } from "../routing/ingress.ts";
 import type { HttpHandler, HttpRequest, HttpResponse } from "./engine.ts";
 import { registerDeviceBody, unregisterDeviceBody } from "./register-device.ts";
+import { sendBatch, type BatchLimits } from "./batch.ts";
+import type { Tickets } from "./sse/tickets.ts";
 import { routeOf, type Placement } from "./moved.ts";
 
 export { RegisterDeviceSchema, UnregisterDeviceSchema } from "./register-device.ts";
@@ -26,6 +28,9 @@ export type HttpMethod = "GET" | "POST" | "DELETE";
  */
 export const HTTP_ROUTES = {
   "/send": ["POST"],
+  "/send/batch": ["POST"],
+  "/tickets": ["POST"],
+  "/events": ["GET"],
   "/messages": ["GET"],
   "/messages/ack": ["POST"],
   "/register-device": ["POST", "DELETE"],
@@ -77,6 +82,10 @@ export interface HttpRouteDeps {
   /** Every line about a request carries its requestId (and the messageId once known); never a body byte. */
   readonly log: { error(obj: object, msg: string): void; warn?(obj: object, msg: string): void; debug?(obj: object, msg: string): void };
   readonly operator?: OperatorEndpoints;
+  /** `POST /send/batch` (issue 20); absent: the route answers 404. */
+  readonly batch?: BatchLimits;
+  /** `POST /tickets` for `GET /events` (issue 20); absent: the route answers 404. */
+  readonly tickets?: Tickets;
   /** Which node holds the caller's sessions (`GET /route`, issue 15). */
   readonly placement?: Placement;
 }
@@ -129,6 +138,26 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
         const messageId = await ingress.acceptBytes(req.body, identity, "http");
         ctx.messageId = messageId;
         return json(202, JSON.stringify({ messageId }));
+      },
+    },
+    "/send/batch": {
+      POST: async (req) => {
+        const identity = await authenticate(req);
+        if (!deps.accepting()) throw new RoutingError("SHUTTING_DOWN", "this instance is shutting down; retry");
+        if (!deps.batch) throw new RoutingError("NOT_FOUND", "batch send is not enabled on this node");
+        return json(200, await sendBatch(ingress, deps.batch, req.body, identity));
+      },
+    },
+    "/tickets": {
+      POST: async (req) => {
+        const principal = await verifier.verify(bearerToken(req.headers));
+        if (!deps.tickets) throw new RoutingError("NOT_FOUND", "GET /events is not enabled on this node");
+        return { status: 200, headers: { ...JSON_HEADERS, "cache-control": "no-store" }, body: JSON.stringify(await deps.tickets.issue(principal)) };
+      },
+    },
+    "/events": {
+      GET: async () => {
+        throw new RoutingError("NOT_FOUND", "GET /events is not enabled on this node");
       },
     },
     "/messages": {

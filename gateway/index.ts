@@ -14,6 +14,9 @@ import type { Principal } from "../auth/verifier.ts";
 import type { ConnectionLimiter } from "../limits/index.ts";
 import type { EngineOptions } from "./engine.ts";
 import { holdUntilOpened, type HeldSlot } from "./upgrade-slots.ts";
+import type { BatchLimits } from "./batch.ts";
+import { createEventStreamRoute, type EventStreamDeps } from "./sse/events.ts";
+import type { Tickets } from "./sse/tickets.ts";
 import { closeMoved, movedTo, type Placement } from "./moved.ts";
 
 export interface GatewayDeps {
@@ -39,6 +42,12 @@ export interface GatewayDeps {
   readonly hygiene?: EngineOptions<unknown>["hygiene"];
   /** ROUTING_HTTP_REUSE_PORT: share the port (uws only); off, the port is this process's alone. */
   readonly reusePort?: boolean;
+  /** `GET /events` (Server-Sent Events) and `POST /tickets` (issue 20): off without a ticket service. */
+  readonly tickets?: Tickets;
+  /** Sharded delivery's MOVED for event streams (gateway/sse/events.ts). */
+  readonly movedTo?: EventStreamDeps["movedTo"];
+  /** `POST /send/batch` (issue 20): ROUTING_MAX_BATCH_ENVELOPES / ROUTING_MAX_BATCH_BYTES; off without. */
+  readonly batch?: BatchLimits;
   /** `sharded` delivery (issue 15): sessions belong on their shard's owner (MOVED), `GET /route`. */
   readonly placement?: Placement;
 }
@@ -115,10 +124,19 @@ export function createGateway(deps: GatewayDeps) {
   const pages = deps.pages;
   const http = pages === undefined ? routes : async (req: HttpRequest): Promise<HttpResponse> => (await pages(req)) ?? routes(req);
 
+  const isAccepting = () => accepting;
+  const eventStream =
+    deps.tickets === undefined
+      ? undefined
+      : createEventStreamRoute({ verifier: deps.verifier, tickets: deps.tickets, sessions: deps.sessions, connections: deps.connections, accepting: isAccepting, movedTo: deps.movedTo, counted: (status) => deps.metrics.httpRequest("/events", status) });
+  const batchBytes = deps.batch?.maxBytes;
+
   const engine: GatewayEngine = createEngine<SocketContext>(deps.engine, {
     http,
+    eventStream,
     wsPath: "/connect",
     maxBodyBytes: deps.maxEnvelopeBytes + 4 * STAMP_ALLOWANCE_BYTES,
+    maxBodyBytesFor: batchBytes === undefined ? undefined : (path) => (path === "/send/batch" ? batchBytes : undefined),
     streams: deps.streams,
     hygiene: deps.hygiene,
     reusePort: deps.reusePort,

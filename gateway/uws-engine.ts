@@ -31,6 +31,7 @@ import type {
   UpgradeRequest,
 } from "./engine.ts";
 import { createRequestGuard, requestTimedOut } from "./request-guard.ts";
+import { mountUwsEventStream } from "./sse/uws-stream.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 type UwsModule = typeof Uws;
@@ -404,11 +405,14 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
 
   // ---- HTTP -----------------------------------------------------------------------------------
 
+  if (options.eventStream !== undefined) mountUwsEventStream(app, options.eventStream, guard);
+
   app.any("/*", (res, req) => {
     const method = req.getMethod().toUpperCase();
     const path = req.getUrl();
     const rawQuery = req.getQuery() ?? "";
     const headers = copyHeaders(req);
+    const bodyLimit = options.maxBodyBytesFor?.(path) ?? maxBody;
 
     // An upgrade that did not reach the WebSocket route: another path, or a handshake uWS rejected.
     if (isUpgradeAttempt(headers)) {
@@ -421,9 +425,9 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     }
 
     const declared = headers["content-length"];
-    if (declared !== undefined && Number(declared) > maxBody) {
+    if (declared !== undefined && Number(declared) > bodyLimit) {
       options.onRefused?.("body", path);
-      writeResponse(res, method, tooLarge(maxBody), true);
+      writeResponse(res, method, tooLarge(bodyLimit), true);
       return;
     }
 
@@ -458,13 +462,13 @@ export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     res.onData((chunk, isLast) => {
       if (done || aborted) return;
       size += chunk.byteLength;
-      if (size > maxBody) {
+      if (size > bodyLimit) {
         done = true;
         clearTimeout(bodyTimer);
         leave();
         chunks.length = 0;
         options.onRefused?.("body", path);
-        res.cork(() => writeResponse(res, method, tooLarge(maxBody), true));
+        res.cork(() => writeResponse(res, method, tooLarge(bodyLimit), true));
         return;
       }
       // Copy: the chunk is neutered when this callback returns.

@@ -20,6 +20,7 @@ import type {
 } from "./engine.ts";
 import { listenServer } from "../runtime/ports.ts";
 import { createRequestGuard, requestTimedOut } from "./request-guard.ts";
+import { serveNodeEventStream } from "./sse/node-stream.ts";
 import { closeCode, closeReason, errorOutgoing, missingSubprotocol, normalizeOr500, reportAsync, tooLarge, type Outgoing } from "./responses.ts";
 
 /** Close code for remaining sockets when the engine closes. */
@@ -76,14 +77,19 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     const method = req.method ?? "GET";
     const { path, rawQuery } = splitUrl(req.url ?? "/");
     const headers = joinHeaders(req.headersDistinct);
+    const bodyLimit = options.maxBodyBytesFor?.(path) ?? maxBody;
     req.on("error", () => {
       // The client went away mid-body; 'close' on the response covers the rest.
     });
+    if (options.eventStream !== undefined && method === "GET" && path === options.eventStream.path) {
+      serveNodeEventStream(options.eventStream, req, res, { path, query: new URLSearchParams(rawQuery), headers }, guard);
+      return;
+    }
 
     const declared = headers["content-length"];
-    if (declared !== undefined && Number(declared) > maxBody) {
+    if (declared !== undefined && Number(declared) > bodyLimit) {
       options.onRefused?.("body", path);
-      writeResponse(res, tooLarge(maxBody), true);
+      writeResponse(res, tooLarge(bodyLimit), true);
       req.resume();
       return;
     }
@@ -115,12 +121,12 @@ export function createWsEngine<C>(options: EngineOptions<C>): GatewayEngine {
     req.on("data", (chunk: Buffer) => {
       if (over) return;
       size += chunk.length;
-      if (size > maxBody) {
+      if (size > bodyLimit) {
         over = true;
         clearTimeout(bodyTimer);
         chunks.length = 0;
         options.onRefused?.("body", path);
-        writeResponse(res, tooLarge(maxBody), true);
+        writeResponse(res, tooLarge(bodyLimit), true);
         return;
       }
       chunks.push(chunk);

@@ -44,12 +44,16 @@ export function createMetrics() {
   const signalsDelivered = new Counter({ name: "routing_signals_delivered_total", help: "Arrived signals that reached at least one local session (received minus delivered is noise).", registers: [registry] });
   // sharded delivery (issue 15): this node's share of the shards (0 unless ROUTING_DELIVERY_STRATEGY=sharded)
   const shardsOwned = new Gauge({ name: "routing_shards_owned", help: "Shards this node owns now (sharded delivery).", registers: [registry] });
+  // batch send (issue 20): envelopes per `POST /send/batch`, whatever became of each.
+  const batchSizes = new Histogram({ name: "routing_send_batch_envelopes", help: "Envelopes per POST /send/batch request.", buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], registers: [registry] });
   // Every path and outcome exists from the start (at 0), so rate() and dashboards work before the first event.
   const paths: Record<IngressPath, true> = { http: true, ws: true, mqtt: true, action: true };
   const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true, owner_decides: true };
   for (const path of Object.keys(paths)) accepted.inc({ path }, 0);
   for (const path of Object.keys(paths)) mailboxFull.inc({ path }, 0);
   for (const outcome of Object.keys(outcomes)) routed.inc({ outcome }, 0);
+  // Server-Sent-Events streams (issue 20) show beside WebSocket and MQTT from the start.
+  for (const protocol of ["ws", "mqtt", "sse"]) sessions.inc({ protocol, state: "online" }, 0);
   /** Plain running totals beside the counters, for the status page's throughput (no async registry read). */
   const totals = { accepted: 0, routed: 0 };
   const refreshers: Array<() => Promise<void>> = [];
@@ -77,6 +81,7 @@ export function createMetrics() {
       totals.routed++;
     },
     routeFailed: () => routeFailures.inc(),
+    batchSize: (envelopes: number) => batchSizes.observe(envelopes),
     sessionClosed: (code: number) => closes.inc({ code: String(code) }),
     httpRequest: (route: string, status: number) => http.inc({ route, status: String(status) }),
     pushed: (platform: PushPlatform, result: PushResult["kind"]) => push.inc({ platform, result }),

@@ -63,6 +63,10 @@ export function gateIngress(inner: Ingress) {
       if (!open) return Promise.resolve().then(refuse);
       return track(inner.acceptBytes(raw, identity, path));
     },
+    acceptBatch: (values, identity, path) => {
+      if (!open) return Promise.resolve().then(refuse);
+      return track(inner.acceptBatch(values, identity, path));
+    },
   };
   return {
     ingress,

@@ -11,11 +11,12 @@ import { demoEnabled } from "../demo/enabled.ts";
 import { createDemoRoutes } from "../demo/routes.ts";
 import type { OperatorEndpoints } from "../gateway/http-routes.ts";
 import { createSessionHost } from "../gateway/sessions.ts";
+import { createTickets } from "../gateway/sse/tickets.ts";
 import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.ts";
 import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
-import { moveSessionsOnLoss, type Placement } from "../gateway/moved.ts";
+import { movedTo, moveSessionsOnLoss, type Placement } from "../gateway/moved.ts";
 import { createDevicesService } from "../services/devices.service.ts";
 import { createGatewayService } from "../services/gateway.service.ts";
 import { createMqttService } from "../services/mqtt.service.ts";
@@ -162,9 +163,13 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       connections: limits.connections,
       hygiene: { headerTimeoutMs: config.httpHeaderTimeoutMs, bodyTimeoutMs: config.httpBodyTimeoutMs, maxUnauthenticated: config.maxUnauthenticatedSockets },
       reusePort: config.httpReusePort,
+      // more ways in (issue 20): GET /events with POST /tickets, and POST /send/batch.
+      tickets: createTickets({ store: backends.tickets }),
+      batch: { maxEnvelopes: config.maxBatchEnvelopes, maxBytes: config.maxBatchBytes },
       // demo (issue 17): /demo, off unless enabled (default: the embedded default with the dev secret).
       pages: demoOn ? createDemoRoutes({ secret: auth.secret }) : undefined,
       placement,
+      movedTo: (identity) => movedTo(placement, identity),
     });
     const router = createRouterService({
       bus: backends.bus,

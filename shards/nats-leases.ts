@@ -8,6 +8,8 @@ export interface NatsLeasesOptions {
   /** KV bucket name ([A-Za-z0-9_-]); its TTL is the lease length. */
   readonly bucket: string;
   readonly ttlMs: number;
+  /** How often the watched cache is rebuilt from a fresh watch; default 10 leases, at least 30 s. */
+  readonly resyncMs?: number;
 }
 
 interface Stored {
@@ -41,14 +43,16 @@ function stored(entry: KvEntry | null): Stored | undefined {
  * stream sequence, strictly increasing over the whole bucket) is the fencing epoch; `update(rev)`
  * renews (writing the epoch into the value); `delete(previousSeq)` releases.
  *
- * Reading: one long-lived watch keeps a cache of every key. NATS 2.9 expires keys by TTL without
- * telling watches, so the cache is reconciled by polling: an entry not rewritten for a TTL is read
- * again (`get`) at every read until it is gone or renewed. A stale cache only delays an acquire
+ * Reading: one long-lived watch keeps a cache of every key, rebuilt from a fresh watch every
+ * `resyncMs`. NATS 2.9 expires keys by TTL without telling watches, so the cache is reconciled by
+ * polling: an entry not rewritten for a TTL is read again (`get`) at every read until it is gone
+ * or renewed. A stale cache only delays an acquire
  * (`create()` decides), it never grants a lease.
  */
 export async function openNatsLeases(opts: NatsLeasesOptions): Promise<ShardLeases> {
   const ttl = opts.ttlMs;
   const timeout = Math.max(250, Math.min(5_000, Math.floor(ttl / 3)));
+  const resyncMs = opts.resyncMs ?? Math.max(10 * ttl, 30_000);
   const nc: NatsConnection = await connect({ servers: [...(typeof opts.servers === "string" ? [opts.servers] : opts.servers)], maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: Math.max(1_000, ttl) });
   let kv: KV;
   try {
@@ -59,32 +63,65 @@ export async function openNatsLeases(opts: NatsLeasesOptions): Promise<ShardLeas
     await nc.close();
     throw err;
   }
-  const cache = new Map<string, { entry: KvEntry; seenAt: number }>();
+  type Cache = Map<string, { entry: KvEntry; seenAt: number }>;
+  let cache: Cache = new Map();
   let watcher: QueuedIterator<KvEntry> | undefined;
-  let watching: Promise<void> | undefined;
+  let watching = false;
+  let syncedAt = 0;
+  let syncing: Promise<void> | undefined;
   let claimed: number | undefined;
 
-  async function watch(): Promise<void> {
-    if (watching) return;
-    cache.clear();
+  /**
+   * (Re)builds the cache from a new watch: the last value of every key, then every change. It is
+   * swapped in only once complete, and rebuilt every `resyncMs` (or when the watch ended), so a
+   * change the old watch missed (a reconnect) cannot stay missing.
+   */
+  async function sync(): Promise<void> {
+    const next: Cache = new Map();
     let initialized: () => void = () => {};
     const ready = new Promise<void>((resolve) => (initialized = resolve));
     const iter = await kv.watch({ key: ">", initializedFn: () => initialized() });
-    watcher = iter;
-    watching = (async () => {
+    let ended = false;
+    let applied = 0;
+    void (async () => {
       try {
         for await (const e of iter) {
-          if (e.operation === "PUT") cache.set(e.key, { entry: e, seenAt: Date.now() });
-          else cache.delete(e.key);
+          applied++;
+          if (e.operation === "PUT") next.set(e.key, { entry: e, seenAt: Date.now() });
+          else next.delete(e.key);
         }
       } catch {
-        // restarted at the next read
+        // rebuilt at the next read
       } finally {
-        watching = undefined;
+        ended = true;
+        if (watcher === iter) watching = false;
       }
     })();
-    await Promise.race([ready, new Promise<void>((r) => setTimeout(r, timeout).unref())]);
+    let timer: NodeJS.Timeout | undefined;
+    const complete = await Promise.race([
+      ready.then(async () => {
+        // The initial values may still sit in the iterator's queue when it reports initialized.
+        while (applied < iter.getReceived() && !ended) await new Promise((r) => setImmediate(r));
+        return true;
+      }),
+      new Promise<false>((resolve) => (timer = setTimeout(() => resolve(false), timeout))),
+    ]).finally(() => clearTimeout(timer));
+    if (!complete) {
+      iter.stop();
+      throw new Error(`the shard lease bucket ${opts.bucket} did not answer a watch within ${timeout} ms`);
+    }
+    const old = watcher;
+    watcher = iter;
+    cache = next;
+    watching = !ended;
+    syncedAt = Date.now();
+    old?.stop();
   }
+
+  const watch = (): Promise<void> => {
+    if (watching && Date.now() - syncedAt < resyncMs) return Promise.resolve();
+    return (syncing ??= sync().finally(() => (syncing = undefined)));
+  };
 
   /** The cached entries under `prefix`, each not rewritten for a TTL read again (expiry is not watched). */
   async function read(prefix: string): Promise<KvEntry[]> {

@@ -215,8 +215,15 @@ describe("client SDK against the service", () => {
     expect(left).toBe(0);
   }, 30_000);
 
-  it('transport "sse" is refused until an SSE transport exists; a send that no retry can fix rejects with its code', async () => {
-    expect(() => new RoutingClient({ url: "http://127.0.0.1:1", token: () => "t", transport: "sse", WebSocket })).toThrow(/sse/);
+  it('transport "sse" needs fetch (refused without one); a send that no retry can fix rejects with its code', async () => {
+    // Issue 20 replaced the old refusal of "sse" (no transport existed): it is refused only where no fetch exists.
+    const fetchNow = globalThis.fetch;
+    try {
+      (globalThis as { fetch?: unknown }).fetch = undefined;
+      expect(() => new RoutingClient({ url: "http://127.0.0.1:1", token: () => "t", transport: "sse", WebSocket })).toThrow(/sse/);
+    } finally {
+      globalThis.fetch = fetchNow;
+    }
     const svc = await startService();
     cleanups.push(() => removeDir(svc.dataDir));
     cleanups.push(() => svc.stop());

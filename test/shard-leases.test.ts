@@ -57,12 +57,12 @@ describeShardLeasesContract("redis", REAL_TTL_MS, async () => {
   };
 });
 
-describeShardLeasesContract("nats-kv", REAL_TTL_MS, async () => {
+const natsFixture = (resyncMs?: number) => async () => {
   const bucket = `test_${unique()}_shards`;
   const opened: ShardLeases[] = [];
   return {
     open: async () => {
-      const l = await openNatsLeases({ servers: NATS_URL, bucket, ttlMs: REAL_TTL_MS });
+      const l = await openNatsLeases({ servers: NATS_URL, bucket, ttlMs: REAL_TTL_MS, resyncMs });
       opened.push(l);
       return l;
     },
@@ -75,4 +75,8 @@ describeShardLeasesContract("nats-kv", REAL_TTL_MS, async () => {
       await nc.close();
     },
   };
-});
+};
+
+describeShardLeasesContract("nats-kv", REAL_TTL_MS, natsFixture());
+// The watched cache rebuilt at almost every read: the swap never loses a key.
+describeShardLeasesContract("nats-kv, cache rebuilt every 50 ms", REAL_TTL_MS, natsFixture(50));

@@ -14,7 +14,7 @@ import type { Urn } from "../../core/urn.ts";
  */
 export interface SessionInput {
   readonly sessionId: string;
-  readonly protocol: "ws" | "mqtt";
+  readonly protocol: "ws" | "mqtt" | "sse";
   readonly authTimeoutMs: number;
   readonly heartbeatMs: number;
   readonly drainTimeoutMs: number;

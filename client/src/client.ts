@@ -1,8 +1,12 @@
 import { Backoff, type BackoffOptions } from "./backoff.ts";
+import { sendBatch, type BatchOutcome } from "./batch.ts";
+import type { FetchLike } from "./http.ts";
+import { sleep, type Life } from "./life.ts";
+import { Inbox } from "./inbox.ts";
+import { pickTransport } from "./select-transport.ts";
 import { ConnectRefusedError, TransportClosedError, type Transport, type TransportFactory } from "./transport.ts";
 import { newMessageId, refreshDelayMs, tokenExpiry } from "./token.ts";
-import { RoutingClientError, type ConnectionState, type Delivery, type QueuedMessage, type SecureEnvelope, type AnyWebSocketClass, type TransportKind, type WebSocketConstructor } from "./types.ts";
-import { websocketTransport } from "./websocket-transport.ts";
+import { RoutingClientError, type ConnectionState, type Delivery, type QueuedMessage, type SecureEnvelope, type AnyWebSocketClass, type TransportKind } from "./types.ts";
 
 export interface RoutingClientOptions {
   /** The service's base URL, e.g. "http://host:8080" (also the one a MOVED close points to). */
@@ -13,9 +17,12 @@ export interface RoutingClientOptions {
   readonly delivery?: Delivery;
   /** A WebSocket class: required in Node 20 (e.g. the `ws` package's), default the runtime's global one. */
   readonly WebSocket?: AnyWebSocketClass;
-  /** `auto` (default) and `websocket` use WebSocket; `sse` needs an SSE transport in `transports` (see transport.ts). */
+  /**
+   * `auto` (default): WebSocket, falling back to Server-Sent Events (`GET /events` with a ticket,
+   * sends over HTTP) where a WebSocket cannot be opened; `websocket` or `sse`: only that one.
+   */
   readonly transport?: TransportKind;
-  /** Transport implementations by kind, replacing or adding to the built-in WebSocket one (the SSE seam). */
+  /** Transport implementations by kind, replacing the built-in ones (tests, custom runtimes). */
   readonly transports?: Partial<Record<"websocket" | "sse", TransportFactory>>;
   /** Reconnect and retry backoff. */
   readonly backoff?: BackoffOptions;
@@ -23,6 +30,8 @@ export interface RoutingClientOptions {
   readonly fetchLimit?: number;
   /** How many handled message ids are remembered to drop repeats (default 10 000). */
   readonly dedupWindow?: number;
+  /** The fetch `sendBatch` (and the SSE transport) use; default the runtime's. */
+  readonly fetch?: FetchLike;
 }
 
 type Events = {
@@ -33,24 +42,6 @@ type Events = {
   /** A handler threw, a pull failed, a token refresh failed: reported, then retried. */
   error: (error: unknown) => void;
 };
-
-/** The client's lifetime: `close()` ends every pending wait at once. */
-interface Life {
-  closed: boolean;
-  readonly wakers: Set<() => void>;
-}
-
-const sleep = (ms: number, life: Life): Promise<void> =>
-  new Promise((resolve) => {
-    if (life.closed) return resolve();
-    const wake = () => {
-      clearTimeout(timer);
-      life.wakers.delete(wake);
-      resolve();
-    };
-    const timer = setTimeout(wake, ms);
-    life.wakers.add(wake);
-  });
 
 /** Close codes (the service's README lists them). */
 const GOING_AWAY = 1001;
@@ -75,18 +66,14 @@ export class RoutingClient {
   readonly #options: RoutingClientOptions;
   readonly #factory: TransportFactory;
   readonly #listeners: { [K in keyof Events]: Set<Events[K]> } = { message: new Set(), state: new Set(), acked: new Set(), error: new Set() };
-  readonly #handled = new Set<string>();
   readonly #backoff: Backoff;
   readonly #life: Life = { closed: false, wakers: new Set() };
   #url: string;
   #state: ConnectionState = "offline";
   #transport: Transport | undefined;
   #online: Array<() => void> = [];
-  #pulling = false;
-  #pullAgain = false;
   #refreshTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Deliveries run one after another (pulls and pushed frames alike), so a message is never handled twice at once. */
-  #delivering: Promise<boolean> = Promise.resolve(true);
+  readonly #inbox: Inbox;
   #loop: Promise<void>;
 
   constructor(options: RoutingClientOptions) {
@@ -94,6 +81,15 @@ export class RoutingClient {
     this.#url = options.url;
     this.#backoff = new Backoff(options.backoff);
     this.#factory = pickTransport(options);
+    this.#inbox = new Inbox({
+      transport: () => this.#transport,
+      life: this.#life,
+      backoff: this.#backoff,
+      fetchLimit: options.fetchLimit,
+      dedupWindow: options.dedupWindow,
+      handlers: () => this.#listeners.message,
+      emit: (event: "error" | "acked", arg: unknown) => this.#emit(event, arg as never),
+    });
     // Started on the next microtask, so listeners attached right after construction see "connecting".
     this.#loop = Promise.resolve().then(() => this.#run());
   }
@@ -128,6 +124,18 @@ export class RoutingClient {
         throw err;
       }
     }
+  }
+
+  /**
+   * Sends several envelopes in one request (`POST /send/batch`: a group message, one envelope per
+   * member), each with its messageId (filled in if absent). Resolves, in order, each envelope's
+   * outcome once every one is accepted (durable) or refused for good; retryable refusals
+   * (RATE_LIMITED, OVERLOADED, a lost connection) are retried with the same ids. Needs no
+   * connection: it goes over HTTP whatever the transport.
+   */
+  sendBatch(envelopes: readonly SecureEnvelope[]): Promise<BatchOutcome[]> {
+    const fetchImpl = this.#options.fetch ?? globalThis.fetch.bind(globalThis);
+    return sendBatch({ fetch: fetchImpl, url: () => this.#url, token: this.#options.token, backoff: this.#options.backoff, life: this.#life }, envelopes);
   }
 
   /** Closes the connection and stops reconnecting; pending sends reject. */
@@ -181,8 +189,8 @@ export class RoutingClient {
           token,
           delivery: this.#options.delivery ?? "poke",
           events: {
-            poke: () => void this.#pull(),
-            message: (m) => void this.#deliver([m]),
+            poke: () => void this.#inbox.pull(),
+            message: (m) => void this.#inbox.deliver([m]),
             closed: (code, reason) => {
               closed = { code, reason };
               closedResolve();
@@ -196,7 +204,7 @@ export class RoutingClient {
         this.#setState("online");
         this.#scheduleRefresh(token);
         for (const wake of this.#online.splice(0)) wake();
-        void this.#pull();
+        void this.#inbox.pull();
         await ended;
       } catch (err) {
         this.#transport = undefined;
@@ -258,92 +266,4 @@ export class RoutingClient {
       }
     }, delay);
   }
-
-  /** Pulls until the mailbox is empty; a poke during a pull makes it go round once more. */
-  async #pull(): Promise<void> {
-    if (this.#pulling) {
-      this.#pullAgain = true;
-      return;
-    }
-    this.#pulling = true;
-    try {
-      do {
-        this.#pullAgain = false;
-        const transport = this.#transport;
-        if (!transport || this.#life.closed) return;
-        let batch: QueuedMessage[];
-        try {
-          batch = await transport.fetch(this.#options.fetchLimit ?? 100);
-        } catch (err) {
-          if (err instanceof TransportClosedError) return; // the next connect pulls
-          this.#emit("error", err);
-          await sleep(this.#backoff.next(err instanceof RoutingClientError ? (err.retryAfterMs ?? 0) : 0), this.#life);
-          this.#pullAgain = true;
-          continue;
-        }
-        if (batch.length === 0) {
-          this.#backoff.reset();
-          continue;
-        }
-        const allHandled = await this.#deliver(batch);
-        // A handler that threw leaves its message in the mailbox: pause before it comes round again.
-        if (!allHandled) await sleep(this.#backoff.next(), this.#life);
-        this.#pullAgain = true;
-      } while (this.#pullAgain && !this.#life.closed);
-    } finally {
-      this.#pulling = false;
-    }
-  }
-
-  /** Hands messages to the handlers in order (repeats skipped), acks what was handled. False if a handler threw. */
-  #deliver(messages: readonly QueuedMessage[]): Promise<boolean> {
-    const run = this.#delivering.then(() => this.#deliverNow(messages));
-    this.#delivering = run.catch(() => false);
-    return run;
-  }
-
-  async #deliverNow(messages: readonly QueuedMessage[]): Promise<boolean> {
-    const acks: string[] = [];
-    let ok = true;
-    for (const message of messages) {
-      if (!this.#handled.has(message.id)) {
-        try {
-          for (const handler of this.#listeners.message) await handler(message);
-        } catch (err) {
-          this.#emit("error", err);
-          ok = false;
-          break;
-        }
-        this.#remember(message.id);
-      }
-      if (!message.envelope.isEphemeral) acks.push(message.id);
-    }
-    if (acks.length > 0) {
-      for (let i = 0; i < acks.length; i += 500) this.#transport?.ack(acks.slice(i, i + 500));
-      this.#emit("acked", acks);
-    }
-    return ok;
-  }
-
-  #remember(id: string): void {
-    this.#handled.add(id);
-    const max = this.#options.dedupWindow ?? 10_000;
-    if (this.#handled.size > max) this.#handled.delete(this.#handled.values().next().value as string);
-  }
-}
-
-/** The transport the options ask for. `auto` is WebSocket until an SSE transport exists to fall back to. */
-function pickTransport(options: RoutingClientOptions): TransportFactory {
-  const kind = options.transport ?? "auto";
-  if (kind === "sse") {
-    const sse = options.transports?.sse;
-    if (!sse) throw new RoutingClientError("TRANSPORT_UNAVAILABLE", 'transport "sse" needs an SSE transport in options.transports.sse (none is built in yet)');
-    return sse;
-  }
-  if (options.transports?.websocket) return options.transports.websocket;
-  // The browser's and ws's classes both have the members WebSocketConstructor names; only their typings differ.
-  const WebSocketClass = (options.WebSocket ?? (globalThis as { WebSocket?: AnyWebSocketClass }).WebSocket) as WebSocketConstructor | undefined;
-  if (!WebSocketClass) throw new RoutingClientError("TRANSPORT_UNAVAILABLE", "no WebSocket class: pass one in the options (e.g. the ws package's in Node 20)");
-  // issue 20 (SSE): with "auto", fall back to options.transports.sse when the WebSocket connect is refused or blocked.
-  return websocketTransport(WebSocketClass);
 }

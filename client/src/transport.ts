@@ -2,10 +2,9 @@ import type { Delivery, QueuedMessage, SecureEnvelope } from "./types.ts";
 
 /**
  * The seam between the client's logic (reconnects, pulls, dedup, acks, retries) and the wire.
- * `websocket-transport.ts` implements it over `GET /connect`. A Server-Sent-Events transport
- * (`GET /events` with a ticket, sends, fetches and acks over the HTTP routes) implements the same
- * interface; it is not built yet (the service has no `/events` route), so `transport: "sse"`
- * throws and `"auto"` means WebSocket only until one is passed in `RoutingClientOptions.transports`.
+ * `websocket-transport.ts` implements it over `GET /connect`; `sse-transport.ts` over
+ * `GET /events` with a ticket (sends, fetches and acks over the HTTP routes). `select-transport.ts`
+ * picks one, or falls back from the first to the second (`transport: "auto"`).
  *
  * A transport is one connection: once `closed` fired it is done, and the client opens a new one.
  */

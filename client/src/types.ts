@@ -28,7 +28,7 @@ export type ConnectionState = "connecting" | "online" | "offline";
 
 export type Delivery = "poke" | "push";
 
-/** `auto`: WebSocket, falling back to SSE where a WebSocket cannot be opened (once an SSE transport exists). */
+/** `auto`: WebSocket, falling back to SSE (`GET /events`) where a WebSocket cannot be opened. */
 export type TransportKind = "auto" | "websocket" | "sse";
 
 /** The constructor shape of a WebSocket: the browser's, or the `ws` package's in Node 20. */

@@ -33,7 +33,8 @@ for (const engine of ["uws", "ws"] as const) {
       ROUTING_GATEWAY_ENGINE: engine,
       ROUTING_DELIVERY_STRATEGY: "sharded",
       ROUTING_SHARD_COUNT: String(SHARDS),
-      ROUTING_SHARD_LEASE_SECONDS: "2",
+      // Long enough that a loaded machine never lets a lease lapse here: the join hands shards over explicitly.
+      ROUTING_SHARD_LEASE_SECONDS: "10",
       ROUTING_PRESENCE: "redis",
       ROUTING_REDIS_PREFIX: `test-${run}:`,
       ROUTING_INSTANCE_ID: `${id}-${run}`,

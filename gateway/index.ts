@@ -16,6 +16,7 @@ import { holdUntilOpened, type HeldSlot } from "./upgrade-slots.ts";
 import type { BatchLimits } from "./batch.ts";
 import { createEventStreamRoute, type EventStreamDeps } from "./sse/events.ts";
 import type { Tickets } from "./sse/tickets.ts";
+import { closeMoved, movedTo, type Placement } from "./moved.ts";
 
 export interface GatewayDeps {
   readonly engine: "uws" | "ws";
@@ -46,12 +47,16 @@ export interface GatewayDeps {
   readonly movedTo?: EventStreamDeps["movedTo"];
   /** `POST /send/batch` (issue 20): ROUTING_MAX_BATCH_ENVELOPES / ROUTING_MAX_BATCH_BYTES; off without. */
   readonly batch?: BatchLimits;
+  /** `sharded` delivery (issue 15): sessions belong on their shard's owner (MOVED), `GET /route`. */
+  readonly placement?: Placement;
 }
 
 interface SocketContext {
   /** The session actor, authenticated in its `connecting` state before the 101. */
   readonly pending: PendingSession;
   readonly slot: HeldSlot;
+  /** The owner's URL when this node does not own the caller's shard: opened, then closed 4010 MOVED. */
+  readonly moved?: string;
 }
 
 /**
@@ -151,6 +156,12 @@ export function createGateway(deps: GatewayDeps) {
           // The session actor verifies the token in its connecting state; a refusal never gets a 101.
           pending = deps.sessions.begin("ws", mode, () => deps.verifier.verify(token));
           const principal = await pending.verdict;
+          const moved = movedTo(deps.placement, principal.identity);
+          if (moved !== undefined) {
+            // Not this node's shard: the socket opens only to be closed 4010 MOVED; no session is attached.
+            pending.abandon();
+            return { accept: true, protocol, context: { pending, slot: holdUntilOpened(undefined), moved } };
+          }
           // Over the identity's connection limit: 429 TOO_MANY_CONNECTIONS, never a 101.
           const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity), pending.abandon);
           return { accept: true, protocol, context: { pending, slot } };
@@ -159,8 +170,9 @@ export function createGateway(deps: GatewayDeps) {
           return { accept: false, response: errorResponse(asRoutingError(err)) };
         }
       },
-      open(socket, { pending, slot }) {
+      open(socket, { pending, slot, moved }) {
         slot.opened();
+        if (moved !== undefined) return closeMoved(socket, moved, () => slot.release());
         return new SessionListener(pending.attach(socket), onFrame, slot);
       },
     },

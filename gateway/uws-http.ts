@@ -88,7 +88,7 @@ export function serveHttp<C>(app: Uws.TemplatedApp, options: EngineOptions<C>, g
       clearTimeout(bodyTimer);
       leave();
       const request: HttpRequest = { method, path, query: new URLSearchParams(rawQuery), headers, body: Buffer.concat(chunks, size) };
-      Promise.resolve()
+      void Promise.resolve()
         .then(() => options.http(request))
         .then(normalizeOr500, (err: unknown) => errorOutgoing(asRoutingError(err)))
         .then((out) => {

@@ -75,7 +75,7 @@ export function httpListener<C>(options: EngineOptions<C>, guard: RequestGuard):
       leave();
       if (over) return;
       const request: HttpRequest = { method, path, query: new URLSearchParams(rawQuery), headers, body: Buffer.concat(chunks, size) };
-      Promise.resolve()
+      void Promise.resolve()
         .then(() => options.http(request))
         .then(normalizeOr500, (err: unknown) => errorOutgoing(asRoutingError(err)))
         .then((out) => writeResponse(res, out, false));

@@ -6,7 +6,7 @@
 import { ALL_CONTENDERS, type ContenderName } from "./contenders.ts";
 import type { Load, Variant } from "./workers/messages.ts";
 
-export type ScenarioName = "route" | "connections" | "mqtt" | "overload" | "group" | "sse";
+export type ScenarioName = "route" | "connections" | "mqtt" | "overload" | "group" | "sse" | "signalling";
 
 export interface VariantPlan {
   readonly variant: Variant;
@@ -72,7 +72,7 @@ export function loadPlan(): Plan {
   const only = list("BENCH_VARIANTS");
   return {
     profile,
-    scenarios: new Set((list("BENCH_SCENARIOS") ?? (profile === "smoke" ? ["route", "connections"] : profile === "quick" ? ["route", "connections", "mqtt", "group", "sse"] : ["route", "connections", "mqtt", "overload", "group", "sse"])) as ScenarioName[]),
+    scenarios: new Set((list("BENCH_SCENARIOS") ?? (profile === "smoke" ? ["route", "connections"] : profile === "quick" ? ["route", "connections", "mqtt", "group", "sse"] : ["route", "connections", "mqtt", "overload", "group", "sse", "signalling"])) as ScenarioName[]),
     contenders: (list("BENCH_CONTENDERS") ?? (profile === "smoke" ? ["relay-uws", "service-uws"] : ALL_CONTENDERS)) as ContenderName[],
     rounds: num("BENCH_ROUNDS", profile === "smoke" || profile === "quick" ? 2 : 3),
     roundMs: num("BENCH_ROUND_MS", profile === "smoke" ? 600 : profile === "quick" ? 1000 : 1500),

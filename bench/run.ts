@@ -13,6 +13,9 @@
  * - group: a 50-member fan-out as 50 POST /send against one POST /send/batch (scenarios/group-send.ts);
  *   sse: push delivery to SSE streams beside WebSockets (scenarios/sse-delivery.ts). Only these:
  *   BENCH_SCENARIOS=group,sse.
+ * - signalling: three nodes, the same offered load for `broadcast`, `targeted` and `sharded`:
+ *   signals received and delivered per node, noise ratio, CPU per delivered (scenarios/signalling.ts;
+ *   BENCH_SCENARIOS=signalling runs it alone).
  *
  * The load runs in worker threads (route, mqtt) and child processes (connections), never in the
  * servers' processes; every contender is its own process. The machine is shared (2 cores here):
@@ -36,6 +39,7 @@ import { runMatrix, type Row, type Skip } from "./scenarios/matrix.ts";
 import { overloadMarkdown, runOverload, type OverloadRow } from "./scenarios/overload.ts";
 import { groupMarkdown, runGroupSend } from "./scenarios/group-send.ts";
 import { runSseDelivery, sseMarkdown } from "./scenarios/sse-delivery.ts";
+import { runSignalling, signallingMarkdown } from "./scenarios/signalling.ts";
 
 const plan = loadPlan();
 // The machine is shared: the load average before and after says how much else was running.
@@ -123,6 +127,7 @@ try {
   // issue 20: written and printed as soon as each is measured.
   if (plan.scenarios.has("group")) extra("group", groupMarkdown(await runGroupSend(log)));
   if (plan.scenarios.has("sse")) extra("sse", sseMarkdown(await runSseDelivery(log)));
+  if (plan.scenarios.has("signalling")) extra("signalling", signallingMarkdown(await runSignalling(log)));
 } finally {
   await pool.close();
   await stop([...running]);

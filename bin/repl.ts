@@ -20,7 +20,7 @@ import { ConfigError, loadConfig } from "../config/load.ts";
 import type { Config } from "../config/schema.ts";
 import { REPL_COMMANDS } from "../repl/commands.ts";
 import { redactPayloadsMiddleware } from "../repl/redact.ts";
-import { processAlive, readNodeFile } from "../runtime/data-dir-lock.ts";
+import { processAlive, readNodeFile } from "../platform/data-dir-lock.ts";
 import { LocalPeerTransporter } from "../runtime/local-transporter.ts";
 import { brokerLogger } from "../runtime/logger.ts";
 

@@ -10,6 +10,8 @@ import type { HoldPolicy, MqttIngest, PublishOutcome } from "./ingest.ts";
 import { createTcpListener, mqttWebSocketRoute, type ConnectionSink } from "./listeners.ts";
 import type { MqttLog } from "./log.ts";
 import { createMqttTransport } from "./session-transport.ts";
+import { answerMqtt5Moved, refuseIfMoved } from "./moved.ts";
+import type { Placement } from "../gateway/moved.ts";
 import type { MqttTopics } from "./topics.ts";
 
 export interface EmbeddedBrokerOptions {
@@ -26,6 +28,8 @@ export interface EmbeddedBrokerOptions {
   readonly log: MqttLog;
   /** Per-identity connection limit (issue 14): over it, CONNACK 5 (not authorized). */
   readonly connections?: ConnectionLimiter;
+  /** `sharded` delivery (issue 15): a client whose shard another node owns is refused (broker/moved.ts). */
+  readonly placement?: Placement;
 }
 
 interface ClientState {
@@ -98,6 +102,7 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
   async function authenticate(client: Client, username: string | undefined, password: Buffer | undefined): Promise<void> {
     if (!accepting) throw connectRefusal(CONNACK.SERVER_UNAVAILABLE, "SHUTTING_DOWN");
     const principal = await verifyConnect(options.verifier, password);
+    refuseIfMoved(options.placement, principal.identity);
     const holder = holders.get(client.id);
     if (holder !== undefined && holder !== client && !holder.closed && states.get(holder)?.principal.identity !== principal.identity) {
       throw connectRefusal(CONNACK.IDENTIFIER_REJECTED, "client id in use by another identity");
@@ -226,9 +231,10 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
   const aedes = new Aedes({
     id: options.instanceId,
     connectTimeout: options.connectTimeoutMs,
-    preConnect: (_client, packet, done) => {
+    preConnect: (client, packet, done) => {
       packet.clean = true;
-      done(null, true);
+      if (options.placement?.shards === undefined) return done(null, true);
+      answerMqtt5Moved(options.placement, options.verifier, client, packet).then((moved) => (moved ? done(new Error("MOVED"), false) : done(null, true)), () => done(null, true));
     },
     authenticate: (client, username, password, done) => {
       authenticate(client, username, password).then(

@@ -141,7 +141,7 @@ export function createExternalLink(options: ExternalLinkOptions) {
         if (refused.length > 0) throw new Error(`refused ${refused.map((g) => g.topic).join(", ")}`);
       } catch (err) {
         connection.end(true);
-        throw new Error(`MQTT broker at ${host} did not grant the shared subscriptions: ${err instanceof Error ? err.message : String(err)}`);
+        throw new Error(`MQTT broker at ${host} did not grant the shared subscriptions: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
       }
       connection.on("connect", () => {
         reconnecting = false;

@@ -3,12 +3,13 @@ import type { TokenVerifier } from "../auth/verifier.ts";
 import type { BinaryStreamRoute } from "../gateway/engine.ts";
 import type { SessionHost } from "../gateway/sessions.ts";
 import type { Ingress } from "../routing/ingress.ts";
-import { listenWithFallback } from "../runtime/ports.ts";
+import { listenWithFallback } from "../platform/ports.ts";
 import { createEmbeddedBroker } from "./embedded.ts";
 import { createExternalLink } from "./external.ts";
 import { withExternalDelivery, type RouterReach } from "./external-routing.ts";
 import { createMqttIngest } from "./ingest.ts";
 import type { ConnectionLimiter } from "../limits/index.ts";
+import type { Placement } from "../gateway/moved.ts";
 import type { MqttLog } from "./log.ts";
 import { mqttTopics, type MqttTopicSettings } from "./topics.ts";
 
@@ -36,6 +37,8 @@ export interface MqttOptions {
   readonly log: MqttLog;
   /** Per-identity connection limit (issue 14), shared with WebSocket sessions. */
   readonly connections?: ConnectionLimiter;
+  /** `sharded` delivery: clients belong on their shard's owner (broker/moved.ts). */
+  readonly placement?: Placement;
 }
 
 export interface MqttRuntime {
@@ -95,6 +98,7 @@ export function createMqtt(options: MqttOptions): MqttRuntime {
     sessions: options.sessions,
     log: options.log,
     connections: options.connections,
+    placement: options.placement,
   });
   return {
     mode: "embedded",

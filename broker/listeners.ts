@@ -1,7 +1,7 @@
 import net from "node:net";
 import type { Duplex } from "node:stream";
 import { CLOSE } from "../core/close-codes.ts";
-import { listenServer } from "../runtime/ports.ts";
+import { listenServer } from "../platform/ports.ts";
 import type { BinaryStreamRoute } from "../gateway/engine.ts";
 import { packetSizeGuard } from "./packet-limit.ts";
 import { binarySocketStream } from "./ws-stream.ts";

@@ -34,6 +34,7 @@ const URN_LEVEL = "{urn}";
  * Other URNs cannot use MQTT (the CONNECT is refused as not authorized).
  */
 export function isTopicSafe(urn: string): boolean {
+  // eslint-disable-next-line no-control-regex -- NUL is exactly what MQTT forbids in a topic
   return !/[/+#\u0000]/.test(urn);
 }
 

@@ -16,6 +16,8 @@ export const CLOSE = {
   SLOW_CONSUMER: 4008,
   /** A frame larger than the envelope limit plus framing. */
   MESSAGE_TOO_BIG: 1009,
+  /** `sharded` delivery: this node does not own the caller's shard; the reason is the owner's ROUTING_PUBLIC_URL. */
+  MOVED: 4010,
   /** Presence or another backend failed while opening the session. */
   BACKEND_UNAVAILABLE: 4503,
 } as const;

@@ -23,6 +23,7 @@ export const ERRORS = {
   REQUEST_TIMEOUT: { status: 408, retryable: true, doc: "The request's headers or body did not arrive within ROUTING_HTTP_HEADER_TIMEOUT_MS / ROUTING_HTTP_BODY_TIMEOUT_MS." },
   OVERLOADED: { status: 503, retryable: true, doc: "The ingress holds ROUTING_INGRESS_MAX_PENDING accepted, unrouted messages (or too many unauthenticated sockets); nothing was accepted, retry after `retryAfterMs`." },
   BACKEND_UNAVAILABLE: { status: 503, retryable: true, doc: "A backend (bus, store) did not accept the operation; nothing was accepted." },
+  NO_SHARD_OWNER: { status: 503, retryable: true, doc: "`sharded` delivery: the caller's shard has no owner right now (it is changing hands); retry after `Retry-After` (docs/sharding.md)." },
   SHUTTING_DOWN: { status: 503, retryable: true, doc: "The instance is draining; retry on another instance." },
   INTERNAL: { status: 500, retryable: true, doc: "An unexpected failure; logged with a request id." },
 } as const satisfies Record<string, { status: number; retryable: boolean; doc: string }>;

@@ -28,7 +28,6 @@ const log = $<HTMLUListElement>("log");
 const input = $<HTMLInputElement>("text");
 const sendButton = $<HTMLButtonElement>("send");
 
-let identity: KeyIdentity;
 let peerKey: string | undefined;
 let answeredKey: string | undefined;
 const outgoing = new Map<string, HTMLLIElement>();
@@ -64,7 +63,7 @@ async function token(): Promise<string> {
 }
 
 // Keys first: the client may hand over messages as soon as it is connected.
-identity = await newIdentity();
+const identity: KeyIdentity = await newIdentity();
 const client = new RoutingClient({ url: location.origin, token, delivery: "poke" });
 
 client.on("state", (state) => {

@@ -31,6 +31,10 @@ export const SendBatchResultsSchema = Type.Object(
   { $id: "SendBatchResults", additionalProperties: false },
 );
 export const StatusBodySchema = Type.Object({ status: Type.String() }, { $id: "StatusBody" });
+export const RouteAnswerSchema = Type.Object(
+  { shard: Type.Integer({ minimum: 0 }), owner: Type.String({ description: "Instance id of the owning node." }), url: Type.String({ description: "The owner's ROUTING_PUBLIC_URL." }) },
+  { $id: "RouteAnswer", additionalProperties: false },
+);
 
 interface MediaType {
   readonly schema: object;
@@ -177,6 +181,19 @@ const OPERATIONS: PerRoute<OperationObject> = {
       responses: { "101": { description: "Switching protocols: the session is open." }, ...errors(...AUTHED) },
     },
   },
+  "/route": {
+    GET: {
+      operationId: "route",
+      summary: "Which node holds the caller's sessions",
+      description:
+        "The caller's shard (CRC-32 of its URN mod ROUTING_SHARD_COUNT), the instance owning it and that node's ROUTING_PUBLIC_URL: open the WebSocket or MQTT connection there (another node closes it with 4010 MOVED). Answered by every node; without `sharded` delivery, this node.",
+      tags: ["sessions"],
+      responses: {
+        "200": jsonResponse("The owner of the caller's shard.", ref("RouteAnswer")),
+        ...errors(...AUTHED),
+      },
+    },
+  },
   "/healthz": {
     GET: { operationId: "healthz", summary: "Process alive", tags: ["operations"], security: PUBLIC, responses: { "200": jsonResponse("Alive.", ref("StatusBody")) } },
   },
@@ -238,6 +255,7 @@ export const OPENAPI_SCHEMAS: Readonly<Record<string, TSchema>> = {
   SendBatchResults: SendBatchResultsSchema,
   Ticket: TicketSchema,
   StatusBody: StatusBodySchema,
+  RouteAnswer: RouteAnswerSchema,
 };
 
 export interface OpenApiDocument {

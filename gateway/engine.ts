@@ -120,6 +120,12 @@ export interface EngineOptions<C> {
    */
   readonly reusePort?: boolean;
   /**
+   * The engine's own liveness on `wsPath`, as a backstop: a socket silent this long is pinged by the
+   * engine and dropped if it stays silent (uWS `idleTimeout` + `sendPingsAutomatically`). The
+   * contract's 4000 close comes first, from the session host's one shared heartbeat. Undefined: off.
+   */
+  readonly idleTimeoutSeconds?: number;
+  /**
    * Told when the engine itself refuses input over `maxBodyBytes`: an HTTP body (answered 413, with
    * the request's path) or a frame on `wsPath` (the socket closed with 1009). Nothing else sees those.
    */

@@ -12,6 +12,7 @@ import type { HttpHandler, HttpRequest, HttpResponse } from "./engine.ts";
 import { registerDeviceBody, unregisterDeviceBody } from "./register-device.ts";
 import { sendBatch, type BatchLimits } from "./batch.ts";
 import type { Tickets } from "./sse/tickets.ts";
+import { routeOf, type Placement } from "./moved.ts";
 
 export { RegisterDeviceSchema, UnregisterDeviceSchema } from "./register-device.ts";
 
@@ -34,6 +35,7 @@ export const HTTP_ROUTES = {
   "/messages/ack": ["POST"],
   "/register-device": ["POST", "DELETE"],
   "/connect": ["GET"],
+  "/route": ["GET"],
   "/healthz": ["GET"],
   "/readyz": ["GET"],
   "/metrics": ["GET"],
@@ -84,6 +86,8 @@ export interface HttpRouteDeps {
   readonly batch?: BatchLimits;
   /** `POST /tickets` for `GET /events` (issue 20); absent: the route answers 404. */
   readonly tickets?: Tickets;
+  /** Which node holds the caller's sessions (`GET /route`, issue 15). */
+  readonly placement?: Placement;
 }
 
 const JSON_HEADERS = { "content-type": "application/json" } as const;
@@ -187,6 +191,13 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
     "/connect": {
       GET: async () => {
         throw new RoutingError("INVALID_REQUEST", "GET /connect is a WebSocket upgrade");
+      },
+    },
+    "/route": {
+      GET: async (req) => {
+        const identity = await authenticate(req);
+        if (!deps.placement) throw new RoutingError("NOT_FOUND", "shard routing is not enabled on this node");
+        return json(200, JSON.stringify(routeOf(deps.placement, identity)));
       },
     },
     "/healthz": { GET: async () => json(200, '{"status":"ok"}') },

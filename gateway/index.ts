@@ -8,15 +8,15 @@ import { STAMP_ALLOWANCE_BYTES } from "../routing/ingress.ts";
 import { createEngine } from "./create-engine.ts";
 import type { BinaryStreamRoute, GatewayEngine, HttpRequest, HttpResponse, SocketListener, UpgradeDecision, UpgradeRequest } from "./engine.ts";
 import { bearerToken, createHttpRoutes, errorResponse, type OperatorEndpoints } from "./http-routes.ts";
-import type { DeliveryMode, Session, SessionHost } from "./sessions.ts";
+import type { DeliveryMode, PendingSession, Session, SessionHost } from "./sessions.ts";
 import { createFrameHandler } from "./socket-frames.ts";
-import type { Principal } from "../auth/verifier.ts";
 import type { ConnectionLimiter } from "../limits/index.ts";
 import type { EngineOptions } from "./engine.ts";
 import { holdUntilOpened, type HeldSlot } from "./upgrade-slots.ts";
 import type { BatchLimits } from "./batch.ts";
 import { createEventStreamRoute, type EventStreamDeps } from "./sse/events.ts";
 import type { Tickets } from "./sse/tickets.ts";
+import { closeMoved, movedTo, type Placement } from "./moved.ts";
 
 export interface GatewayDeps {
   readonly engine: "uws" | "ws";
@@ -47,12 +47,16 @@ export interface GatewayDeps {
   readonly movedTo?: EventStreamDeps["movedTo"];
   /** `POST /send/batch` (issue 20): ROUTING_MAX_BATCH_ENVELOPES / ROUTING_MAX_BATCH_BYTES; off without. */
   readonly batch?: BatchLimits;
+  /** `sharded` delivery (issue 15): sessions belong on their shard's owner (MOVED), `GET /route`. */
+  readonly placement?: Placement;
 }
 
 interface SocketContext {
-  readonly principal: Principal;
-  readonly mode: DeliveryMode;
+  /** The session actor, authenticated in its `connecting` state before the 101. */
+  readonly pending: PendingSession;
   readonly slot: HeldSlot;
+  /** The owner's URL when this node does not own the caller's shard: opened, then closed 4010 MOVED. */
+  readonly moved?: string;
 }
 
 /**
@@ -135,6 +139,8 @@ export function createGateway(deps: GatewayDeps) {
     streams: deps.streams,
     hygiene: deps.hygiene,
     reusePort: deps.reusePort,
+    // Past the session heartbeat's own verdict (4000 after two silent beats, i.e. at most three).
+    idleTimeoutSeconds: Math.ceil((4 * deps.sessions.heartbeatMs) / 1000),
     // Input the engine refuses before any handler sees it still counts as a refused envelope.
     onRefused: (kind, path) => {
       if (kind === "frame") deps.metrics.rejected("ws", "ENVELOPE_TOO_LARGE");
@@ -142,21 +148,32 @@ export function createGateway(deps: GatewayDeps) {
     },
     sockets: {
       async upgrade(req): Promise<UpgradeDecision<SocketContext>> {
+        let pending: PendingSession | undefined;
         try {
           if (!accepting) throw new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere");
           const mode = deliveryMode(req.query.get("delivery"));
           const { token, protocol } = upgradeToken(req);
-          const principal = await deps.verifier.verify(token);
+          // The session actor verifies the token in its connecting state; a refusal never gets a 101.
+          pending = deps.sessions.begin("ws", mode, () => deps.verifier.verify(token));
+          const principal = await pending.verdict;
+          const moved = movedTo(deps.placement, principal.identity);
+          if (moved !== undefined) {
+            // Not this node's shard: the socket opens only to be closed 4010 MOVED; no session is attached.
+            pending.abandon();
+            return { accept: true, protocol, context: { pending, slot: holdUntilOpened(undefined), moved } };
+          }
           // Over the identity's connection limit: 429 TOO_MANY_CONNECTIONS, never a 101.
-          const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity));
-          return { accept: true, protocol, context: { principal, mode, slot } };
+          const slot = holdUntilOpened(deps.connections === undefined ? undefined : await deps.connections.acquire(principal.identity), pending.abandon);
+          return { accept: true, protocol, context: { pending, slot } };
         } catch (err) {
+          pending?.abandon();
           return { accept: false, response: errorResponse(asRoutingError(err)) };
         }
       },
-      open(socket, { principal, mode, slot }) {
+      open(socket, { pending, slot, moved }) {
         slot.opened();
-        return new SessionListener(deps.sessions.open(socket, "ws", mode, principal), onFrame, slot);
+        if (moved !== undefined) return closeMoved(socket, moved, () => slot.release());
+        return new SessionListener(pending.attach(socket), onFrame, slot);
       },
     },
   });

@@ -1,35 +1,15 @@
-import { randomUUID } from "node:crypto";
-import { createActor, type ActorRefFrom, type SnapshotFrom } from "xstate";
-import { sessionMachine, type SessionMachine } from "../actors/session/machine.ts";
+import { createActor, fromPromise } from "xstate";
+import { sessionMachine } from "../actors/session/machine.ts";
 import type { PresenceStore, SessionProtocol } from "../backends/presence-store.ts";
 import type { Principal } from "../auth/verifier.ts";
+import { RoutingError } from "../core/errors.ts";
 import { messageFrame, POKE_FRAME, queuedMessageJson } from "../core/frames.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { LocalDelivery, Signal } from "../routing/signals.ts";
+import { HostedSession, newSessionId, type DeliveryMode, type HostShared, type PendingSession, type Session, type SessionTransport } from "./hosted-session.ts";
 
-export type DeliveryMode = "poke" | "push";
-
-/** What a session needs from its connection, whatever the protocol (WebSocket, MQTT). */
-export interface SessionTransport {
-  send(text: string): boolean;
-  bufferedAmount(): number;
-  ping(): void;
-  close(code: number, reason: string): void;
-}
-
-export interface Session {
-  readonly id: string;
-  readonly identity: Urn;
-  readonly protocol: SessionProtocol;
-  readonly mode: DeliveryMode;
-  readonly connectedAt: number;
-  readonly actor: ActorRefFrom<SessionMachine>;
-  readonly transport: SessionTransport;
-  /** Sends a frame, enforcing the send-buffer limit (a slow reader is closed, not buffered without bound). */
-  send(text: string): void;
-  isOnline(): boolean;
-}
+export type { DeliveryMode, PendingSession, Session, SessionTransport } from "./hosted-session.ts";
 
 export interface SessionHostOptions {
   readonly instanceId: string;
@@ -40,81 +20,6 @@ export interface SessionHostOptions {
   readonly heartbeatMs: number;
   readonly drainTimeoutMs: number;
   readonly log: { warn(obj: object, msg: string): void };
-}
-
-type SessionActor = ActorRefFrom<SessionMachine>;
-
-/**
- * A session id: a UUID as one flat string. Node's `randomUUID()` returns a rope of ~15 string
- * pieces, which V8 keeps as is while the id lives: ~420-490 B retained per id (measured), 56 B flat.
- */
-function newSessionId(): string {
-  return Buffer.from(randomUUID(), "latin1").toString("latin1");
-}
-
-/** What every session of one host shares (one object per host, not per session). */
-interface HostShared {
-  readonly maxBufferBytes: number;
-  readonly metrics: Metrics;
-  /** The session's actor is done: forget it. */
-  ended(session: HostedSession): void;
-}
-
-/**
- * One connection's session. Memory matters here (one per idle connection), so opening a session
- * creates no closures: the methods live on the prototype, the per-host parts sit behind one `host`
- * pointer, and the session is itself the observer of its actor's snapshots (`next`). Under tsx
- * (esbuild `keepNames`) every arrow function stored in an object property is renamed with
- * `Object.defineProperty` each time it is created, which gives it its own hidden class and property
- * store: a per-session `{ next: (snapshot) => ... }` observer measured ~800 B, not ~100 B.
- */
-class HostedSession implements Session {
-  readonly id: string;
-  readonly identity: Urn;
-  readonly protocol: SessionProtocol;
-  readonly mode: DeliveryMode;
-  readonly connectedAt: number;
-  readonly actor: SessionActor;
-  readonly transport: SessionTransport;
-  readonly host: HostShared;
-  /** The state last counted in the sessions gauge ("" before the first snapshot). */
-  counted = "";
-
-  constructor(host: HostShared, id: string, identity: Urn, protocol: SessionProtocol, mode: DeliveryMode, actor: SessionActor, transport: SessionTransport) {
-    this.host = host;
-    this.id = id;
-    this.identity = identity;
-    this.protocol = protocol;
-    this.mode = mode;
-    this.connectedAt = Date.now();
-    this.actor = actor;
-    this.transport = transport;
-  }
-
-  send(text: string): void {
-    if (!this.transport.send(text)) return;
-    if (this.transport.bufferedAmount() > this.host.maxBufferBytes) this.actor.send({ type: "session.buffer.exceeded" });
-  }
-
-  isOnline(): boolean {
-    return this.actor.getSnapshot().matches("online");
-  }
-
-  /** Observer of the actor (the host subscribes the session itself): the state gauge, and cleanup once done. */
-  next(snapshot: SnapshotFrom<SessionMachine>): void {
-    const { metrics } = this.host;
-    const state = typeof snapshot.value === "string" ? snapshot.value : Object.keys(snapshot.value)[0];
-    if (state === this.counted) return;
-    if (this.counted) metrics.sessions.dec({ protocol: this.protocol, state: this.counted });
-    if (snapshot.status === "done") {
-      this.host.ended(this);
-      metrics.sessionClosed(snapshot.context.closeCode);
-      this.counted = "closed";
-      return;
-    }
-    metrics.sessions.inc({ protocol: this.protocol, state });
-    this.counted = state;
-  }
 }
 
 /**
@@ -138,11 +43,31 @@ export function createSessionHost(options: SessionHostOptions) {
     else if (held !== session) byIdentity.set(session.identity, new Set([held, session]));
   }
 
+  /*
+   * Liveness: one interval for all sessions (the heartbeat pattern the `ws` documentation gives),
+   * not a timer per session. Each beat tells every online session `session.heartbeat`; its actor
+   * pings through its transport (a WebSocket ping, an SSE comment; MQTT answers at once: aedes
+   * enforces the keepalive) and closes with 4000 after two unanswered. Runs while sessions exist.
+   */
+  let beat: NodeJS.Timeout | undefined;
+  function heartbeat(): void {
+    for (const session of all.values()) if (session.isOnline()) session.actor.send({ type: "session.heartbeat" });
+  }
+  function startBeat(): void {
+    if (beat !== undefined) return;
+    beat = setInterval(heartbeat, options.heartbeatMs);
+    beat.unref();
+  }
+
   const shared: HostShared = {
     maxBufferBytes: options.maxBufferBytes,
     metrics,
     ended(session) {
       all.delete(session.id);
+      if (all.size === 0 && beat !== undefined) {
+        clearInterval(beat);
+        beat = undefined;
+      }
       const held = byIdentity.get(session.identity);
       if (held === session) byIdentity.delete(session.identity);
       else if (held instanceof Set && held.delete(session)) {
@@ -153,6 +78,15 @@ export function createSessionHost(options: SessionHostOptions) {
   };
 
   const machine = sessionMachine.provide({
+    actors: {
+      authenticate: fromPromise(async ({ input }) => {
+        const pending = all.get(input.sessionId)?.pending;
+        if (pending === undefined) throw new RoutingError("BACKEND_UNAVAILABLE", "session gone");
+        const principal = await pending.authenticate();
+        pending.principal = principal;
+        return { identity: principal.identity, tokenTtlMs: principal.expiresAt === undefined ? undefined : principal.expiresAt - Date.now() };
+      }),
+    },
     actions: {
       registerPresence: ({ context, self }, { identity }) => {
         const sessionId = context.sessionId;
@@ -181,19 +115,50 @@ export function createSessionHost(options: SessionHostOptions) {
     },
   });
 
-  function open(transport: SessionTransport, protocol: SessionProtocol, mode: DeliveryMode, principal: Principal): Session {
+  /**
+   * Starts a session whose `connecting` state runs `authenticate` (the verifier over the
+   * connection's credential). Nothing is written (presence) and nothing delivered before `attach`.
+   */
+  function begin(protocol: SessionProtocol, mode: DeliveryMode, authenticate: () => Promise<Principal>): PendingSession {
     const id = newSessionId();
-    const identity = principal.identity;
     const actor = createActor(machine, {
       input: { sessionId: id, protocol, authTimeoutMs: options.authTimeoutMs, heartbeatMs: options.heartbeatMs, drainTimeoutMs: options.drainTimeoutMs },
     });
-    const session = new HostedSession(shared, id, identity, protocol, mode, actor, transport);
+    const session = new HostedSession(shared, id, protocol, mode, actor);
+    const verdict = new Promise<Principal>((resolve, reject) => {
+      session.pending = { authenticate, resolve, reject };
+    });
     all.set(id, session);
+    startBeat();
     actor.subscribe(session);
     actor.start();
-    const ttl = principal.expiresAt === undefined ? undefined : principal.expiresAt - Date.now();
-    actor.send({ type: "session.auth.accepted", identity, tokenTtlMs: ttl });
-    return session;
+    return {
+      id,
+      verdict,
+      attach(transport) {
+        session.transport = transport;
+        session.connectedAt = Date.now();
+        const snapshot = actor.getSnapshot();
+        // Ended between the verdict and the open (a drain): the connection closes as the session did.
+        if (snapshot.status === "done") transport.close(snapshot.context.closeCode, snapshot.context.closeReason);
+        else actor.send({ type: "session.transport.attached" });
+        return session;
+      },
+      abandon() {
+        if (actor.getSnapshot().status === "active") actor.send({ type: "session.socket.closed", code: 1006 });
+      },
+    };
+  }
+
+  /**
+   * A session over a connection whose credential was verified by its protocol's own handshake
+   * (MQTT's CONNECT, answered with a CONNACK code before any session exists): the session's
+   * authentication takes that verdict.
+   */
+  function open(transport: SessionTransport, protocol: SessionProtocol, mode: DeliveryMode, principal: Principal): Session {
+    const pending = begin(protocol, mode, () => Promise.resolve(principal));
+    pending.verdict.catch(() => {});
+    return pending.attach(transport);
   }
 
   const deliver: LocalDelivery["deliver"] = (recipient: Urn, signal: Signal) => {
@@ -229,15 +194,17 @@ export function createSessionHost(options: SessionHostOptions) {
   }
 
   return {
+    begin,
     open,
     deliver,
     drainAll,
     sessions: (urn?: Urn): Session[] => {
-      if (urn === undefined) return [...all.values()];
+      if (urn === undefined) return [...all.values()].filter((session) => session.identity !== "");
       const held = byIdentity.get(urn);
       return held === undefined ? [] : held instanceof Set ? [...held] : [held];
     },
     count: () => all.size,
+    heartbeatMs: options.heartbeatMs,
   };
 }
 

@@ -14,15 +14,18 @@ export interface HeldSlot {
   release(): void;
 }
 
-export function holdUntilOpened(slot: ConnectionSlot | undefined): HeldSlot {
-  if (slot === undefined) return { opened: () => {}, release: () => {} };
-  const timer = setTimeout(() => slot.release(), OPEN_WITHIN_MS);
+/** `abandoned` runs too when the socket never opened (the session waiting for it ends). */
+export function holdUntilOpened(slot: ConnectionSlot | undefined, abandoned: () => void = () => {}): HeldSlot {
+  const timer = setTimeout(() => {
+    slot?.release();
+    abandoned();
+  }, OPEN_WITHIN_MS);
   timer.unref();
   return {
     opened: () => clearTimeout(timer),
     release: () => {
       clearTimeout(timer);
-      slot.release();
+      slot?.release();
     },
   };
 }

@@ -3,9 +3,16 @@ import type { PushPlatform } from "../backends/device-store.ts";
 import type { IngressPath } from "../backends/ingress-bus.ts";
 import type { ErrorCode } from "../core/errors.ts";
 import type { PushResult } from "../push/sender.ts";
-import type { SignalCounters } from "../routing/signals.ts";
 
-export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivered" | "ephemeral_dropped" | "duplicate";
+/** What the signal bridges count (routing/signals.ts). */
+export interface SignalCounters {
+  /** A signal arrived at this instance. */
+  received(): void;
+  /** ...and reached at least one local session (the rest is noise). */
+  delivered(): void;
+}
+
+export type RouteOutcome = "delivered_online" | "push_due" | "ephemeral_delivered" | "ephemeral_dropped" | "duplicate" | "owner_decides";
 
 /**
  * Every metric of one node, on its own registry (several nodes may share a process in tests).
@@ -48,7 +55,7 @@ export function createMetrics() {
   const batchSizes = new Histogram({ name: "routing_send_batch_envelopes", help: "Envelopes per POST /send/batch request.", buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000], registers: [registry] });
   // Every path and outcome exists from the start (at 0), so rate() and dashboards work before the first event.
   const paths: Record<IngressPath, true> = { http: true, ws: true, mqtt: true, action: true };
-  const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true };
+  const outcomes: Record<RouteOutcome, true> = { delivered_online: true, push_due: true, ephemeral_delivered: true, ephemeral_dropped: true, duplicate: true, owner_decides: true };
   for (const path of Object.keys(paths)) accepted.inc({ path }, 0);
   for (const path of Object.keys(paths)) mailboxFull.inc({ path }, 0);
   for (const outcome of Object.keys(outcomes)) routed.inc({ outcome }, 0);

@@ -1,6 +1,10 @@
 import { PubSub, type Message, type Subscription, type Topic } from "@google-cloud/pubsub";
 import type { DeliveryStrategy } from "./nats-signal-bridge.ts";
-import { encodeSignal, type SignalBridge } from "./signals.ts";
+import type { ShardDirectory } from "../shards/directory.ts";
+import type { OwnerReceiver } from "./owner-decision.ts";
+import { createPubSubShardSignals } from "./pubsub-shard-signals.ts";
+import { createAnswerChannel } from "./pubsub-answers.ts";
+import { encodeSignal, signalAsk, type SignalBridge } from "./signals.ts";
 
 export interface PubSubSignalOptions {
   readonly projectId: string;
@@ -8,8 +12,12 @@ export interface PubSubSignalOptions {
   readonly apiEndpoint?: string;
   readonly instanceId: string;
   readonly strategy: DeliveryStrategy;
-  /** The shared broadcast topic, `push-notifications` by default. */
+  /** The shared broadcast topic, `push-notifications` by default (also the topic of `sharded` signals). */
   readonly broadcastTopic: string;
+  /** How long a signal waits for the answers of the instances it went to (default 2000 ms). */
+  readonly answerWaitMs?: number;
+  /** `sharded`: the shard directory and the owner's receiver (pubsub-shard-signals.ts). */
+  readonly sharded?: { readonly shards: ShardDirectory; readonly receive: OwnerReceiver; readonly log?: { warn(obj: object, msg: string): void } };
 }
 
 /** Pub/Sub's minimum expiration: a dead instance's subscription is collected after a day idle. */
@@ -17,6 +25,8 @@ const EXPIRE_AFTER_IDLE_SECONDS = 24 * 3600;
 
 /**
  * Signals between instances over Google Pub/Sub.
+ * In both, the instances presence names answer how many sessions they reached, on their answer
+ * topics (pubsub-answers.ts); no answer within the wait counts 0, so the router records a push.
  * - broadcast: one shared topic; each instance creates its own subscription `poke-sub-<instance>`
  *   at start (deleted at stop, expiring if the instance dies) and delivers to its local sessions
  *   or drops.
@@ -28,6 +38,18 @@ const EXPIRE_AFTER_IDLE_SECONDS = 24 * 3600;
  */
 export async function createPubSubSignalBridge(opts: PubSubSignalOptions, receive: (text: string) => number): Promise<SignalBridge> {
   const pubsub = new PubSub({ projectId: opts.projectId, ...(opts.apiEndpoint ? { apiEndpoint: opts.apiEndpoint, emulatorMode: true } : {}) });
+  if (opts.strategy === "sharded") {
+    if (opts.sharded === undefined) throw new Error("sharded signals need the shard directory");
+    const topic = await ensureTopic(pubsub.topic(opts.broadcastTopic, { batching: { maxMilliseconds: 1 } }));
+    const bridge = createPubSubShardSignals({ pubsub, topic, shards: opts.sharded.shards, log: opts.sharded.log }, opts.sharded.receive);
+    return {
+      signal: bridge.signal,
+      async close() {
+        await bridge.close();
+        await pubsub.close();
+      },
+    };
+  }
   const ownTopicName = opts.strategy === "broadcast" ? opts.broadcastTopic : `delivery-${opts.instanceId}`;
   const ownSubscriptionName = opts.strategy === "broadcast" ? `poke-sub-${opts.instanceId}` : `delivery-${opts.instanceId}-sub`;
   const ownTopic = await ensureTopic(pubsub.topic(ownTopicName));
@@ -36,13 +58,19 @@ export async function createPubSubSignalBridge(opts: PubSubSignalOptions, receiv
     ackDeadlineSeconds: 10,
     messageRetentionDuration: { seconds: 600 },
   });
+  const answers = await createAnswerChannel(pubsub, opts.instanceId, opts.answerWaitMs ?? 2000);
   subscription.on("message", (message: Message) => {
+    const text = message.data.toString("utf8");
+    let reached = 0;
     try {
-      receive(message.data.toString("utf8"));
+      reached = receive(text);
     } catch {
       // A malformed signal is dropped; the mailbox still holds the message.
     }
     message.ack();
+    const { x, o, c } = signalAsk(text);
+    // The named instances answer, and any other that delivered (broadcast: presence may lag behind).
+    if (o !== undefined && c !== undefined && (reached > 0 || x?.includes(opts.instanceId))) answers.answer(o, c, reached);
   });
   subscription.on("error", () => {
     // Reconnects are the client library's; a lost signal only delays until the next fetch.
@@ -57,25 +85,30 @@ export async function createPubSubSignalBridge(opts: PubSubSignalOptions, receiv
   const broadcast = pubsub.topic(opts.broadcastTopic, { batching: { maxMilliseconds: 1 } });
 
   return {
+    // Reach is what the instances holding the sessions answer (pubsub-answers.ts), never presence's
+    // word: a session on an instance that died (its topic and subscription outlive it) counts 0.
     async signal(_recipient, signal, sessions) {
-      const data = Buffer.from(encodeSignal(signal));
+      const instances = [...new Set(sessions.map((s) => s.instanceId))];
       if (opts.strategy === "broadcast") {
-        await broadcast.publishMessage({ data });
-        return sessions.length;
+        const ask = answers.ask(instances);
+        await broadcast.publishMessage({ data: Buffer.from(encodeSignal(signal, { x: instances, o: opts.instanceId, c: ask.correlation })) });
+        return ask.reached;
       }
       const reached = await Promise.all(
-        [...new Set(sessions.map((s) => s.instanceId))].map(async (instanceId) => {
+        instances.map(async (instanceId) => {
+          const ask = answers.ask([instanceId]);
           try {
-            await topicFor(instanceId).publishMessage({ data });
-            return sessions.filter((s) => s.instanceId === instanceId).length;
+            await topicFor(instanceId).publishMessage({ data: Buffer.from(encodeSignal(signal, { x: [instanceId], o: opts.instanceId, c: ask.correlation })) });
           } catch {
-            return 0;
+            return 0; // The topic is gone (instance stopped): nobody will answer.
           }
+          return ask.reached;
         }),
       );
       return reached.reduce((a, b) => a + b, 0);
     },
     async close() {
+      await answers.close();
       await subscription.close();
       await deleteQuietly(subscription);
       if (opts.strategy === "targeted") await deleteQuietly(ownTopic);

@@ -3,7 +3,7 @@ import type { Mailbox } from "../backends/mailbox.ts";
 import type { PresenceStore } from "../backends/presence-store.ts";
 import type { PushQueue } from "../backends/push-queue.ts";
 import type { RouteOutcome } from "../metrics/registry.ts";
-import type { SignalBridge } from "./signals.ts";
+import { OWNER_DECIDES, type SignalBridge, type SignalReach } from "./signals.ts";
 
 export interface RouterDeps {
   readonly mailbox: Mailbox;
@@ -16,7 +16,8 @@ export interface RouterDeps {
  * The outcome once the durable steps are done (stored, not a duplicate, for non-ephemeral records),
  * given how many sessions the signal reached. One rule for `createRouter` and `explainRoute`.
  */
-export function outcomeAfterSignal(isEphemeral: boolean, reached: number): RouteOutcome {
+export function outcomeAfterSignal(isEphemeral: boolean, reached: SignalReach): RouteOutcome {
+  if (reached === OWNER_DECIDES) return "owner_decides";
   if (isEphemeral) return reached > 0 ? "ephemeral_delivered" : "ephemeral_dropped";
   return reached > 0 ? "delivered_online" : "push_due";
 }
@@ -29,6 +30,9 @@ export function outcomeAfterSignal(isEphemeral: boolean, reached: number): Route
  * - ephemeral: signal online sessions, never store, never push;
  * - duplicate (recipient, messageId): nothing more (it was stored and signalled the first time);
  * - otherwise store, then signal every online session; nobody reachable: a push is due.
+ * Reach is what the instances holding the sessions answered (presence only says whom to ask), so a
+ * session on an instance that died counts 0 and its message becomes push due. In `sharded`
+ * delivery over Pub/Sub the shard's owner decides (no answer comes back): `owner_decides`.
  */
 export function createRouter({ mailbox, presence, signals, pushQueue }: RouterDeps) {
   return async function route(record: BusRecord): Promise<RouteOutcome> {
@@ -43,7 +47,7 @@ export function createRouter({ mailbox, presence, signals, pushQueue }: RouterDe
     if (stored === "duplicate") return "duplicate";
     const online = await presence.get(recipient);
     const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt }, online) : 0;
-    if (reached > 0) return outcomeAfterSignal(false, reached);
+    if (reached === OWNER_DECIDES || reached > 0) return outcomeAfterSignal(false, reached);
     await pushQueue.enqueue({ recipientId: recipient, messageId: record.messageId, priority: record.priority, dueAt: queuedAt });
     return "push_due";
   };

@@ -10,10 +10,10 @@ import { createIngress } from "../routing/ingress.ts";
 import { createBackendsService } from "../services/backends.service.ts";
 import { createIngressService } from "../services/ingress.service.ts";
 import { createMailboxService } from "../services/mailbox.service.ts";
-import { lockDataDir, type DataDirLock } from "./data-dir-lock.ts";
-import { DrainClock, gateIngress, type IngressGate } from "./drain.ts";
+import { lockDataDir, type DataDirLock } from "../platform/data-dir-lock.ts";
+import { DrainClock, gateIngress, type IngressGate } from "../platform/drain.ts";
 import { brokerLogger } from "./logger.ts";
-import { createLifecycle, type Lifecycle, type PartSchema } from "./lifecycle.ts";
+import { createLifecycle, type Lifecycle, type PartSchema } from "../platform/lifecycle.ts";
 
 /** What a caller hosting the process adds (the REPL: a middleware redacting payloads from what it prints). */
 export interface NodeExtras {

@@ -16,6 +16,7 @@ import { createPushSenders, pushSettings, signalOnEnqueue } from "../push/index.
 import { startRetentionSweep, sweepIntervalMs } from "../lifecycle/retention.ts";
 import { createRouter } from "../routing/router.ts";
 import { createSignalBridge } from "../routing/create-signal-bridge.ts";
+import { movedTo, moveSessionsOnLoss, type Placement } from "../gateway/moved.ts";
 import { createDevicesService } from "../services/devices.service.ts";
 import { createGatewayService } from "../services/gateway.service.ts";
 import { createMqttService } from "../services/mqtt.service.ts";
@@ -31,7 +32,7 @@ import { statusPage } from "../status/page.ts";
 import { createThroughput } from "../status/throughput.ts";
 import { compose, type NodeExtras } from "./compose.ts";
 import { LocalHubTransporter, localSocketPath } from "./local-transporter.ts";
-import type { Lifecycle } from "./lifecycle.ts";
+import type { Lifecycle } from "../platform/lifecycle.ts";
 
 export type { NodeExtras } from "./compose.ts";
 
@@ -66,7 +67,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
   const transporter = (lock: { dataDir: string }) => config.transporter ?? (local = new LocalHubTransporter({ path: localSocketPath(lock.dataDir) }));
   let markReady: () => void = () => {};
   let demoOn = false;
-  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true, transporter, quota: true }, async ({ broker, backends, metrics, gate, limits, clock, lock, log, add }) => {
+  const composed = await compose(config, explicit, extra, { name: "routing", closeIntakeAtDrain: true, transporter, quota: true }, async ({ broker, backends, metrics, gate, limits, clock, lock, log, add, lifecycle }) => {
     markReady = () => {
       if (local?.listening) lock.update({ replSocket: local.path });
     };
@@ -74,7 +75,7 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
     const pushSenders = createPushSenders(config, log);
     const auth = resolveAuth(config);
     if (auth.devSecret) log.info(devSecretNotice(auth.devSecret.path));
-    // Each drain phase gets its share of ROUTING_SHUTDOWN_TIMEOUT_MS (runtime/drain.ts): sessions up
+    // Each drain phase gets its share of ROUTING_SHUTDOWN_TIMEOUT_MS (platform/drain.ts): sessions up
     // to half of it, the router up to three quarters, so everything ends before the forced exit.
     const phaseMs = Math.floor(config.shutdownTimeoutMs / 4);
     const host = createSessionHost({
@@ -102,8 +103,12 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       add(shards.schema);
     }
     const ready = shards ? async () => (shards as ShardsService).ready() && (await backends.ready()) : backends.ready;
-    // Until the sharded signal bridges land (issue 15 part B), sharded signals travel as `broadcast`.
-    const signals = await createSignalBridge(config.deliveryStrategy === "sharded" ? { ...config, deliveryStrategy: "broadcast" } : config, host, metrics.signalCounters());
+    const placement: Placement = { shards: shards?.directory, instanceId: config.instanceId, shardCount: config.shardCount, selfUrl: () => config.publicUrl ?? `http://${config.host}:${httpPort}` };
+    const pushQueue = signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed"));
+    // The owner of a shard delivers its signals, or records the push (routing/owner-decision.ts).
+    const signals = await createSignalBridge(config, host, metrics.signalCounters(), { shards: shards?.directory, pushQueue, log });
+    // A shard this node stops owning takes its sessions along (4010 MOVED); the drain closes them itself (1001).
+    moveSessionsOnLoss(placement, host, lifecycle.draining);
     // mqtt (issue 4): the embedded broker, or this node in an external broker's share group.
     const mqtt = createMqtt({
       instanceId: config.instanceId,
@@ -122,9 +127,10 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       sessions: host,
       log,
       connections: limits.connections,
+      placement,
     });
     const reach = mqtt.reach({ presence: backends.presence, signals });
-    const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue: signalOnEnqueue(backends.pushQueue, () => broker.broadcastLocal("push.queue.changed")) });
+    const route = createRouter({ mailbox: backends.mailbox, presence: reach.presence, signals: reach.signals, pushQueue });
     // operator tools (issue 7): API documents, status page, mailbox depth gauge.
     let documents: { openapi: string; asyncapi: string } | undefined;
     // Built on first request, after the listeners are bound: the AsyncAPI servers name the ports in use.
@@ -162,6 +168,8 @@ export async function startNode(config: Config, explicit: ExplicitSettings, extr
       batch: { maxEnvelopes: config.maxBatchEnvelopes, maxBytes: config.maxBatchBytes },
       // demo (issue 17): /demo, off unless enabled (default: the embedded default with the dev secret).
       pages: demoOn ? createDemoRoutes({ secret: auth.secret }) : undefined,
+      placement,
+      movedTo: (identity) => movedTo(placement, identity),
     });
     const router = createRouterService({
       bus: backends.bus,

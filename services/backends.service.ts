@@ -1,6 +1,6 @@
 import type { Backends } from "../backends/factory.ts";
-import type { DataDirLock } from "../runtime/data-dir-lock.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
+import type { DataDirLock } from "../platform/data-dir-lock.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
 
 /**
  * Owns the storage connections (bus, mailbox, devices, push queue, presence). They are opened by

@@ -1,5 +1,5 @@
 import type { ExternalLink } from "../broker/external.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
 
 /**
  * The `mqtt-bridge` role's link to the external MQTT broker: a member of the ingest and ack share

@@ -2,9 +2,9 @@ import type { Context } from "moleculer";
 import type { Gateway } from "../gateway/index.ts";
 import type { SessionHost } from "../gateway/sessions.ts";
 import type { Urn } from "../core/urn.ts";
-import { within, type DrainClock, type IngressGate } from "../runtime/drain.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
-import { listenWithFallback } from "../runtime/ports.ts";
+import { within, type DrainClock, type IngressGate } from "../platform/drain.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
+import { listenWithFallback } from "../platform/ports.ts";
 
 export interface GatewayServiceDeps {
   readonly gateway: Gateway;

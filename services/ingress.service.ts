@@ -3,9 +3,9 @@ import type { Urn } from "../core/urn.ts";
 import { isUrn } from "../core/urn.ts";
 import { RoutingError } from "../core/errors.ts";
 import type { Ingress } from "../routing/ingress.ts";
-import type { IngressGate } from "../runtime/drain.ts";
-import { within, type DrainClock } from "../runtime/drain.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
+import type { IngressGate } from "../platform/drain.ts";
+import { within, type DrainClock } from "../platform/drain.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
 import { mapped } from "./errors.ts";
 
 /**

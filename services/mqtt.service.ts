@@ -1,5 +1,5 @@
 import type { MqttRuntime } from "../broker/index.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
 
 /**
  * Owns MQTT: the embedded aedes broker (TCP listener and MQTT over WebSocket), or this node's

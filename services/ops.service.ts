@@ -1,7 +1,7 @@
 import http from "node:http";
 import type { Metrics } from "../metrics/registry.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
-import { listenServer, listenWithFallback } from "../runtime/ports.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
+import { listenServer, listenWithFallback } from "../platform/ports.ts";
 
 export interface OpsServiceDeps {
   readonly metrics: Metrics;

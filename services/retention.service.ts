@@ -1,4 +1,4 @@
-import type { PartSchema } from "../runtime/lifecycle.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
 
 /**
  * Hosts the mailbox retention sweep (lifecycle/retention.ts, docs/data-lifecycle.md): started with

@@ -1,13 +1,14 @@
 import type { Context, ServiceSchema } from "moleculer";
 import { createActor, type ActorRefFrom } from "xstate";
+import { busConsumer, type ConsumerCounts } from "../actors/router/consumer.ts";
 import { routerMachine, type RouterMachine } from "../actors/router/machine.ts";
-import type { BusSubscription, Delivery, IngressBus } from "../backends/ingress-bus.ts";
+import type { IngressBus } from "../backends/ingress-bus.ts";
 import type { PresenceStore } from "../backends/presence-store.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import { explainRoute, type SessionView } from "../routing/explain.ts";
 import type { Route } from "../routing/router.ts";
-import { within, type DrainClock } from "../runtime/drain.ts";
+import { within, type DrainClock } from "../platform/drain.ts";
 import { deadLetterView } from "../lifecycle/dead-letters.ts";
 import { mapped } from "./errors.ts";
 import { urnParam } from "./mailbox.service.ts";
@@ -32,93 +33,36 @@ export interface RouterServiceDeps {
   readonly intakeSettled?: () => Promise<void>;
 }
 
-/** Lines about a message carry its id; never a payload byte. */
-interface RouterLog {
-  warn(obj: object, msg: string): void;
-  debug(obj: object, msg: string): void;
-}
-
 /**
- * Hosts the router actor: consumes the ingress bus with bounded in-flight work, routes each
- * record, acks it once routing's durable work is done, nacks it (redelivery, then dead letter)
- * when it failed.
+ * Hosts the router actor (actors/router/machine.ts), which owns consumption: it invokes the bus
+ * consumer (actors/router/consumer.ts) as its child. This service wires the effects (bus, routing
+ * rules, metrics, logs, the drain clock), starts and stops the actor, and answers the actions.
  */
 export function createRouterService(deps: RouterServiceDeps) {
   const { bus, route, metrics } = deps;
-  let subscription: BusSubscription | undefined;
   let actor: ActorRefFrom<RouterMachine> | undefined;
-  let stopped: Promise<void> = Promise.resolve();
-
-  /*
-   * The actor decides from the in-flight count when intake pauses, resumes and when a stop has
-   * drained. Telling it every start and settle cost two XState macrosteps per message, a fifth of
-   * the routing path's CPU (README, "Performance"). So it gets the net change as one event per
-   * event-loop turn, and at once when a start brings the count to the limit while it runs (so
-   * intake pauses before the bus hands out more). Resuming, or finishing a drain, one turn later
-   * changes nothing that matters. The counts `router.stats` reports are kept here, exact.
-   */
-  let inFlight = 0;
-  let told = 0;
-  let settled = 0;
-  let syncScheduled = false;
-
-  function tell(): void {
-    const delta = inFlight - told;
-    told = inFlight;
-    if (delta > 0) actor?.send({ type: "router.delivery.started", count: delta });
-    else if (delta < 0) actor?.send({ type: "router.delivery.settled", count: -delta });
-  }
-
-  function counted(): void {
-    if (actor === undefined) return;
-    if (inFlight >= deps.maxInFlight && actor.getSnapshot().matches("running")) return tell();
-    if (syncScheduled) return;
-    syncScheduled = true;
-    setImmediate(() => {
-      syncScheduled = false;
-      tell();
-    });
-  }
-
-  const downstream = createDownstreamWatch((event) => actor?.send({ type: event }));
-
-  async function work(delivery: Delivery, log: RouterLog): Promise<void> {
-    try {
-      const began = Date.now();
-      const outcome = await route(delivery.record);
-      downstream.took(Date.now() - began);
-      await delivery.ack();
-      metrics.routed(outcome, delivery.record.acceptedAt);
-      log.debug({ messageId: delivery.record.messageId, outcome, path: delivery.record.path, attempt: delivery.attempt }, "routed");
-    } catch (err) {
-      metrics.routeFailed();
-      log.warn({ err, messageId: delivery.record.messageId, attempt: delivery.attempt }, "routing failed; the record goes back to the bus");
-      await delivery.nack(err instanceof Error ? err.message : "routing failed").catch(() => {});
-    } finally {
-      inFlight--;
-      settled++;
-      counted();
-    }
-  }
+  let done: Promise<void> = Promise.resolve();
+  let stopping: Promise<void> | undefined;
+  /** Exact counts, kept by the consumer for `router.stats`. */
+  const counts: ConsumerCounts = { inFlight: 0, settled: 0 };
 
   /** Resolves once the bus holds nothing unacked, or when the clock's share is spent. */
   async function routeBacklog(clock: DrainClock): Promise<void> {
-    while (actor !== undefined && clock.until(0.75) > 0) {
+    await within(deps.intakeSettled?.() ?? Promise.resolve(), clock.until(0.3));
+    while (clock.until(0.75) > 0) {
       const { backlog } = await bus.stats().catch(() => ({ backlog: 0 }));
       if (backlog === 0) return;
       await new Promise((r) => setTimeout(r, 20));
     }
   }
 
-  /** Stops intake and resolves once in-flight work has settled (or the drain timed out). */
-  async function stop(): Promise<void> {
-    if (deps.drainBacklog) {
-      await within(deps.intakeSettled?.() ?? Promise.resolve(), deps.drainBacklog.until(0.3));
-      await routeBacklog(deps.drainBacklog);
-    }
-    tell();
-    actor?.send({ type: "router.stop" });
-    await stopped;
+  /** Stops intake and resolves once in-flight work has settled (or the drain timed out) and the subscription closed. */
+  function stop(): Promise<void> {
+    stopping ??= (async () => {
+      actor?.send({ type: "router.stop" });
+      await done;
+    })();
+    return stopping;
   }
 
   const schema: ServiceSchema = {
@@ -132,7 +76,7 @@ export function createRouterService(deps: RouterServiceDeps) {
         handler: () =>
           mapped(async () => {
             const snapshot = actor?.getSnapshot();
-            return { state: snapshot?.value ?? "stopped", inFlight, routed: settled, bus: await bus.stats() };
+            return { state: snapshot?.value ?? "stopped", inFlight: counts.inFlight, routed: counts.settled, bus: await bus.stats() };
           }),
       },
       /** Dead letters of the ingress bus, newest first: header fields, reason, attempts, time (never payload bytes). */
@@ -162,29 +106,43 @@ export function createRouterService(deps: RouterServiceDeps) {
     },
     async started() {
       const log = this.logger;
-      let finish: () => void = () => {};
-      stopped = new Promise<void>((resolve) => (finish = resolve));
+      let subscriptionClosed: () => void = () => {};
+      const closed = new Promise<void>((resolve) => (subscriptionClosed = resolve));
+      const downstream = createDownstreamWatch((event) => actor?.send({ type: event }));
+      const consumer = busConsumer(
+        {
+          bus,
+          route,
+          maxInFlight: deps.maxInFlight,
+          took: (ms) => downstream.took(ms),
+          routed: (delivery, outcome) => {
+            metrics.routed(outcome, delivery.record.acceptedAt);
+            log.debug({ messageId: delivery.record.messageId, outcome, path: delivery.record.path, attempt: delivery.attempt }, "routed");
+          },
+          failed: (delivery, err) => {
+            metrics.routeFailed();
+            log.warn({ err, messageId: delivery.record.messageId, attempt: delivery.attempt }, "routing failed; the record goes back to the bus");
+          },
+          routeBacklog: () => (deps.drainBacklog ? routeBacklog(deps.drainBacklog) : Promise.resolve()),
+          closed: subscriptionClosed,
+        },
+        counts,
+      );
+      stopping = undefined;
       actor = createActor(
         routerMachine.provide({
+          actors: { consumer },
           actions: {
-            pauseIntake: () => subscription?.pause(),
-            resumeIntake: () => subscription?.resume(),
-            closeIntake: () => {
-              subscription?.close().then(finish, finish);
-            },
-            stopped: () => {
-              const abandoned = actor?.getSnapshot().context.abandoned ?? 0;
-              if (abandoned > 0) log.warn({ abandoned }, "router drain timed out; unacked records return to the bus");
+            stopped: ({ context }) => {
+              if (context.abandoned > 0) log.warn({ abandoned: context.abandoned }, "router drain timed out; unacked records return to the bus");
             },
           },
         }),
-        { id: "router", input: { maxInFlight: deps.maxInFlight, drainTimeoutMs: deps.drainTimeoutMs } },
-      ).start();
-      subscription = bus.consume((delivery) => {
-        inFlight++;
-        counted();
-        void work(delivery, log);
-      });
+        { id: "router", input: { maxInFlight: deps.maxInFlight, drainTimeoutMs: deps.drainTimeoutMs, routeBacklogOnStop: deps.drainBacklog !== undefined } },
+      );
+      const finished = new Promise<void>((resolve) => actor?.subscribe({ complete: resolve, error: () => resolve() }));
+      done = Promise.all([finished, closed]).then(() => {});
+      actor.start();
       metrics.onScrape(async () => {
         const stats = await bus.stats();
         metrics.busBacklog.set({ bus: deps.busName }, stats.backlog);

@@ -1,6 +1,6 @@
 import type { ShardDirectory } from "../shards/directory.ts";
 import { createShardCoordinator, type CoordinatorOptions, type ShardCoordinator } from "../shards/coordinator.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
 
 export interface ShardsService {
   readonly schema: PartSchema;

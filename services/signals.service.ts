@@ -1,5 +1,5 @@
 import type { SignalBridge } from "../routing/signals.ts";
-import type { PartSchema } from "../runtime/lifecycle.ts";
+import type { PartSchema } from "../platform/lifecycle.ts";
 
 /**
  * Owns the signal bridge between nodes (core NATS subjects or Pub/Sub topics; local on one node).

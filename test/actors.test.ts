@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createActor, SimulatedClock } from "xstate";
+import { createActor, fromPromise, SimulatedClock } from "xstate";
 import { sessionMachine } from "../actors/session/machine.ts";
 import { routerMachine } from "../actors/router/machine.ts";
 import { CLOSE } from "../core/close-codes.ts";
@@ -58,23 +58,23 @@ describe("session machine", () => {
     expect(effects).toEqual([`register:${bob}`, `close:${CLOSE.BACKEND_UNAVAILABLE}`]);
   });
 
-  it("pings every interval and closes after two unanswered pings", () => {
-    const { actor, effects, clock, online } = startSession();
+  it("pings every beat of the host's shared heartbeat and closes after two unanswered pings", () => {
+    const { actor, effects, online } = startSession();
     online();
-    clock.increment(30_000);
-    clock.increment(30_000);
+    actor.send({ type: "session.heartbeat" });
+    actor.send({ type: "session.heartbeat" });
     expect(effects.filter((e) => e === "ping")).toHaveLength(2);
     expect(actor.getSnapshot().matches("online")).toBe(true);
-    clock.increment(30_000);
+    actor.send({ type: "session.heartbeat" });
     expect(actor.getSnapshot().status).toBe("done");
     expect(effects.slice(-2)).toEqual(["unregister", `close:${CLOSE.HEARTBEAT_TIMEOUT}`]);
   });
 
   it("stays online as long as pongs arrive", () => {
-    const { actor, effects, clock, online } = startSession();
+    const { actor, effects, online } = startSession();
     online();
     for (let i = 0; i < 10; i++) {
-      clock.increment(30_000);
+      actor.send({ type: "session.heartbeat" });
       actor.send({ type: "session.pong" });
     }
     expect(actor.getSnapshot().matches("online")).toBe(true);
@@ -254,5 +254,44 @@ describe("router machine", () => {
     clock.increment(1000);
     expect(actor.getSnapshot().status).toBe("done");
     expect(actor.getSnapshot().context.abandoned).toBe(3);
+  });
+});
+
+describe("session machine: authentication in connecting (issue 13)", () => {
+  function authenticating(verify: () => Promise<{ identity: Urn; tokenTtlMs?: number }>) {
+    const effects: string[] = [];
+    const actor = createActor(
+      sessionMachine.provide({
+        actors: { authenticate: fromPromise(verify) },
+        actions: {
+          registerPresence: (_, params) => effects.push(`register:${params.identity}`),
+          closeSocket: (_, params) => effects.push(`close:${params.code}`),
+        },
+      }),
+      { input: { sessionId: "s1", protocol: "ws", authTimeoutMs: 1000, heartbeatMs: 30_000, drainTimeoutMs: 5000 } },
+    ).start();
+    return { actor, effects };
+  }
+  const settle = () => new Promise((r) => setImmediate(r));
+
+  it("a verified credential waits in connecting for the transport, then authenticates", async () => {
+    const { actor, effects } = authenticating(async () => ({ identity: bob, tokenTtlMs: 60_000 }));
+    await settle();
+    expect(actor.getSnapshot().value).toBe("connecting");
+    expect(actor.getSnapshot().context).toMatchObject({ verified: true, identity: bob, tokenTtlMs: 60_000 });
+    expect(effects).toEqual([]);
+    actor.send({ type: "session.transport.attached" });
+    expect(actor.getSnapshot().value).toBe("authenticated");
+    expect(effects).toEqual([`register:${bob}`]);
+  });
+
+  it("a refused credential ends the session with auth.rejected's close and keeps the verifier's error", async () => {
+    const refusal = new Error("TOKEN_EXPIRED");
+    const { actor, effects } = authenticating(() => Promise.reject(refusal));
+    await settle();
+    expect(actor.getSnapshot().status).toBe("done");
+    expect(actor.getSnapshot().context.authError).toBe(refusal);
+    expect(actor.getSnapshot().context.closeCode).toBe(CLOSE.NORMAL);
+    expect(effects).toEqual([`close:${CLOSE.NORMAL}`]);
   });
 });

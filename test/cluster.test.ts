@@ -12,7 +12,6 @@ import { cleanUpRun as cleanUp } from "./helpers/shared-servers.ts";
  * cluster over NATS, so the test also calls actions on "any node" the way an integrator would.
  */
 type Topology = "nats-redis" | "pubsub-firestore";
-type Strategy = "broadcast" | "targeted";
 
 const PRESENCE_TTL_S = 3;
 let pubsub: Emulator | undefined;

@@ -7,8 +7,8 @@ import uws from "uWebSockets.js";
 import { afterAll, describe, expect, it } from "vitest";
 import type { GatewayEngine } from "../gateway/engine.ts";
 import { createEngine } from "../gateway/create-engine.ts";
-import { lockDataDir, readNodeFile } from "../runtime/data-dir-lock.ts";
-import { listenWithFallback } from "../runtime/ports.ts";
+import { lockDataDir, readNodeFile } from "../platform/data-dir-lock.ts";
+import { listenWithFallback } from "../platform/ports.ts";
 import { pidsListeningOn } from "./helpers/proc-net.ts";
 import { removeDir, startService, TEST_SECRET, type RunningService } from "./helpers/service.ts";
 import { freePort } from "./helpers/ports.ts";
@@ -93,7 +93,7 @@ describe("one process per port and data dir (processes, read from /proc/net/tcp)
 
   it("a data dir whose holder was killed (kill -9) is taken over; node.json then names the new holder", async () => {
     const dir = dataDir();
-    const holder = spawn(process.execPath, ["--import", "tsx", "-e", `import("${ROOT}runtime/data-dir-lock.ts").then((m) => m.lockDataDir(${JSON.stringify(dir)}, "doomed")).then(() => { console.log("locked"); setInterval(() => {}, 60_000); })`], {
+    const holder = spawn(process.execPath, ["--import", "tsx", "-e", `import("${ROOT}platform/data-dir-lock.ts").then((m) => m.lockDataDir(${JSON.stringify(dir)}, "doomed")).then(() => { console.log("locked"); setInterval(() => {}, 60_000); })`], {
       cwd: ROOT,
       stdio: ["ignore", "pipe", "inherit"],
     });

@@ -1,9 +1,9 @@
 import { ServiceBroker } from "moleculer";
 import { describe, expect, it } from "vitest";
-import { createLifecycle } from "../runtime/lifecycle.ts";
+import { createLifecycle } from "../platform/lifecycle.ts";
 import { startInProcess } from "./helpers/in-process.ts";
 
-/** The life cycle's order on a real Moleculer broker (runtime/lifecycle.ts). */
+/** The life cycle's order on a real Moleculer broker (platform/lifecycle.ts). */
 describe("the broker starts and stops the parts in dependency order", () => {
   it("starts a part after its local dependencies, stops it before them, drains every part first, stops each once", async () => {
     const events: string[] = [];

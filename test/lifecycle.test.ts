@@ -2,7 +2,7 @@ import { spawnSync } from "node:child_process";
 import { createServer, type Server } from "node:net";
 import { describe, expect, it } from "vitest";
 import { CLOSE } from "../core/close-codes.ts";
-import { listenWithFallback } from "../runtime/ports.ts";
+import { listenWithFallback } from "../platform/ports.ts";
 import { connect, envelope, http } from "./helpers/clients.ts";
 import { removeDir, startService, token } from "./helpers/service.ts";
 

@@ -7,6 +7,7 @@ import { usePretty } from "../runtime/logger.ts";
 import { removeDir, startService, TEST_SECRET } from "./helpers/service.ts";
 
 const ROOT = new URL("../", import.meta.url).pathname;
+// eslint-disable-next-line no-control-regex -- ESC starts the ANSI colour codes being matched
 const ANSI = /\x1b\[[0-9;]*m/g;
 
 /**

@@ -2,7 +2,7 @@ import { randomBytes } from "node:crypto";
 import { Redis } from "ioredis";
 import { ServiceBroker } from "moleculer";
 import { afterAll, afterEach, describe, expect, it } from "vitest";
-import { createLifecycle } from "../runtime/lifecycle.ts";
+import { createLifecycle } from "../platform/lifecycle.ts";
 import { createShardsService } from "../services/shards.service.ts";
 import type { ShardsView } from "../shards/coordinator.ts";
 import { createShardCoordinator, type ShardCoordinator } from "../shards/coordinator.ts";

@@ -1,4 +1,4 @@
-import { assign, cancel, enqueueActions, raise, setup } from "xstate";
+import { assign, cancel, enqueueActions, fromPromise, raise, setup } from "xstate";
 import { CLOSE } from "../../core/close-codes.ts";
 import type { Urn } from "../../core/urn.ts";
 
@@ -6,22 +6,45 @@ import type { Urn } from "../../core/urn.ts";
  * One actor per client connection (WebSocket or MQTT). Pure: every effect (presence, socket) is an
  * action the hosting gateway provides with `machine.provide()`, once per host, not per connection
  * (`provide()` clones the machine, ~18 KB): an effect knows its session by `context.sessionId` and
- * answers through `self`. The host feeds it the facts (auth verified, presence written, pong seen,
- * buffer over its limit, socket gone, shutdown).
+ * answers through `self`. The host feeds it the facts (presence written, pong seen, buffer over
+ * its limit, socket gone, shutdown).
  *
  *   connecting -> authenticated -> online -> draining -> closed
  *        \______________\______________\__________________/  (timeouts, failures, socket closed)
+ *
+ * Authentication runs in `connecting`: it invokes `authenticate` (the host's verifier as a promise
+ * actor, found by `sessionId`); a failure ends the session with `session.auth.rejected`'s close and
+ * keeps the error in `authError`, which the host answers with (HTTP 401 before any 101, CONNACK 4).
+ * The session leaves `connecting` once the verdict is in AND the transport is attached
+ * (`session.transport.attached`): a WebSocket upgrade waits for the verdict before its 101.
+ *
+ * The transport seam: the machine never sees a socket. Effects name a transport by session id
+ * (`closeSocket`, `sendPing`, `awaitFlush`), and the host turns transport facts into events
+ * (`session.transport.attached`, `.pong`, `.flushed`, `.buffer.exceeded`, `.socket.closed`), so a
+ * WebSocket, an MQTT client or a server-sent-event stream can each sit behind the same actor.
  */
 export interface SessionInput {
   readonly sessionId: string;
   readonly protocol: "ws" | "mqtt" | "sse";
   readonly authTimeoutMs: number;
+  /** The host's heartbeat interval (it sends `session.heartbeat` at this pace to every online session). */
   readonly heartbeatMs: number;
   readonly drainTimeoutMs: number;
 }
 
+/** What `authenticate` resolves with: who it is, and how long its token lives (undefined: no expiry). */
+export interface Authenticated {
+  readonly identity: Urn;
+  readonly tokenTtlMs?: number;
+}
+
 export interface SessionContext extends SessionInput {
   identity: Urn | undefined;
+  /** The verifier's verdict is in (connecting waits for it and for the transport). */
+  verified: boolean;
+  transportAttached: boolean;
+  /** Why authentication failed (the verifier's error), for the host's answer. */
+  authError: unknown;
   /** Milliseconds from authentication until the token expires (undefined: no expiry). */
   tokenTtlMs: number | undefined;
   /** Pings sent since the last pong. */
@@ -34,7 +57,9 @@ export interface SessionContext extends SessionInput {
 
 export type SessionEvent =
   | { type: "session.auth.accepted"; identity: Urn; tokenTtlMs?: number }
-  | { type: "session.auth.rejected" }
+  | { type: "session.auth.rejected"; error?: unknown }
+  /** The host attached the session's transport (the WebSocket opened after its 101, the MQTT subscription). */
+  | { type: "session.transport.attached" }
   /**
    * A new token for the same identity was verified (the WebSocket `auth` frame): the expiry timer
    * restarts from its lifetime. The host checks the identity before sending it; the machine ignores
@@ -45,6 +70,8 @@ export type SessionEvent =
   | { type: "session.token.expired" }
   | { type: "session.presence.registered" }
   | { type: "session.presence.failed" }
+  /** One beat of the host's shared heartbeat interval (every `heartbeatMs`, one interval for all sessions). */
+  | { type: "session.heartbeat" }
   | { type: "session.pong" }
   | { type: "session.buffer.exceeded" }
   | { type: "session.flushed" }
@@ -84,19 +111,29 @@ export const sessionMachine = setup({
   },
   delays: {
     authTimeout: ({ context }) => context.authTimeoutMs,
-    heartbeat: ({ context }) => context.heartbeatMs,
     drainTimeout: ({ context }) => context.drainTimeoutMs,
   },
   guards: {
     pingsUnanswered: ({ context }) => context.unansweredPings >= MAX_UNANSWERED_PINGS,
     tokenExpires: ({ context }) => context.tokenTtlMs !== undefined && context.tokenTtlMs <= MAX_DELAY_MS,
     sameIdentity: ({ context, event }) => event.type === "session.auth.refreshed" && event.identity === context.identity,
+    readyToAuthenticate: ({ context }) => context.verified && context.transportAttached,
+  },
+  actors: {
+    /**
+     * The host's verifier for this session's credential; rejects with the error the host answers
+     * with. None by default: a verdict never comes (the auth timeout closes), unless fed as events.
+     */
+    authenticate: fromPromise<Authenticated, { sessionId: string }>(() => new Promise<Authenticated>(() => {})),
   },
 }).createMachine({
   id: "session",
   context: ({ input }) => ({
     ...input,
     identity: undefined,
+    verified: false,
+    transportAttached: false,
+    authError: undefined,
     tokenTtlMs: undefined,
     unansweredPings: 0,
     presenceRegistered: false,
@@ -110,13 +147,25 @@ export const sessionMachine = setup({
   },
   states: {
     connecting: {
+      invoke: {
+        src: "authenticate",
+        input: ({ context }) => ({ sessionId: context.sessionId }),
+        onDone: { actions: assign({ verified: true, identity: ({ event }) => event.output.identity, tokenTtlMs: ({ event }) => event.output.tokenTtlMs }) },
+        onError: { actions: raise(({ event }) => ({ type: "session.auth.rejected" as const, error: event.error })) },
+      },
+      always: { guard: "readyToAuthenticate", target: "authenticated" },
       after: { authTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.AUTH_TIMEOUT, reason: "authentication timeout" } } } },
       on: {
+        "session.transport.attached": { actions: assign({ transportAttached: true }) },
+        /** A verdict reached outside the machine (kept for hosts and tests that feed it). */
         "session.auth.accepted": {
           target: "authenticated",
-          actions: assign({ identity: ({ event }) => event.identity, tokenTtlMs: ({ event }) => event.tokenTtlMs }),
+          actions: assign({ verified: true, transportAttached: true, identity: ({ event }) => event.identity, tokenTtlMs: ({ event }) => event.tokenTtlMs }),
         },
-        "session.auth.rejected": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.NORMAL, reason: "authentication failed" } } },
+        "session.auth.rejected": {
+          target: "closed",
+          actions: [assign({ authError: ({ event }) => event.error }), { type: "setClose", params: { code: CLOSE.NORMAL, reason: "authentication failed" } }],
+        },
         "session.drain": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } } },
       },
     },
@@ -133,22 +182,17 @@ export const sessionMachine = setup({
     online: {
       // (Re)starting the expiry timer: none without an expiry, or past setTimeout's ceiling. A delayed
       // self-event rather than an `after`, so a refresh restarts it without re-entering `online`
-      // (which would restart the heartbeat and re-run goOnline).
+      // (which would re-run goOnline).
       entry: ["goOnline", enqueueActions(({ check, enqueue }) => check("tokenExpires") && enqueue("scheduleTokenExpiry"))],
       // Leaving online (drain) stops the expiry clock, as an `after` on this state would.
       exit: "cancelTokenExpiry",
-      initial: "live",
-      states: {
-        live: {
-          after: {
-            heartbeat: [
-              { guard: "pingsUnanswered", target: "#session.closed", actions: { type: "setClose", params: { code: CLOSE.HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" } } },
-              { target: "live", reenter: true, actions: ["sendPing", assign({ unansweredPings: ({ context }) => context.unansweredPings + 1 })] },
-            ],
-          },
-        },
-      },
       on: {
+        // The host's one shared heartbeat (not a timer per session): ping, or close a peer that
+        // left two pings unanswered.
+        "session.heartbeat": [
+          { guard: "pingsUnanswered", target: "closed", actions: { type: "setClose", params: { code: CLOSE.HEARTBEAT_TIMEOUT, reason: "heartbeat timeout" } } },
+          { actions: ["sendPing", assign({ unansweredPings: ({ context }) => context.unansweredPings + 1 })] },
+        ],
         "session.token.expired": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.TOKEN_EXPIRED, reason: "token expired" } } },
         "session.auth.refreshed": {
           guard: "sameIdentity",

@@ -98,7 +98,7 @@ export function machineInfo(): MachineInfo {
   } catch {
     // Not Linux: os.cpus() said it.
   }
-  let kernel = "";
+  let kernel: string;
   try {
     kernel = readFileSync("/proc/sys/kernel/osrelease", "utf8").trim();
   } catch {

@@ -102,7 +102,7 @@ export async function runMatrix(plan: Plan, variants: readonly VariantPlan[], co
       }
       const key = `${contender.name}:${vi}`;
       const pairs = await pairsFor(contender, vi, pairCount);
-      let reopened = 0;
+      let reopened: number;
       try {
         const counts = await pool.all<number>(
           (w): { op: "open"; key: string; target: TargetSpec; variant: typeof variant; pairs: PairSpec[]; httpConnections: number } => ({

@@ -51,6 +51,7 @@ interface Collector {
 function collect(bus: IngressBus, onDelivery?: (d: Delivery, sub: BusSubscription) => void): Collector {
   const deliveries: Delivery[] = [];
   let sub: BusSubscription | undefined;
+  // eslint-disable-next-line prefer-const -- a bus may deliver inside consume(), before `sub` is assigned
   sub = bus.consume((d) => {
     deliveries.push(d);
     if (onDelivery && sub) onDelivery(d, sub);

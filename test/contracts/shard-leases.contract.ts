@@ -86,10 +86,9 @@ export function describeShardLeasesContract(name: string, ttlMs: number, factory
       if (!got) throw new Error("acquire failed");
       // Renewed twice at half the TTL: alive past the first TTL.
       await fx.pass(ttlMs / 2);
-      let sentAt = fx.now();
       expect(await a.renew(5, A.id, got.epoch)).toBe(true);
       await fx.pass(ttlMs / 2);
-      sentAt = fx.now();
+      const sentAt = fx.now();
       expect(await a.renew(5, A.id, got.epoch)).toBe(true);
       await fx.pass(ttlMs / 2);
       expect(await ownerOf(b, 5)).toEqual(got);

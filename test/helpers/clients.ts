@@ -120,7 +120,7 @@ export async function http(base: string, method: string, path: string, options: 
   if (body !== undefined) headers["content-type"] = "application/json";
   const res = await fetch(base + path, { method, headers, body });
   const text = await res.text();
-  let parsed: JsonBody = {};
+  let parsed: JsonBody;
   try {
     parsed = text ? (JSON.parse(text) as JsonBody) : {};
   } catch {

@@ -111,7 +111,7 @@ async function start(what: string, command: (port: number) => [string, string[]]
     await waitReady(proc, host, exited);
   } catch (err) {
     await stop();
-    throw new Error(`${what} did not become ready on ${host}: ${(err as Error).message}\n${output}`);
+    throw new Error(`${what} did not become ready on ${host}: ${(err as Error).message}\n${output}`, { cause: err });
   }
   return { host, stop };
 }

@@ -13,6 +13,7 @@ export class NpmRun {
     this.proc = spawn("npm", args, { cwd: ROOT, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, detached: true });
     const onData = (chunk: Buffer) => {
       // Without colours: moleculer-repl prints call results through util.inspect with colours on.
+      // eslint-disable-next-line no-control-regex -- ESC starts the ANSI colour codes being stripped
       this.output += chunk.toString().replace(/\x1b\[[0-9;]*m/g, "");
       for (const l of this.#listeners) l();
     };

@@ -169,7 +169,8 @@ function toRoutingError(err: unknown): RoutingError {
     // `claim` and `reason` are jose's fixed names ("iss", "check_failed"), never token values.
     return new RoutingError("TOKEN_INVALID", `token claim "${err.claim}" failed validation (${err.reason})`);
   }
-  if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported) return new RoutingError("TOKEN_INVALID", "token algorithm not accepted");
+  if (err instanceof errors.JOSEAlgNotAllowed || err instanceof errors.JOSENotSupported)
+    return new RoutingError("TOKEN_INVALID", "token algorithm not accepted");
   if (err instanceof errors.JWSSignatureVerificationFailed) return new RoutingError("TOKEN_INVALID", "token signature verification failed");
   if (err instanceof errors.JWKSNoMatchingKey) return new RoutingError("TOKEN_INVALID", "no signing key matches the token's kid/alg");
   if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid) return new RoutingError("TOKEN_INVALID", "token is malformed");

@@ -132,7 +132,10 @@ export async function createBackends(config: Config, hooks: BackendHooks = {}): 
   const devices = createDeviceStore(config, db, firestore);
   const pushQueue = createSqlitePushQueue(db);
   const presence = createPresence(config);
-  const tickets = config.presence === "redis" || config.store === "redis" ? createRedisTicketStore({ redis: config.redisUrl, keyPrefix: config.redisPrefix }) : createSqliteTicketStore(db);
+  const tickets =
+    config.presence === "redis" || config.store === "redis"
+      ? createRedisTicketStore({ redis: config.redisUrl, keyPrefix: config.redisPrefix })
+      : createSqliteTicketStore(db);
   const roles = [bus, mailbox, devices, presence, tickets] as const;
   let closing: Promise<void> | undefined;
   return {

@@ -63,7 +63,12 @@ class FirestoreDeviceStore implements DeviceStore {
         tx.set(tokenRef, { token, owner, platform, registeredAt } satisfies TokenDoc);
         this.#writeTokens(tx, mine.ref, owner, [...tokensOf(mine).filter((t) => t.token !== token), { token, platform, registeredAt }]);
         if (theirs !== undefined && previous !== undefined) {
-          this.#writeTokens(tx, theirs.ref, previous, tokensOf(theirs).filter((t) => t.token !== token));
+          this.#writeTokens(
+            tx,
+            theirs.ref,
+            previous,
+            tokensOf(theirs).filter((t) => t.token !== token),
+          );
         }
       });
     });
@@ -75,7 +80,12 @@ class FirestoreDeviceStore implements DeviceStore {
         const [held, mine] = await tx.getAll(this.#tokenRef(token), this.#ownerRef(owner));
         if (!held.exists || held.get("owner") !== owner) return;
         tx.delete(held.ref);
-        this.#writeTokens(tx, mine.ref, owner, tokensOf(mine).filter((t) => t.token !== token));
+        this.#writeTokens(
+          tx,
+          mine.ref,
+          owner,
+          tokensOf(mine).filter((t) => t.token !== token),
+        );
       });
     });
   }
@@ -88,7 +98,12 @@ class FirestoreDeviceStore implements DeviceStore {
         const owner = held.get("owner") as string;
         const theirs = await tx.get(this.#ownerRef(owner as Urn));
         tx.delete(held.ref);
-        this.#writeTokens(tx, theirs.ref, owner, tokensOf(theirs).filter((t) => t.token !== token));
+        this.#writeTokens(
+          tx,
+          theirs.ref,
+          owner,
+          tokensOf(theirs).filter((t) => t.token !== token),
+        );
       });
     });
   }

@@ -30,7 +30,9 @@ export function messagesOf(db: Firestore, recipientId: Urn): CollectionReference
 }
 
 export function dedupRef(db: Firestore, recipientId: Urn, messageId: string): DocumentReference {
-  const hash = createHash("sha256").update(JSON.stringify([recipientId, messageId])).digest("hex");
+  const hash = createHash("sha256")
+    .update(JSON.stringify([recipientId, messageId]))
+    .digest("hex");
   return db.collection("dedup").doc(hash);
 }
 
@@ -38,7 +40,12 @@ export function dedupRef(db: Firestore, recipientId: Urn, messageId: string): Do
  * Deletes those of `refs` that exist, and what `alsoDelete` adds, decrementing the usage document
  * by their count and bytes, in one transaction; resolves with how many messages were deleted.
  */
-export async function removeRefs(db: Firestore, usage: DocumentReference, refs: DocumentReference[], alsoDelete: (tx: Transaction, gone: DocumentReference[]) => unknown[]): Promise<number> {
+export async function removeRefs(
+  db: Firestore,
+  usage: DocumentReference,
+  refs: DocumentReference[],
+  alsoDelete: (tx: Transaction, gone: DocumentReference[]) => unknown[],
+): Promise<number> {
   if (refs.length === 0) return 0;
   return db.runTransaction(async (tx) => {
     const snaps = await tx.getAll(...refs);

@@ -1,7 +1,16 @@
 import { FieldValue, Firestore, Timestamp, type DocumentReference } from "@google-cloud/firestore";
 import { HIGH_PRIORITY } from "../core/envelope.ts";
 import type { Urn } from "../core/urn.ts";
-import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
+import {
+  DEFAULT_RETENTION_MS,
+  type Mailbox,
+  type MailboxDepth,
+  type MailboxEntry,
+  type MailboxOptions,
+  type MailboxPurged,
+  type MailboxUsage,
+  type StoreOutcome,
+} from "./mailbox.ts";
 import { docId, openFirestore, type FirestoreConnectionOptions } from "./firestore-client.ts";
 import { dedupRef, messagesOf, removeRefs, usageRef, type DedupDoc, type MessageDoc } from "./firestore-mailbox-docs.ts";
 import { GRPC_ALREADY_EXISTS, grpcCode } from "./grpc.ts";
@@ -118,7 +127,10 @@ class FirestoreMailbox implements Mailbox {
           });
         }
         // Expired ones are deleted on the way (and never returned); then read again.
-        const removed = await this.#remove(recipientId, expired.map((d) => d.ref));
+        const removed = await this.#remove(
+          recipientId,
+          expired.map((d) => d.ref),
+        );
         if (removed > 0) this.#onExpired?.(removed);
       }
     });
@@ -129,7 +141,10 @@ class FirestoreMailbox implements Mailbox {
       const unique = [...new Set(messageIds)];
       let removed = 0;
       for (let i = 0; i < unique.length; i += WRITE_BATCH) {
-        removed += await this.#remove(recipientId, unique.slice(i, i + WRITE_BATCH).map((id) => messagesOf(this.#db, recipientId).doc(docId(id))));
+        removed += await this.#remove(
+          recipientId,
+          unique.slice(i, i + WRITE_BATCH).map((id) => messagesOf(this.#db, recipientId).doc(docId(id))),
+        );
       }
       return removed;
     });
@@ -172,7 +187,12 @@ class FirestoreMailbox implements Mailbox {
       const cutoff = this.#cutoff();
       let total = 0;
       while (total < limit) {
-        const snap = await this.#db.collectionGroup("messages").where("queuedAt", "<=", cutoff).orderBy("queuedAt").limit(Math.min(WRITE_BATCH, limit - total)).get();
+        const snap = await this.#db
+          .collectionGroup("messages")
+          .where("queuedAt", "<=", cutoff)
+          .orderBy("queuedAt")
+          .limit(Math.min(WRITE_BATCH, limit - total))
+          .get();
         if (snap.empty) break;
         const byMailbox = new Map<string, DocumentReference[]>();
         for (const doc of snap.docs) {
@@ -202,16 +222,25 @@ class FirestoreMailbox implements Mailbox {
         const snap = await messagesOf(this.#db, recipientId).limit(half).get();
         if (snap.empty) break;
         const ids = snap.docs.map((d) => d.get("messageId") as string);
-        const removed = await removeRefs(this.#db, usageRef(this.#db, recipientId), snap.docs.map((d) => d.ref), (tx, gone) => {
-          const records = gone.map((ref) => dedupRef(this.#db, recipientId, ids[snap.docs.findIndex((d) => d.ref.isEqual(ref))]));
-          for (const r of records) tx.delete(r);
-          return records;
-        });
+        const removed = await removeRefs(
+          this.#db,
+          usageRef(this.#db, recipientId),
+          snap.docs.map((d) => d.ref),
+          (tx, gone) => {
+            const records = gone.map((ref) => dedupRef(this.#db, recipientId, ids[snap.docs.findIndex((d) => d.ref.isEqual(ref))]));
+            for (const r of records) tx.delete(r);
+            return records;
+          },
+        );
         messages += removed;
         dedup += removed;
       }
       for (;;) {
-        const snap = await this.#db.collection("dedup").where("recipientId", "==", recipientId).limit(WRITE_BATCH / 2).get();
+        const snap = await this.#db
+          .collection("dedup")
+          .where("recipientId", "==", recipientId)
+          .limit(WRITE_BATCH / 2)
+          .get();
         if (snap.empty) break;
         const n = await this.#db.runTransaction(async (tx) => {
           const records = await tx.getAll(...snap.docs.map((d) => d.ref));

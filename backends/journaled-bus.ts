@@ -233,13 +233,16 @@ class JournaledBus implements IngressBus {
     this.#inFlight.delete(slot);
     slot.consumer = undefined;
     slot.state = "waiting";
-    slot.timer = setTimeout(() => {
-      slot.timer = undefined;
-      if (slot.state !== "waiting" || this.#closed) return;
-      slot.state = "ready";
-      this.#ready.push(slot);
-      this.#schedule();
-    }, jitteredDelayMs(this.#retryBaseMs, slot.attempts));
+    slot.timer = setTimeout(
+      () => {
+        slot.timer = undefined;
+        if (slot.state !== "waiting" || this.#closed) return;
+        slot.state = "ready";
+        this.#ready.push(slot);
+        this.#schedule();
+      },
+      jitteredDelayMs(this.#retryBaseMs, slot.attempts),
+    );
     slot.timer.unref();
     try {
       await this.#journal.setAttempts(slot.seq, slot.attempts);

@@ -1,7 +1,16 @@
 import { HIGH_PRIORITY } from "../core/envelope.ts";
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
-import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
+import {
+  DEFAULT_RETENTION_MS,
+  type Mailbox,
+  type MailboxDepth,
+  type MailboxEntry,
+  type MailboxOptions,
+  type MailboxPurged,
+  type MailboxUsage,
+  type StoreOutcome,
+} from "./mailbox.ts";
 
 export interface MailboxImplOptions extends MailboxOptions {
   /** Clock for the de-duplication window (tests inject one). */
@@ -46,9 +55,12 @@ class MemoryMailbox implements PurgingMailbox {
     this.#ttlMs = opts.dedupTtlMs;
     this.#retentionMs = opts.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#now = opts.now ?? Date.now;
-    this.#purgeTimer = setInterval(() => {
-      this.purgeExpired().catch(() => undefined);
-    }, opts.purgeIntervalMs ?? Math.min(opts.dedupTtlMs, 60_000));
+    this.#purgeTimer = setInterval(
+      () => {
+        this.purgeExpired().catch(() => undefined);
+      },
+      opts.purgeIntervalMs ?? Math.min(opts.dedupTtlMs, 60_000),
+    );
     this.#purgeTimer.unref();
   }
 
@@ -114,7 +126,11 @@ class MemoryMailbox implements PurgingMailbox {
 
   async largest(limit: number): Promise<number[]> {
     this.#check("mailbox largest");
-    return [...this.#boxes.values()].map((b) => b.size).filter((n) => n > 0).sort((a, b) => b - a).slice(0, Math.max(0, limit));
+    return [...this.#boxes.values()]
+      .map((b) => b.size)
+      .filter((n) => n > 0)
+      .sort((a, b) => b - a)
+      .slice(0, Math.max(0, limit));
   }
 
   async expire(limit: number): Promise<number> {

@@ -51,7 +51,10 @@ class MemoryPushQueue implements PushQueue {
 
   async deadLetters(limit: number): Promise<PushDeadLetter[]> {
     this.#check("push dead letters");
-    return [...this.#dead].reverse().slice(0, Math.max(0, limit)).map((d) => ({ ...d }));
+    return [...this.#dead]
+      .reverse()
+      .slice(0, Math.max(0, limit))
+      .map((d) => ({ ...d }));
   }
 
   async deadLetterCount(): Promise<number> {

@@ -1,15 +1,7 @@
 import { connect, headers, type Consumer, type JetStreamClient, type JetStreamManager, type JsMsg, type NatsConnection, type Subscription } from "nats";
 import { unavailable } from "../core/errors.ts";
 import { HeldDeliveries, type Held } from "./held-deliveries.ts";
-import {
-  retryDelayMs,
-  type BusRecord,
-  type BusStats,
-  type BusSubscription,
-  type DeadLetter,
-  type Delivery,
-  type IngressBus,
-} from "./ingress-bus.ts";
+import { retryDelayMs, type BusRecord, type BusStats, type BusSubscription, type DeadLetter, type Delivery, type IngressBus } from "./ingress-bus.ts";
 import { NatsDeadLetters, type StoredDeadLetter } from "./nats-dead-letters.ts";
 import { ENQUEUED_AT, FAILED_AT, FAILURES } from "./nats-headers.ts";
 import { pullLoop, returnToStream, wake, type LocalConsumer } from "./nats-pull.ts";
@@ -139,13 +131,16 @@ class NatsIngressBus implements IngressBus {
     this.#local = c;
     c.loop = pullLoop(c, this.#consumer, this.#batch);
     // Held messages (backoff, paused, slow handler) must not hit the ack wait and be redelivered.
-    c.working = setInterval(() => {
-      try {
-        for (const h of c.deliveries.held) if (h.state !== "done") h.message.working();
-      } catch {
-        // Connection closed: the server redelivers after the ack wait, as for a crash.
-      }
-    }, Math.max(1_000, this.#ackWaitMs / 3));
+    c.working = setInterval(
+      () => {
+        try {
+          for (const h of c.deliveries.held) if (h.state !== "done") h.message.working();
+        } catch {
+          // Connection closed: the server redelivers after the ack wait, as for a crash.
+        }
+      },
+      Math.max(1_000, this.#ackWaitMs / 3),
+    );
     c.working.unref();
     return c.deliveries.subscription(() => this.#release(c));
   }
@@ -184,7 +179,13 @@ class NatsIngressBus implements IngressBus {
   async ready(): Promise<boolean> {
     if (this.#closed || this.#nc.isClosed()) return false;
     const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref());
-    return Promise.race([this.#nc.flush().then(() => true, () => false), timeout]);
+    return Promise.race([
+      this.#nc.flush().then(
+        () => true,
+        () => false,
+      ),
+      timeout,
+    ]);
   }
 
   /** Returns what this instance holds to the stream, waits for acks under way, then drains the connection. */
@@ -228,9 +229,7 @@ class NatsIngressBus implements IngressBus {
     const failures = h.failures + 1;
     const now = Date.now();
     const work =
-      failures >= this.#maxAttempts
-        ? this.#deadLetter(h, { record: h.record, attempts: failures, reason, deadAt: now })
-        : this.#retry(h, failures, now);
+      failures >= this.#maxAttempts ? this.#deadLetter(h, { record: h.record, attempts: failures, reason, deadAt: now }) : this.#retry(h, failures, now);
     await this.#settle(work);
   }
 

@@ -112,41 +112,46 @@ export class PubSubDeadLetters {
    * those and hands the others straight back (ack deadline 0). One pull at a time.
    */
   #pull(settle: (letters: DeadLetter[]) => Promise<ReadonlySet<string>>): Promise<DeadLetter[]> {
-    const peek = this.#peeking.catch(() => undefined).then(async () => {
-      const ackIds: string[] = [];
-      const dead: DeadLetter[] = [];
-      const ackIdOf = new Map<DeadLetter, string>();
-      try {
-        while (ackIds.length < PEEK_LIMIT) {
-          const [response] = await this.#admin.pull(
-            { subscription: this.#path, maxMessages: PEEK_LIMIT - ackIds.length, returnImmediately: true },
-            { timeout: 10_000 },
-          );
-          const received = response.receivedMessages ?? [];
-          if (received.length === 0) break;
-          for (const r of received) {
-            if (r.ackId) ackIds.push(r.ackId);
-            const letter = deadLetterOf(r);
-            if (letter === undefined) continue;
-            dead.push(letter);
-            if (r.ackId) ackIdOf.set(letter, r.ackId);
+    const peek = this.#peeking
+      .catch(() => undefined)
+      .then(async () => {
+        const ackIds: string[] = [];
+        const dead: DeadLetter[] = [];
+        const ackIdOf = new Map<DeadLetter, string>();
+        try {
+          while (ackIds.length < PEEK_LIMIT) {
+            const [response] = await this.#admin.pull(
+              { subscription: this.#path, maxMessages: PEEK_LIMIT - ackIds.length, returnImmediately: true },
+              { timeout: 10_000 },
+            );
+            const received = response.receivedMessages ?? [];
+            if (received.length === 0) break;
+            for (const r of received) {
+              if (r.ackId) ackIds.push(r.ackId);
+              const letter = deadLetterOf(r);
+              if (letter === undefined) continue;
+              dead.push(letter);
+              if (r.ackId) ackIdOf.set(letter, r.ackId);
+            }
+          }
+          const remove = await settle(dead);
+          const removing = dead
+            .filter((l) => remove.has(l.id))
+            .map((l) => ackIdOf.get(l))
+            .filter((a): a is string => a !== undefined);
+          if (removing.length > 0) {
+            await this.#admin.acknowledge({ subscription: this.#path, ackIds: removing });
+            const gone = new Set(removing);
+            ackIds.splice(0, ackIds.length, ...ackIds.filter((a) => !gone.has(a)));
+            return dead.filter((l) => !remove.has(l.id));
+          }
+        } finally {
+          if (ackIds.length > 0) {
+            await this.#admin.modifyAckDeadline({ subscription: this.#path, ackIds, ackDeadlineSeconds: 0 }).catch(() => undefined);
           }
         }
-        const remove = await settle(dead);
-        const removing = dead.filter((l) => remove.has(l.id)).map((l) => ackIdOf.get(l)).filter((a): a is string => a !== undefined);
-        if (removing.length > 0) {
-          await this.#admin.acknowledge({ subscription: this.#path, ackIds: removing });
-          const gone = new Set(removing);
-          ackIds.splice(0, ackIds.length, ...ackIds.filter((a) => !gone.has(a)));
-          return dead.filter((l) => !remove.has(l.id));
-        }
-      } finally {
-        if (ackIds.length > 0) {
-          await this.#admin.modifyAckDeadline({ subscription: this.#path, ackIds, ackDeadlineSeconds: 0 }).catch(() => undefined);
-        }
-      }
-      return dead;
-    });
+        return dead;
+      });
     this.#peeking = peek;
     return peek;
   }

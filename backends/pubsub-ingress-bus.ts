@@ -2,14 +2,7 @@ import { randomUUID } from "node:crypto";
 import { Duration, PubSub, v1, type Message, type Subscription, type Topic } from "@google-cloud/pubsub";
 import { unavailable } from "../core/errors.ts";
 import { decodeRecord, HeldDeliveries, type Held } from "./held-deliveries.ts";
-import {
-  type BusRecord,
-  type BusStats,
-  type BusSubscription,
-  type DeadLetter,
-  type Delivery,
-  type IngressBus,
-} from "./ingress-bus.ts";
+import { type BusRecord, type BusStats, type BusSubscription, type DeadLetter, type Delivery, type IngressBus } from "./ingress-bus.ts";
 import { DEAD_LETTER, ENQUEUED_AT, FAILURES, KIND, PubSubDeadLetters } from "./pubsub-dead-letters.ts";
 import { clientOptions, ensureResources, type Names, type PubSubIngressBusOptions } from "./pubsub-setup.ts";
 
@@ -187,7 +180,10 @@ class PubSubIngressBus implements IngressBus {
   async ready(): Promise<boolean> {
     if (this.#closed) return false;
     const timeout = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), 2_000).unref());
-    const reachable = this.#topic.exists().then(([exists]) => exists, () => false);
+    const reachable = this.#topic.exists().then(
+      ([exists]) => exists,
+      () => false,
+    );
     return Promise.race([reachable, timeout]);
   }
 
@@ -232,9 +228,14 @@ class PubSubIngressBus implements IngressBus {
     const now = Date.now();
     const work =
       failures >= this.#maxAttempts
-        ? this.#move(h, this.#deadTopic, Buffer.from(JSON.stringify({ record: h.record, attempts: failures, reason, deadAt: now } satisfies Omit<DeadLetter, "id">)), {
-            [KIND]: DEAD_LETTER,
-          })
+        ? this.#move(
+            h,
+            this.#deadTopic,
+            Buffer.from(JSON.stringify({ record: h.record, attempts: failures, reason, deadAt: now } satisfies Omit<DeadLetter, "id">)),
+            {
+              [KIND]: DEAD_LETTER,
+            },
+          )
         : this.#move(h, this.#topic, h.message.data, {
             [ENQUEUED_AT]: String(h.enqueuedAt),
             [FAILURES]: String(failures),

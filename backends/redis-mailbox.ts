@@ -2,7 +2,16 @@ import { Redis } from "ioredis";
 import { HIGH_PRIORITY } from "../core/envelope.ts";
 import { RoutingError } from "../core/errors.ts";
 import type { Urn } from "../core/urn.ts";
-import { DEFAULT_RETENTION_MS, type Mailbox, type MailboxDepth, type MailboxEntry, type MailboxOptions, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
+import {
+  DEFAULT_RETENTION_MS,
+  type Mailbox,
+  type MailboxDepth,
+  type MailboxEntry,
+  type MailboxOptions,
+  type MailboxPurged,
+  type MailboxUsage,
+  type StoreOutcome,
+} from "./mailbox.ts";
 import { readyWithin } from "./readiness.ts";
 import { ACK, EXPIRE, FETCH, PURGE, STORE, type Script } from "./redis-mailbox-scripts.ts";
 
@@ -95,7 +104,14 @@ class RedisMailbox implements Mailbox {
         await this.#run(
           STORE,
           [...this.#messageKeys(k), `${k}:seq`, `${k}:dedup:${entry.messageId}`, `${k}:dedupidx`],
-          [String(this.#ttlMs), entry.messageId, entry.priority >= HIGH_PRIORITY ? "1" : "0", JSON.stringify(stored), String(entry.queuedAt), String(Buffer.byteLength(entry.envelope))],
+          [
+            String(this.#ttlMs),
+            entry.messageId,
+            entry.priority >= HIGH_PRIORITY ? "1" : "0",
+            JSON.stringify(stored),
+            String(entry.queuedAt),
+            String(Buffer.byteLength(entry.envelope)),
+          ],
         ),
       );
       if (result < 0) return "duplicate";
@@ -191,7 +207,10 @@ class RedisMailbox implements Mailbox {
           if (total >= limit) break;
           await this.#redis.zrem(index, urn);
           const k = this.#keys(urn as Urn);
-          const [removed, count, oldest] = (await this.#run(EXPIRE, this.#messageKeys(k), [String(cutoff), String(Math.min(EXPIRE_PER_CALL, limit - total))])) as [number, number, number];
+          const [removed, count, oldest] = (await this.#run(EXPIRE, this.#messageKeys(k), [
+            String(cutoff),
+            String(Math.min(EXPIRE_PER_CALL, limit - total)),
+          ])) as [number, number, number];
           total += Number(removed);
           await this.#index(urn as Urn, Number(count), Number(oldest) >= 0 ? Number(oldest) : undefined);
         }
@@ -206,7 +225,11 @@ class RedisMailbox implements Mailbox {
       let messages = 0;
       let dedup = 0;
       for (;;) {
-        const [m, d, left] = (await this.#run(PURGE, [...this.#messageKeys(k), `${k}:seq`, `${k}:dedupidx`], [`${k}:dedup:`, String(PURGE_DEDUP_BATCH)])) as [number, number, number];
+        const [m, d, left] = (await this.#run(PURGE, [...this.#messageKeys(k), `${k}:seq`, `${k}:dedupidx`], [`${k}:dedup:`, String(PURGE_DEDUP_BATCH)])) as [
+          number,
+          number,
+          number,
+        ];
         messages += Number(m);
         dedup += Number(d);
         if (Number(left) === 0) break;

@@ -152,12 +152,7 @@ class RedisPresenceStore implements PresenceStore {
 
   heartbeat(instanceId: string): Promise<void> {
     return this.#guard("presence heartbeat", async () => {
-      await exec(
-        this.#redis
-          .multi()
-          .set(this.#instanceKey(instanceId), "1", "PX", this.#ttlMs)
-          .zadd(this.#instancesKey(), Date.now(), instanceId),
-      );
+      await exec(this.#redis.multi().set(this.#instanceKey(instanceId), "1", "PX", this.#ttlMs).zadd(this.#instancesKey(), Date.now(), instanceId));
       await this.#sweep(instanceId);
     });
   }

@@ -33,9 +33,7 @@ class SqliteDeviceStore implements DeviceStore {
     );
     this.#unregister = db.statement<[string, Urn]>("DELETE FROM device_tokens WHERE token = ? AND owner = ?");
     this.#remove = db.statement<[string]>("DELETE FROM device_tokens WHERE token = ?");
-    this.#list = db.statement<[Urn], TokenRow>(
-      "SELECT token, platform, registered_at FROM device_tokens WHERE owner = ? ORDER BY registered_at, token",
-    );
+    this.#list = db.statement<[Urn], TokenRow>("SELECT token, platform, registered_at FROM device_tokens WHERE owner = ? ORDER BY registered_at, token");
   }
 
   register(owner: Urn, token: string, platform: PushPlatform): Promise<void> {

@@ -63,9 +63,7 @@ class SqliteBusJournal implements BusJournal {
 
   constructor(db: SqliteDb) {
     this.#db = db;
-    this.#insert = db.statement<[...RecordColumns, number]>(
-      `INSERT INTO bus_records (${COLUMNS}, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-    );
+    this.#insert = db.statement<[...RecordColumns, number]>(`INSERT INTO bus_records (${COLUMNS}, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)`);
     this.#delete = db.statement<[number]>("DELETE FROM bus_records WHERE seq = ?");
     this.#setAttempts = db.statement<[number, number]>("UPDATE bus_records SET attempts = ? WHERE seq = ?");
     this.#insertDead = db.statement<[number, ...RecordColumns, number, string, number]>(

@@ -64,24 +64,18 @@ class SqliteMailbox implements PurgingMailbox {
     this.#fetch = db.statement<[Urn, number, number], EntryRow>(
       "SELECT message_id, priority, envelope, queued_at FROM mailbox WHERE recipient_id = ? AND queued_at > ? ORDER BY high DESC, seq ASC LIMIT ?",
     );
-    this.#ack = db.statement<[Urn, string]>(
-      "DELETE FROM mailbox WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))",
-    );
+    this.#ack = db.statement<[Urn, string]>("DELETE FROM mailbox WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))");
     this.#depth = db.statement<[Urn, number], { count: number; oldest: number | null }>(
       "SELECT count(*) AS count, min(queued_at) AS oldest FROM mailbox WHERE recipient_id = ? AND queued_at > ?",
     );
     this.#usage = db.statement<[Urn], { count: number; bytes: number }>("SELECT count, bytes FROM mailbox_usage WHERE recipient_id = ?");
     this.#largest = db.statement<[number], number>("SELECT count FROM mailbox_usage ORDER BY count DESC LIMIT ?").pluck();
     // Oldest first through the queued_at index: each batch reads only rows it deletes.
-    this.#expire = db.statement<[number, number]>(
-      "DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE queued_at <= ? ORDER BY queued_at LIMIT ?)",
-    );
-    this.#purgeMessages = db.statement<[Urn, number], string>(
-      "DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE recipient_id = ? LIMIT ?) RETURNING message_id",
-    ).pluck();
-    this.#purgeDedupOf = db.statement<[Urn, string]>(
-      "DELETE FROM mailbox_dedup WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))",
-    );
+    this.#expire = db.statement<[number, number]>("DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE queued_at <= ? ORDER BY queued_at LIMIT ?)");
+    this.#purgeMessages = db
+      .statement<[Urn, number], string>("DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE recipient_id = ? LIMIT ?) RETURNING message_id")
+      .pluck();
+    this.#purgeDedupOf = db.statement<[Urn, string]>("DELETE FROM mailbox_dedup WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))");
     // Records whose message is gone (acked, expired, purged); one stored meanwhile keeps both.
     this.#purgeDedup = db.statement<[Urn, number]>(
       `DELETE FROM mailbox_dedup WHERE (recipient_id, message_id) IN

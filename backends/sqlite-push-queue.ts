@@ -37,12 +37,8 @@ class SqlitePushQueue implements PushQueue {
 
   constructor(db: SqliteDb) {
     this.#db = db;
-    this.#insert = db.statement<[Urn, string, number, number]>(
-      "INSERT INTO push_queue (recipient_id, message_id, priority, due_at) VALUES (?, ?, ?, ?)",
-    );
-    this.#pending = db.statement<[number], PushRow>(
-      "SELECT seq, recipient_id, message_id, priority, due_at FROM push_queue ORDER BY seq LIMIT ?",
-    );
+    this.#insert = db.statement<[Urn, string, number, number]>("INSERT INTO push_queue (recipient_id, message_id, priority, due_at) VALUES (?, ?, ?, ?)");
+    this.#pending = db.statement<[number], PushRow>("SELECT seq, recipient_id, message_id, priority, due_at FROM push_queue ORDER BY seq LIMIT ?");
     this.#complete = db.statement<[string]>("DELETE FROM push_queue WHERE seq IN (SELECT value FROM json_each(?))");
     this.#count = db.statement<[], number>("SELECT count(*) FROM push_queue").pluck();
     this.#bury = db.statement<[string, number, number]>(

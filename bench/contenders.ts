@@ -127,7 +127,11 @@ export async function startContender(name: ContenderName): Promise<Contender> {
     }
     case "socketio": {
       const redis = await redisPid();
-      const server = await spawnServer("bench/servers/socketio.ts", { BENCH_JWT_SECRET: TEST_SECRET, BENCH_REDIS_URL: REDIS_URL, BENCH_REDIS_KEY: `${RUN_ID}-sio` });
+      const server = await spawnServer("bench/servers/socketio.ts", {
+        BENCH_JWT_SECRET: TEST_SECRET,
+        BENCH_REDIS_URL: REDIS_URL,
+        BENCH_REDIS_KEY: `${RUN_ID}-sio`,
+      });
       return {
         name,
         pid: server.pid,

@@ -149,5 +149,8 @@ console.log("| path | msg/s | vs mosquitto | seconds | p50 ms | p99 ms |\n|---|-
 for (const r of [direct, service]) {
   console.log(`| ${r.name} | ${r.msgPerSec} | ${(r.msgPerSec / direct.msgPerSec).toFixed(2)}x | ${r.seconds} | ${r.p50Ms} | ${r.p99Ms} |`);
 }
-writeFileSync(new URL(`./results/mqtt-${Date.now()}.json`, import.meta.url), JSON.stringify({ at: new Date().toISOString(), messages: MESSAGES, payloadBytes: PAYLOAD_BYTES, window: WINDOW, results: [direct, service] }, null, 2));
+writeFileSync(
+  new URL(`./results/mqtt-${Date.now()}.json`, import.meta.url),
+  JSON.stringify({ at: new Date().toISOString(), messages: MESSAGES, payloadBytes: PAYLOAD_BYTES, window: WINDOW, results: [direct, service] }, null, 2),
+);
 process.exit(0);

@@ -40,7 +40,11 @@ export interface Plan {
 
 const env = process.env;
 const num = (name: string, fallback: number) => (env[name] ? Number(env[name]) : fallback);
-const list = (name: string) => env[name]?.split(",").map((s) => s.trim()).filter(Boolean);
+const list = (name: string) =>
+  env[name]
+    ?.split(",")
+    .map((s) => s.trim())
+    .filter(Boolean);
 
 const sat = (window: number): Load => ({ kind: "saturate", window });
 const rate = (perSecond: number): Load => ({ kind: "rate", perSecond });
@@ -72,7 +76,14 @@ export function loadPlan(): Plan {
   const only = list("BENCH_VARIANTS");
   return {
     profile,
-    scenarios: new Set((list("BENCH_SCENARIOS") ?? (profile === "smoke" ? ["route", "connections"] : profile === "quick" ? ["route", "connections", "mqtt", "group", "sse"] : ["route", "connections", "mqtt", "overload", "group", "sse", "signalling"])) as ScenarioName[]),
+    scenarios: new Set(
+      (list("BENCH_SCENARIOS") ??
+        (profile === "smoke"
+          ? ["route", "connections"]
+          : profile === "quick"
+            ? ["route", "connections", "mqtt", "group", "sse"]
+            : ["route", "connections", "mqtt", "overload", "group", "sse", "signalling"])) as ScenarioName[],
+    ),
     contenders: (list("BENCH_CONTENDERS") ?? (profile === "smoke" ? ["relay-uws", "service-uws"] : ALL_CONTENDERS)) as ContenderName[],
     rounds: num("BENCH_ROUNDS", profile === "smoke" || profile === "quick" ? 2 : 3),
     roundMs: num("BENCH_ROUND_MS", profile === "smoke" ? 600 : profile === "quick" ? 1000 : 1500),

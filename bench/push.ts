@@ -57,10 +57,31 @@ async function run(platform: PushPlatform, concurrency: number) {
   const sender =
     platform === "fcm"
       ? createFcmSender({ serviceAccountFile: creds.serviceAccountFile, endpoint: fcm.url, ca: tls.ca, maxSockets: concurrency })
-      : createApnsSender({ keyFile: creds.apnsKeyFile, keyId: creds.apnsKeyId, teamId: creds.apnsTeamId, topic: creds.apnsTopic, production: false, host: "127.0.0.1", port: apns.port, ca: tls.ca });
+      : createApnsSender({
+          keyFile: creds.apnsKeyFile,
+          keyId: creds.apnsKeyId,
+          teamId: creds.apnsTeamId,
+          topic: creds.apnsTopic,
+          production: false,
+          host: "127.0.0.1",
+          port: apns.port,
+          ca: tls.ca,
+        });
   const broker = new ServiceBroker({ logger: false });
   broker.createService(
-    createPushService({ queue, presence, mailbox, devices, senders: [sender], metrics: createMetrics(), collapseMs: 60_000, maxAttempts: 5, retryBaseMs: 1000, concurrency, drainTimeoutMs: 5000 }),
+    createPushService({
+      queue,
+      presence,
+      mailbox,
+      devices,
+      senders: [sender],
+      metrics: createMetrics(),
+      collapseMs: 60_000,
+      maxAttempts: 5,
+      retryBaseMs: 1000,
+      concurrency,
+      drainTimeoutMs: 5000,
+    }),
   );
   const accepted = (): number => (platform === "fcm" ? fcm.sends() : apns.requests).filter((r: CapturedRequest) => r.status === 200).length;
   const started = performance.now();

@@ -91,7 +91,9 @@ function extra(name: string, table: string): void {
   console.log(`\n## ${name}\n\n${table}\n`);
 }
 
-log(`plan ${plan.profile}: ${[...plan.scenarios].join(", ")}; contenders ${plan.contenders.join(", ")}; open-file limit ${fdLimit.soft}${fdLimit.note ? ` (${fdLimit.note})` : ""}`);
+log(
+  `plan ${plan.profile}: ${[...plan.scenarios].join(", ")}; contenders ${plan.contenders.join(", ")}; open-file limit ${fdLimit.soft}${fdLimit.note ? ` (${fdLimit.note})` : ""}`,
+);
 const pool = startWorkers(plan.workers);
 try {
   if (plan.scenarios.has("route")) {

@@ -33,12 +33,16 @@ function transporterFor(config: Config): { transporter: NonNullable<BrokerOption
   if (!node || !processAlive(node.pid)) {
     throw new NoNodeError(`no running node for data dir ${config.dataDir}: start one with \`npm start\` (same ROUTING_DATA_DIR), then run the REPL again`);
   }
-  if (!node.replSocket) throw new NoNodeError(`process ${node.pid} holds data dir ${config.dataDir} but serves no REPL socket (an MQTT bridge, or a node still starting)`);
+  if (!node.replSocket)
+    throw new NoNodeError(`process ${node.pid} holds data dir ${config.dataDir} but serves no REPL socket (an MQTT bridge, or a node still starting)`);
   const onClose = () => {
     console.log(`\nthe node (pid ${node.pid}) went away; leaving the REPL`);
     process.exit(1);
   };
-  return { transporter: new LocalPeerTransporter({ path: node.replSocket, onClose }), describe: `node ${node.instanceId} (pid ${node.pid}) through ${node.replSocket}` };
+  return {
+    transporter: new LocalPeerTransporter({ path: node.replSocket, onClose }),
+    describe: `node ${node.instanceId} (pid ${node.pid}) through ${node.replSocket}`,
+  };
 }
 
 async function main(): Promise<void> {

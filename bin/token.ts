@@ -48,7 +48,9 @@ async function main(): Promise<void> {
   let secret = config.jwtSecret;
   if (secret === undefined) {
     if (config.jwksUrl !== undefined) {
-      fail("ROUTING_JWKS_URL is set: the server accepts tokens from your identity provider (RS256/ES256), so mint them there. `npm run token` only signs HS256 tokens with ROUTING_JWT_SECRET or the dev secret.");
+      fail(
+        "ROUTING_JWKS_URL is set: the server accepts tokens from your identity provider (RS256/ES256), so mint them there. `npm run token` only signs HS256 tokens with ROUTING_JWT_SECRET or the dev secret.",
+      );
     }
     secret = loadOrCreateDevSecret(config.dataDir).secret;
   }

@@ -234,7 +234,10 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     preConnect: (client, packet, done) => {
       packet.clean = true;
       if (options.placement?.shards === undefined) return done(null, true);
-      answerMqtt5Moved(options.placement, options.verifier, client, packet).then((moved) => (moved ? done(new Error("MOVED"), false) : done(null, true)), () => done(null, true));
+      answerMqtt5Moved(options.placement, options.verifier, client, packet).then(
+        (moved) => (moved ? done(new Error("MOVED"), false) : done(null, true)),
+        () => done(null, true),
+      );
     },
     authenticate: (client, username, password, done) => {
       authenticate(client, username, password).then(

@@ -79,7 +79,10 @@ export function createExternalLink(options: ExternalLinkOptions) {
     }
     // OVERLOADED: hold (the broker keeps the rest for this member meanwhile); RATE_LIMITED: an
     // `error` frame to the sender (holding would stall every sender sharing this member).
-    const outcome = sender !== undefined ? await ingest.envelope(payload, identity, { codes: HOLD_OVERLOADED, while: () => client?.connected === true }) : await ingest.ack(payload, identity);
+    const outcome =
+      sender !== undefined
+        ? await ingest.envelope(payload, identity, { codes: HOLD_OVERLOADED, while: () => client?.connected === true })
+        : await ingest.ack(payload, identity);
     // The external broker acknowledged the client already: a withheld (MAILBOX_FULL) one is answered by its frame alone.
     if (outcome.kind !== "accepted") publish(identity, outcome.frame);
   }
@@ -122,7 +125,10 @@ export function createExternalLink(options: ExternalLinkOptions) {
       // Registered first: an 'error' without a listener would throw.
       connection.on("error", (err) => log.warn({ broker: host, reason: err.message }, "mqtt broker error"));
       await new Promise<void>((resolve, reject) => {
-        const timer = setTimeout(() => fail(new Error(`no connection to the MQTT broker at ${host} within ${options.connectTimeoutMs} ms`)), options.connectTimeoutMs);
+        const timer = setTimeout(
+          () => fail(new Error(`no connection to the MQTT broker at ${host} within ${options.connectTimeoutMs} ms`)),
+          options.connectTimeoutMs,
+        );
         const fail = (err: Error): void => {
           clearTimeout(timer);
           connection.end(true);

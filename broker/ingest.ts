@@ -19,9 +19,7 @@ import type { Ingress } from "../routing/ingress.ts";
  * be acknowledged, and the caller drops the connection so the client resends.
  */
 export type PublishOutcome =
-  | { readonly kind: "accepted" }
-  | { readonly kind: "rejected"; readonly frame: string }
-  | { readonly kind: "withheld"; readonly frame: string };
+  { readonly kind: "accepted" } | { readonly kind: "rejected"; readonly frame: string } | { readonly kind: "withheld"; readonly frame: string };
 
 export interface MqttIngestOptions {
   readonly ingress: Ingress;

@@ -39,7 +39,10 @@ export async function answerMqtt5Moved(placement: Placement | undefined, verifie
     return false;
   }
   if (url === undefined) return false;
-  const connack = generate({ cmd: "connack", sessionPresent: false, reasonCode: MQTT5_USE_ANOTHER_SERVER, properties: { serverReference: url } }, { protocolVersion: 5 });
+  const connack = generate(
+    { cmd: "connack", sessionPresent: false, reasonCode: MQTT5_USE_ANOTHER_SERVER, properties: { serverReference: url } },
+    { protocolVersion: 5 },
+  );
   await new Promise<void>((resolve) => client.conn.write(connack, () => resolve()));
   client.conn.end();
   return true;

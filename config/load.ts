@@ -18,7 +18,8 @@ export type ExplicitSettings = ReadonlySet<keyof Config>;
 /** typebox says "Expected union value" for a bad choice: name the choices instead. */
 function describeProblem(schema: TSchema, message: string): string {
   const choices = (schema.anyOf as TSchema[] | undefined)?.map((s) => s.const);
-  if (choices && choices.length > 0 && choices.every((c) => typeof c === "string")) return `must be one of ${choices.map((c) => `\`${String(c)}\``).join(", ")}`;
+  if (choices && choices.length > 0 && choices.every((c) => typeof c === "string"))
+    return `must be one of ${choices.map((c) => `\`${String(c)}\``).join(", ")}`;
   return message;
 }
 
@@ -44,7 +45,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): { config: Conf
   }
   problems.push(...crossChecks(withDefaults));
   if (problems.length > 0) throw new ConfigError(`invalid configuration:\n  - ${problems.join("\n  - ")}`);
-  const instanceId = (withDefaults.instanceId as string | undefined) ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, "")}-${process.pid}-${randomBytes(3).toString("hex")}`;
+  const instanceId =
+    (withDefaults.instanceId as string | undefined) ?? `${hostname().replace(/[^A-Za-z0-9_-]/g, "")}-${process.pid}-${randomBytes(3).toString("hex")}`;
   const config = Object.freeze({ ...withDefaults, instanceId }) as Config;
   return { config, explicit };
 }

@@ -14,7 +14,13 @@ export const ErrorBodySchema = Type.Object(
           { description: "the contract's error code (docs/protocol.md: Error codes)" },
         ),
         message: Type.String({ description: "a human sentence; names fields, never values" }),
-        retryAfterMs: Type.Optional(Type.Integer({ minimum: 0, description: "RATE_LIMITED, OVERLOADED, MAILBOX_FULL: milliseconds until a retry can succeed (the HTTP `Retry-After` header has it in seconds, rounded up)" })),
+        retryAfterMs: Type.Optional(
+          Type.Integer({
+            minimum: 0,
+            description:
+              "RATE_LIMITED, OVERLOADED, MAILBOX_FULL: milliseconds until a retry can succeed (the HTTP `Retry-After` header has it in seconds, rounded up)",
+          }),
+        ),
       },
       { additionalProperties: false },
     ),

@@ -17,13 +17,37 @@ export const ERRORS = {
   NOT_FOUND: { status: 404, retryable: false, doc: "No such route." },
   METHOD_NOT_ALLOWED: { status: 405, retryable: false, doc: "The route exists but not with this method." },
   ENVELOPE_TOO_LARGE: { status: 413, retryable: false, doc: "The envelope exceeds ROUTING_MAX_ENVELOPE_BYTES." },
-  MAILBOX_FULL: { status: 429, retryable: true, doc: "The recipient's mailbox is at ROUTING_MAILBOX_MAX_MESSAGES or ROUTING_MAILBOX_MAX_BYTES; retry after `Retry-After` (docs/data-lifecycle.md)." },
-  RATE_LIMITED: { status: 429, retryable: true, doc: "The identity sends faster than ROUTING_SEND_RATE_PER_SECOND (plus ROUTING_SEND_BURST); retry after `retryAfterMs` (docs/limits.md)." },
-  TOO_MANY_CONNECTIONS: { status: 429, retryable: true, doc: "The identity holds ROUTING_MAX_CONNECTIONS_PER_IDENTITY live WebSocket + MQTT sessions across the cluster." },
-  REQUEST_TIMEOUT: { status: 408, retryable: true, doc: "The request's headers or body did not arrive within ROUTING_HTTP_HEADER_TIMEOUT_MS / ROUTING_HTTP_BODY_TIMEOUT_MS." },
-  OVERLOADED: { status: 503, retryable: true, doc: "The ingress holds ROUTING_INGRESS_MAX_PENDING accepted, unrouted messages (or too many unauthenticated sockets); nothing was accepted, retry after `retryAfterMs`." },
+  MAILBOX_FULL: {
+    status: 429,
+    retryable: true,
+    doc: "The recipient's mailbox is at ROUTING_MAILBOX_MAX_MESSAGES or ROUTING_MAILBOX_MAX_BYTES; retry after `Retry-After` (docs/data-lifecycle.md).",
+  },
+  RATE_LIMITED: {
+    status: 429,
+    retryable: true,
+    doc: "The identity sends faster than ROUTING_SEND_RATE_PER_SECOND (plus ROUTING_SEND_BURST); retry after `retryAfterMs` (docs/limits.md).",
+  },
+  TOO_MANY_CONNECTIONS: {
+    status: 429,
+    retryable: true,
+    doc: "The identity holds ROUTING_MAX_CONNECTIONS_PER_IDENTITY live WebSocket + MQTT sessions across the cluster.",
+  },
+  REQUEST_TIMEOUT: {
+    status: 408,
+    retryable: true,
+    doc: "The request's headers or body did not arrive within ROUTING_HTTP_HEADER_TIMEOUT_MS / ROUTING_HTTP_BODY_TIMEOUT_MS.",
+  },
+  OVERLOADED: {
+    status: 503,
+    retryable: true,
+    doc: "The ingress holds ROUTING_INGRESS_MAX_PENDING accepted, unrouted messages (or too many unauthenticated sockets); nothing was accepted, retry after `retryAfterMs`.",
+  },
   BACKEND_UNAVAILABLE: { status: 503, retryable: true, doc: "A backend (bus, store) did not accept the operation; nothing was accepted." },
-  NO_SHARD_OWNER: { status: 503, retryable: true, doc: "`sharded` delivery: the caller's shard has no owner right now (it is changing hands); retry after `Retry-After` (docs/sharding.md)." },
+  NO_SHARD_OWNER: {
+    status: 503,
+    retryable: true,
+    doc: "`sharded` delivery: the caller's shard has no owner right now (it is changing hands); retry after `Retry-After` (docs/sharding.md).",
+  },
   SHUTTING_DOWN: { status: 503, retryable: true, doc: "The instance is draining; retry on another instance." },
   INTERNAL: { status: 500, retryable: true, doc: "An unexpected failure; logged with a request id." },
 } as const satisfies Record<string, { status: number; retryable: boolean; doc: string }>;

@@ -9,10 +9,17 @@ import { QueuedMessageSchema } from "./envelope.ts";
  */
 const Ref = Type.String({ minLength: 1, maxLength: 128 });
 
-export const PokeFrameSchema = Type.Object({ type: Type.Literal("poke") }, { $id: "PokeFrame", additionalProperties: false, description: "the mailbox has something new: fetch it" });
+export const PokeFrameSchema = Type.Object(
+  { type: Type.Literal("poke") },
+  { $id: "PokeFrame", additionalProperties: false, description: "the mailbox has something new: fetch it" },
+);
 export const MessageFrameSchema = Type.Object(
   { type: Type.Literal("message"), message: QueuedMessageSchema },
-  { $id: "MessageFrame", additionalProperties: false, description: "the message itself (push mode, and every ephemeral message); stored ones still wait for an ack" },
+  {
+    $id: "MessageFrame",
+    additionalProperties: false,
+    description: "the message itself (push mode, and every ephemeral message); stored ones still wait for an ack",
+  },
 );
 export const SentFrameSchema = Type.Object(
   { type: Type.Literal("sent"), ref: Ref, messageId: Type.String() },
@@ -23,10 +30,20 @@ export const MessagesFrameSchema = Type.Object(
   { $id: "MessagesFrame", additionalProperties: false, description: "the answer to a fetch" },
 );
 export const ErrorFrameSchema = Type.Object(
-  { type: Type.Literal("error"), ref: Type.Optional(Type.String()), code: ErrorBodySchema.properties.error.properties.code, message: Type.String(), retryAfterMs: ErrorBodySchema.properties.error.properties.retryAfterMs },
+  {
+    type: Type.Literal("error"),
+    ref: Type.Optional(Type.String()),
+    code: ErrorBodySchema.properties.error.properties.code,
+    message: Type.String(),
+    retryAfterMs: ErrorBodySchema.properties.error.properties.retryAfterMs,
+  },
   { $id: "ErrorFrame", additionalProperties: false, description: "a frame failed; carries its ref when it had a usable one" },
 );
 export const AuthedFrameSchema = Type.Object(
-  { type: Type.Literal("authed"), ref: Ref, exp: Type.Optional(Type.Integer({ description: "the new token's expiry, unix seconds (absent: the token has no exp)" })) },
+  {
+    type: Type.Literal("authed"),
+    ref: Ref,
+    exp: Type.Optional(Type.Integer({ description: "the new token's expiry, unix seconds (absent: the token has no exp)" })),
+  },
   { $id: "AuthedFrame", additionalProperties: false, description: "the auth frame with this ref replaced the session's token (WebSocket only)" },
 );

@@ -43,7 +43,10 @@ function importPublic(b64: string): Promise<CryptoKey> {
 async function messageKey(privateKey: CryptoKey, publicKey: CryptoKey, iv: Uint8Array<ArrayBuffer>): Promise<CryptoKey> {
   const shared = await crypto.subtle.deriveBits({ name: "ECDH", public: publicKey }, privateKey, 256);
   const hkdf = await crypto.subtle.importKey("raw", shared, "HKDF", false, ["deriveKey"]);
-  return crypto.subtle.deriveKey({ name: "HKDF", hash: "SHA-256", salt: iv, info: INFO }, hkdf, { name: "AES-GCM", length: 256 }, false, ["encrypt", "decrypt"]);
+  return crypto.subtle.deriveKey({ name: "HKDF", hash: "SHA-256", salt: iv, info: INFO }, hkdf, { name: "AES-GCM", length: 256 }, false, [
+    "encrypt",
+    "decrypt",
+  ]);
 }
 
 /** Encrypts `plaintext` to the holder of `recipientPublicKey` (base64 raw P-256). */

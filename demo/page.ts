@@ -1,5 +1,6 @@
 /** The page's CSP: its own script and style only; sockets to this origin. */
-export const DEMO_CSP = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'none'";
+export const DEMO_CSP =
+  "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; connect-src 'self' ws: wss:; img-src 'self' data:; base-uri 'none'; form-action 'none'";
 
 /**
  * The chat page: `?me=<name>&peer=<name>` (defaults alice and bob). Everything happens in

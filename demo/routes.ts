@@ -26,7 +26,10 @@ function appBundle(): Promise<string> {
     const { build } = await import("esbuild");
     const result = await build({
       // Beside this file when run from the sources; from dist/demo/ (npm start) the sources are two levels up.
-      entryPoints: [[new URL("./app.ts", import.meta.url), new URL("../../demo/app.ts", import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f)) ?? fileURLToPath(new URL("./app.ts", import.meta.url))],
+      entryPoints: [
+        [new URL("./app.ts", import.meta.url), new URL("../../demo/app.ts", import.meta.url)].map((u) => fileURLToPath(u)).find((f) => existsSync(f)) ??
+          fileURLToPath(new URL("./app.ts", import.meta.url)),
+      ],
       bundle: true,
       format: "esm",
       platform: "browser",
@@ -54,7 +57,11 @@ export function createDemoRoutes(options: DemoOptions) {
     if (req.path !== "/demo" && !req.path.startsWith("/demo/")) return undefined;
     try {
       if (req.path === "/demo" && req.method === "GET") {
-        return { status: 200, headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": DEMO_CSP, "cache-control": "no-store" }, body: demoPage() };
+        return {
+          status: 200,
+          headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": DEMO_CSP, "cache-control": "no-store" },
+          body: demoPage(),
+        };
       }
       if (req.path === "/demo/app.js" && req.method === "GET") {
         return { status: 200, headers: { "content-type": "text/javascript; charset=utf-8", "cache-control": "no-store" }, body: await appBundle() };

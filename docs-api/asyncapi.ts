@@ -53,7 +53,10 @@ const MESSAGES = {
   SentFrame: message("SentFrame", "The send with this ref is durably accepted."),
   MessagesFrame: message("MessagesFrame", "The answer to a fetch."),
   ErrorFrame: message("ErrorFrame", "A frame failed; the contract's error code."),
-  AuthFrame: message("AuthFrame", "Replace the session's token before it expires (same identity); answered by `authed`, or by `error` and the old token stays (the session closes with 4002 when it expires)."),
+  AuthFrame: message(
+    "AuthFrame",
+    "Replace the session's token before it expires (same identity); answered by `authed`, or by `error` and the old token stays (the session closes with 4002 when it expires).",
+  ),
   AuthedFrame: message("AuthedFrame", "The token of the auth frame with this ref is now the session's; `exp` is its expiry (unix seconds)."),
   SecureEnvelope: message("SecureEnvelope", "An envelope published to envelopes/send (QoS 1: PUBACK once durably accepted)."),
   AckBody: message("AckBody", "Acknowledge messages over MQTT."),
@@ -85,7 +88,8 @@ export function buildAsyncApi(ports: AsyncApiPorts = {}) {
     info: {
       title: "Routing Service",
       version: serviceVersion(),
-      description: "WebSocket frames and MQTT topics of the router for end-to-end-encrypted SecureEnvelopes. The same JSON frames travel on both. Payload fields are opaque base64.",
+      description:
+        "WebSocket frames and MQTT topics of the router for end-to-end-encrypted SecureEnvelopes. The same JSON frames travel on both. Payload fields are opaque base64.",
     },
     defaultContentType: "application/json",
     servers: {
@@ -129,17 +133,47 @@ export function buildAsyncApi(ports: AsyncApiPorts = {}) {
       },
     },
     operations: {
-      receiveClientFrames: { action: "receive", channel: { $ref: "#/channels/connect" }, summary: "Frames a client sends on its socket.", messages: operationMessages("connect", WS_CLIENT_FRAMES) },
-      sendServerFrames: { action: "send", channel: { $ref: "#/channels/connect" }, summary: "Frames the service sends on a socket.", messages: operationMessages("connect", WS_SERVER_FRAMES) },
-      receiveEnvelopes: { action: "receive", channel: { $ref: "#/channels/envelopesSend" }, summary: "Envelopes published over MQTT.", messages: operationMessages("envelopesSend", ["SecureEnvelope"]) },
-      sendToSubscriber: { action: "send", channel: { $ref: "#/channels/clientReceive" }, summary: "The same frames as on WebSocket, to the subscriber's own topic.", messages: operationMessages("clientReceive", SERVER_FRAMES) },
-      receiveAcks: { action: "receive", channel: { $ref: "#/channels/clientAck" }, summary: "Acks published over MQTT.", messages: operationMessages("clientAck", ["AckBody"]) },
+      receiveClientFrames: {
+        action: "receive",
+        channel: { $ref: "#/channels/connect" },
+        summary: "Frames a client sends on its socket.",
+        messages: operationMessages("connect", WS_CLIENT_FRAMES),
+      },
+      sendServerFrames: {
+        action: "send",
+        channel: { $ref: "#/channels/connect" },
+        summary: "Frames the service sends on a socket.",
+        messages: operationMessages("connect", WS_SERVER_FRAMES),
+      },
+      receiveEnvelopes: {
+        action: "receive",
+        channel: { $ref: "#/channels/envelopesSend" },
+        summary: "Envelopes published over MQTT.",
+        messages: operationMessages("envelopesSend", ["SecureEnvelope"]),
+      },
+      sendToSubscriber: {
+        action: "send",
+        channel: { $ref: "#/channels/clientReceive" },
+        summary: "The same frames as on WebSocket, to the subscriber's own topic.",
+        messages: operationMessages("clientReceive", SERVER_FRAMES),
+      },
+      receiveAcks: {
+        action: "receive",
+        channel: { $ref: "#/channels/clientAck" },
+        summary: "Acks published over MQTT.",
+        messages: operationMessages("clientAck", ["AckBody"]),
+      },
     },
     components: {
       schemas: ASYNCAPI_SCHEMAS,
       messages: MESSAGES,
       securitySchemes: {
-        bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "Authorization header, or the token as the Sec-WebSocket-Protocol value (browsers)." },
+        bearer: {
+          type: "http",
+          scheme: "bearer",
+          bearerFormat: "JWT",
+          description: "Authorization header, or the token as the Sec-WebSocket-Protocol value (browsers).",
+        },
         mqttJwt: { type: "userPassword", description: "CONNECT with the JWT as the password (username free)." },
       },
     },

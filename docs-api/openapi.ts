@@ -16,7 +16,13 @@ import { serviceVersion } from "./version.ts";
 export const SendAcceptedSchema = Type.Object({ messageId: Type.String() }, { $id: "SendAccepted", additionalProperties: false });
 export const TicketSchema = Type.Object({ ticket: Type.String(), expiresIn: Type.Literal(30) }, { $id: "Ticket", additionalProperties: false });
 export const SendBatchSchema = Type.Object(
-  { envelopes: Type.Array(Type.Unknown({ description: "A SecureEnvelope; each is validated on its own (its error is its result)." }), { minItems: 1, maxItems: 100, description: "1..ROUTING_MAX_BATCH_ENVELOPES (default 100)." }) },
+  {
+    envelopes: Type.Array(Type.Unknown({ description: "A SecureEnvelope; each is validated on its own (its error is its result)." }), {
+      minItems: 1,
+      maxItems: 100,
+      description: "1..ROUTING_MAX_BATCH_ENVELOPES (default 100).",
+    }),
+  },
   { $id: "SendBatch", additionalProperties: false },
 );
 export const SendBatchResultsSchema = Type.Object(
@@ -24,7 +30,10 @@ export const SendBatchResultsSchema = Type.Object(
     results: Type.Array(
       Type.Union([
         Type.Object({ messageId: Type.String() }, { additionalProperties: false }),
-        Type.Object({ error: Type.Object({ code: Type.String(), message: Type.String(), retryAfterMs: Type.Optional(Type.Integer()) }) }, { additionalProperties: false }),
+        Type.Object(
+          { error: Type.Object({ code: Type.String(), message: Type.String(), retryAfterMs: Type.Optional(Type.Integer()) }) },
+          { additionalProperties: false },
+        ),
       ]),
     ),
   },
@@ -32,7 +41,11 @@ export const SendBatchResultsSchema = Type.Object(
 );
 export const StatusBodySchema = Type.Object({ status: Type.String() }, { $id: "StatusBody" });
 export const RouteAnswerSchema = Type.Object(
-  { shard: Type.Integer({ minimum: 0 }), owner: Type.String({ description: "Instance id of the owning node." }), url: Type.String({ description: "The owner's ROUTING_PUBLIC_URL." }) },
+  {
+    shard: Type.Integer({ minimum: 0 }),
+    owner: Type.String({ description: "Instance id of the owning node." }),
+    url: Type.String({ description: "The owner's ROUTING_PUBLIC_URL." }),
+  },
   { $id: "RouteAnswer", additionalProperties: false },
 );
 
@@ -88,7 +101,8 @@ const OPERATIONS: PerRoute<OperationObject> = {
     POST: {
       operationId: "send",
       summary: "Send a SecureEnvelope",
-      description: "202 only once the ingress bus has durably accepted it. The same messageId sent again to the same recipient is stored and delivered once, and still answered 202 with that id.",
+      description:
+        "202 only once the ingress bus has durably accepted it. The same messageId sent again to the same recipient is stored and delivered once, and still answered 202 with that id.",
       tags: ["messages"],
       requestBody: body("SecureEnvelope"),
       responses: { "202": jsonResponse("Durably accepted.", ref("SendAccepted")), ...errors(...AUTHED, 403, 413, 429) },
@@ -119,13 +133,16 @@ const OPERATIONS: PerRoute<OperationObject> = {
       operationId: "events",
       summary: "Server-Sent Events: a session like a WebSocket one, for networks where WebSocket fails",
       description:
-        "Auth: `Authorization: Bearer <jwt>`, or `?ticket=` from POST /tickets; a JWT in the query string is refused (401). Bad auth is an HTTP error, never a stream. Each event is `event: <frame type>` + `data: <the WebSocket frame>` (`poke`, `message`); `: ping` every ROUTING_HEARTBEAT_SECONDS; the stream ends with `event: close` `{\"code\": 1001}` when the node drains (`{\"code\": 4010, \"url\": ...}` for MOVED). Sends, fetches and acks go over the HTTP routes.",
+        'Auth: `Authorization: Bearer <jwt>`, or `?ticket=` from POST /tickets; a JWT in the query string is refused (401). Bad auth is an HTTP error, never a stream. Each event is `event: <frame type>` + `data: <the WebSocket frame>` (`poke`, `message`); `: ping` every ROUTING_HEARTBEAT_SECONDS; the stream ends with `event: close` `{"code": 1001}` when the node drains (`{"code": 4010, "url": ...}` for MOVED). Sends, fetches and acks go over the HTTP routes.',
       tags: ["sessions"],
       parameters: [
         { name: "delivery", in: "query", required: false, schema: { type: "string", enum: ["poke", "push"], default: "poke" } },
         { name: "ticket", in: "query", required: false, schema: { type: "string" } },
       ],
-      responses: { "200": { description: "The event stream.", headers: REQUEST_ID_HEADER, content: { "text/event-stream": { schema: { type: "string" } } } }, ...errors(...AUTHED, 429) },
+      responses: {
+        "200": { description: "The event stream.", headers: REQUEST_ID_HEADER, content: { "text/event-stream": { schema: { type: "string" } } } },
+        ...errors(...AUTHED, 429),
+      },
     },
   },
   "/messages": {
@@ -134,9 +151,11 @@ const OPERATIONS: PerRoute<OperationObject> = {
       summary: "Fetch unacked messages",
       description: "High priority (>= 5) first, then oldest first. A message is returned by every fetch until acked.",
       tags: ["messages"],
-      parameters: [{ name: "limit", in: "query", required: false, schema: { type: "integer", minimum: 1, maximum: MAX_FETCH_LIMIT, default: DEFAULT_FETCH_LIMIT } }],
+      parameters: [
+        { name: "limit", in: "query", required: false, schema: { type: "integer", minimum: 1, maximum: MAX_FETCH_LIMIT, default: DEFAULT_FETCH_LIMIT } },
+      ],
       responses: {
-        "200": jsonResponse("The caller's unacked messages (an empty mailbox is `{\"messages\": []}`).", {
+        "200": jsonResponse('The caller\'s unacked messages (an empty mailbox is `{"messages": []}`).', {
           type: "object",
           required: ["messages"],
           properties: { messages: { type: "array", items: ref("QueuedMessage") } },
@@ -175,7 +194,8 @@ const OPERATIONS: PerRoute<OperationObject> = {
     GET: {
       operationId: "connect",
       summary: "WebSocket upgrade (frames: see /asyncapi.json)",
-      description: "Token in `Authorization: Bearer` or as the `Sec-WebSocket-Protocol` value (echoed). A refused upgrade answers the HTTP error, never 101. A plain GET without the upgrade headers is a 400.",
+      description:
+        "Token in `Authorization: Bearer` or as the `Sec-WebSocket-Protocol` value (echoed). A refused upgrade answers the HTTP error, never 101. A plain GET without the upgrade headers is a 400.",
       tags: ["sessions"],
       parameters: [{ name: "delivery", in: "query", required: false, schema: { type: "string", enum: ["poke", "push"], default: "poke" } }],
       responses: { "101": { description: "Switching protocols: the session is open." }, ...errors(...AUTHED) },
@@ -195,7 +215,13 @@ const OPERATIONS: PerRoute<OperationObject> = {
     },
   },
   "/healthz": {
-    GET: { operationId: "healthz", summary: "Process alive", tags: ["operations"], security: PUBLIC, responses: { "200": jsonResponse("Alive.", ref("StatusBody")) } },
+    GET: {
+      operationId: "healthz",
+      summary: "Process alive",
+      tags: ["operations"],
+      security: PUBLIC,
+      responses: { "200": jsonResponse("Alive.", ref("StatusBody")) },
+    },
   },
   "/readyz": {
     GET: {
@@ -216,10 +242,22 @@ const OPERATIONS: PerRoute<OperationObject> = {
     },
   },
   "/openapi.json": {
-    GET: { operationId: "openapi", summary: "This document", tags: ["operations"], security: PUBLIC, responses: { "200": jsonResponse("OpenAPI 3.1.", { type: "object" }) } },
+    GET: {
+      operationId: "openapi",
+      summary: "This document",
+      tags: ["operations"],
+      security: PUBLIC,
+      responses: { "200": jsonResponse("OpenAPI 3.1.", { type: "object" }) },
+    },
   },
   "/asyncapi.json": {
-    GET: { operationId: "asyncapi", summary: "The AsyncAPI 3.0 document of the WebSocket frames and MQTT topics", tags: ["operations"], security: PUBLIC, responses: { "200": jsonResponse("AsyncAPI 3.0.", { type: "object" }) } },
+    GET: {
+      operationId: "asyncapi",
+      summary: "The AsyncAPI 3.0 document of the WebSocket frames and MQTT topics",
+      tags: ["operations"],
+      security: PUBLIC,
+      responses: { "200": jsonResponse("AsyncAPI 3.0.", { type: "object" }) },
+    },
   },
   "/status": {
     GET: {
@@ -282,13 +320,18 @@ export function buildOpenApi(): OpenApiDocument {
     info: {
       title: "Routing Service",
       version: serviceVersion(),
-      description: "HTTP API of the router for end-to-end-encrypted SecureEnvelopes. Payload fields are opaque base64, never decoded, logged or measured. Wire contract: shared/CONTRACT.md.",
+      description:
+        "HTTP API of the router for end-to-end-encrypted SecureEnvelopes. Payload fields are opaque base64, never decoded, logged or measured. Wire contract: shared/CONTRACT.md.",
     },
     paths,
     components: {
       schemas: OPENAPI_SCHEMAS,
-      securitySchemes: { bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "`sub` is the identity (a URN, or a bare id for urn:sm:user:<id>)." } },
-      headers: { RequestId: { description: "The request's id (a well-formed incoming x-request-id, else a new UUID); error logs carry it.", schema: { type: "string" } } },
+      securitySchemes: {
+        bearer: { type: "http", scheme: "bearer", bearerFormat: "JWT", description: "`sub` is the identity (a URN, or a bare id for urn:sm:user:<id>)." },
+      },
+      headers: {
+        RequestId: { description: "The request's id (a well-formed incoming x-request-id, else a new UUID); error logs carry it.", schema: { type: "string" } },
+      },
     },
     security: [{ bearer: [] }],
   };

@@ -34,8 +34,7 @@ export interface UpgradeRequest {
 
 /** Accept: the engine completes the upgrade, echoing `protocol` if given, and calls `open` with `context`. */
 export type UpgradeDecision<C> =
-  | { readonly accept: true; readonly protocol?: string; readonly context: C }
-  | { readonly accept: false; readonly response: HttpResponse };
+  { readonly accept: true; readonly protocol?: string; readonly context: C } | { readonly accept: false; readonly response: HttpResponse };
 
 export interface SocketHandle {
   /** Queues a text frame. Returns false if the socket is already closed. */

@@ -121,8 +121,7 @@ export class HostedSession implements Session {
       if (snapshot.context.verified && pending.principal !== undefined) {
         this.identity = pending.principal.identity;
         pending.resolve(pending.principal);
-      }
-      else pending.reject(snapshot.context.authError ?? endedBeforeVerdict(snapshot.context.closeCode));
+      } else pending.reject(snapshot.context.authError ?? endedBeforeVerdict(snapshot.context.closeCode));
     }
     const state = typeof snapshot.value === "string" ? snapshot.value : Object.keys(snapshot.value)[0];
     if (state === this.counted) return;

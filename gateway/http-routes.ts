@@ -99,7 +99,11 @@ function json(status: number, body: string): HttpResponse {
 export function errorResponse(error: RoutingError): HttpResponse {
   if (error.retryAfterMs !== undefined) {
     // Whole seconds, rounded up (RFC 9110); the body carries the exact `retryAfterMs`.
-    return { status: error.status, headers: { ...JSON_HEADERS, "retry-after": String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) }, body: JSON.stringify(error.toBody()) };
+    return {
+      status: error.status,
+      headers: { ...JSON_HEADERS, "retry-after": String(Math.max(1, Math.ceil(error.retryAfterMs / 1000))) },
+      body: JSON.stringify(error.toBody()),
+    };
   }
   return json(error.status, JSON.stringify(error.toBody()));
 }
@@ -171,7 +175,7 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
       POST: async (req) => {
         const identity = await authenticate(req);
         const body = parseJson(req.body);
-        if (!isAckBody(body)) throw new RoutingError("INVALID_REQUEST", "body must be {\"messageIds\": [1..500 ids]}");
+        if (!isAckBody(body)) throw new RoutingError("INVALID_REQUEST", 'body must be {"messageIds": [1..500 ids]}');
         await mailbox.ack(identity, body.messageIds);
         return { status: 204 };
       },
@@ -212,7 +216,11 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
     "/status": {
       GET: async () => {
         const page = operator().statusPage();
-        return { status: 200, headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": page.csp, "cache-control": "no-store" }, body: page.html };
+        return {
+          status: 200,
+          headers: { "content-type": "text/html; charset=utf-8", "content-security-policy": page.csp, "cache-control": "no-store" },
+          body: page.html,
+        };
       },
     },
     "/status.json": {
@@ -242,7 +250,10 @@ export function createHttpRoutes(deps: HttpRouteDeps): HttpHandler {
     }
     const label = byMethod ? req.path : "other";
     metrics.httpRequest(label, response.status);
-    deps.log.debug?.({ requestId: ctx.requestId, messageId: ctx.messageId, method: req.method, route: label, status: response.status, code, ms: Date.now() - started }, "http request");
+    deps.log.debug?.(
+      { requestId: ctx.requestId, messageId: ctx.messageId, method: req.method, route: label, status: response.status, code, ms: Date.now() - started },
+      "http request",
+    );
     return { ...response, headers: { ...response.headers, "x-request-id": ctx.requestId } };
   };
 }

@@ -127,7 +127,15 @@ export function createGateway(deps: GatewayDeps) {
   const eventStream =
     deps.tickets === undefined
       ? undefined
-      : createEventStreamRoute({ verifier: deps.verifier, tickets: deps.tickets, sessions: deps.sessions, connections: deps.connections, accepting: isAccepting, movedTo: deps.movedTo, counted: (status) => deps.metrics.httpRequest("/events", status) });
+      : createEventStreamRoute({
+          verifier: deps.verifier,
+          tickets: deps.tickets,
+          sessions: deps.sessions,
+          connections: deps.connections,
+          accepting: isAccepting,
+          movedTo: deps.movedTo,
+          counted: (status) => deps.metrics.httpRequest("/events", status),
+        });
   const batchBytes = deps.batch?.maxBytes;
 
   const engine: GatewayEngine = createEngine<SocketContext>(deps.engine, {

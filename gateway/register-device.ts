@@ -7,12 +7,18 @@ import { isWebPushSubscription, parseSubscriptionToken, subscriptionToken, WebPu
 
 export const RegisterDeviceSchema = Type.Union(
   [
-    Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }), platform: Type.Union([Type.Literal("fcm"), Type.Literal("apns")]) }, { additionalProperties: false }),
+    Type.Object(
+      { token: Type.String({ minLength: 1, maxLength: 4096 }), platform: Type.Union([Type.Literal("fcm"), Type.Literal("apns")]) },
+      { additionalProperties: false },
+    ),
     Type.Object({ platform: Type.Literal("webpush"), subscription: WebPushSubscriptionSchema }, { additionalProperties: false }),
   ],
   { $id: "RegisterDevice" },
 );
-export const UnregisterDeviceSchema = Type.Object({ token: Type.String({ minLength: 1, maxLength: 4096 }) }, { $id: "UnregisterDevice", additionalProperties: false });
+export const UnregisterDeviceSchema = Type.Object(
+  { token: Type.String({ minLength: 1, maxLength: 4096 }) },
+  { $id: "UnregisterDevice", additionalProperties: false },
+);
 const registerDevice = TypeCompiler.Compile(RegisterDeviceSchema);
 const unregisterDevice = TypeCompiler.Compile(UnregisterDeviceSchema);
 
@@ -23,10 +29,14 @@ const unregisterDevice = TypeCompiler.Compile(UnregisterDeviceSchema);
  */
 export async function registerDeviceBody(devices: DeviceStore, identity: Urn, body: unknown): Promise<void> {
   if (!registerDevice.Check(body)) {
-    throw new RoutingError("INVALID_REQUEST", 'body must be {"token": "...", "platform": "fcm" | "apns"} or {"platform": "webpush", "subscription": {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}}');
+    throw new RoutingError(
+      "INVALID_REQUEST",
+      'body must be {"token": "...", "platform": "fcm" | "apns"} or {"platform": "webpush", "subscription": {"endpoint": "https://...", "keys": {"p256dh": "...", "auth": "..."}}}',
+    );
   }
   if (body.platform !== "webpush") return devices.register(identity, body.token, body.platform);
-  if (!isWebPushSubscription(body.subscription)) throw new RoutingError("INVALID_REQUEST", "subscription keys must be a 65-byte P-256 point (p256dh) and a 16-byte secret (auth), base64url");
+  if (!isWebPushSubscription(body.subscription))
+    throw new RoutingError("INVALID_REQUEST", "subscription keys must be a 65-byte P-256 point (p256dh) and a 16-byte secret (auth), base64url");
   const token = subscriptionToken(body.subscription);
   await removeEndpoint(devices, identity, body.subscription.endpoint, token);
   await devices.register(identity, token, "webpush");

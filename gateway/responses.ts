@@ -59,9 +59,7 @@ export function tooLarge(maxBody: number): Outgoing {
 
 /** A WebSocket close code a peer accepts; anything else becomes 1011 (internal error). */
 export function closeCode(code: number): number {
-  const valid =
-    Number.isInteger(code) &&
-    ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999));
+  const valid = Number.isInteger(code) && ((code >= 1000 && code <= 1014 && code !== 1004 && code !== 1005 && code !== 1006) || (code >= 3000 && code <= 4999));
   return valid ? code : 1011;
 }
 

@@ -101,7 +101,9 @@ export function createSessionHost(options: SessionHostOptions) {
       },
       unregisterPresence: ({ context }) => {
         const sessionId = context.sessionId;
-        presence.remove(context.identity as Urn, sessionId).catch((err: unknown) => options.log.warn({ err, sessionId }, "presence removal failed; it expires with the TTL"));
+        presence
+          .remove(context.identity as Urn, sessionId)
+          .catch((err: unknown) => options.log.warn({ err, sessionId }, "presence removal failed; it expires with the TTL"));
       },
       goOnline: ({ context }) => {
         const session = all.get(context.sessionId);

@@ -64,13 +64,21 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, rejecte
       case "fetch": {
         await pendingAcks.get(session);
         const entries = await mailbox.fetch(session.identity, frame.limit ?? DEFAULT_FETCH_LIMIT);
-        session.send(messagesFrame(frame.ref, entries.map((e) => queuedMessageJson(e.messageId, e.envelope, e.queuedAt))));
+        session.send(
+          messagesFrame(
+            frame.ref,
+            entries.map((e) => queuedMessageJson(e.messageId, e.envelope, e.queuedAt)),
+          ),
+        );
         return;
       }
       case "ack": {
         const previous = pendingAcks.get(session) ?? Promise.resolve();
         const acked = previous.catch(() => {}).then(() => mailbox.ack(session.identity, frame.messageIds));
-        pendingAcks.set(session, acked.catch(() => {}));
+        pendingAcks.set(
+          session,
+          acked.catch(() => {}),
+        );
         await acked;
         return;
       }
@@ -109,7 +117,8 @@ export function createFrameHandler({ ingress, mailbox, maxEnvelopeBytes, rejecte
       if (utf8Exceeds(text, maxEnvelopeBytes + STAMP_ALLOWANCE_BYTES)) {
         throw new RoutingError("ENVELOPE_TOO_LARGE", `frame exceeds the envelope limit of ${maxEnvelopeBytes} bytes`);
       }
-      if (!isClientFrame(value)) throw new RoutingError("INVALID_FRAME", "frame must be send {ref, envelope}, fetch {ref, limit?}, ack {messageIds} or auth {ref, token}");
+      if (!isClientFrame(value))
+        throw new RoutingError("INVALID_FRAME", "frame must be send {ref, envelope}, fetch {ref, limit?}, ack {messageIds} or auth {ref, token}");
       if (!session.isOnline()) throw new RoutingError("SHUTTING_DOWN", "this session is closing");
       frame = value;
     } catch (err) {

@@ -20,7 +20,13 @@ const LIBUS_LISTEN_DEFAULT = 0;
 const LIBUS_LISTEN_EXCLUSIVE_PORT = 1;
 
 /** `app.listen(host, port, options, cb)`: the native binding takes it, the shipped typings lack the overload. */
-type ListenWithOptions = (this: Uws.TemplatedApp, host: string, port: number, options: number, cb: (socket: Uws.us_listen_socket | false) => void) => Uws.TemplatedApp;
+type ListenWithOptions = (
+  this: Uws.TemplatedApp,
+  host: string,
+  port: number,
+  options: number,
+  cb: (socket: Uws.us_listen_socket | false) => void,
+) => Uws.TemplatedApp;
 
 export function createUwsEngine<C>(options: EngineOptions<C>): GatewayEngine {
   const uws = loadUwsNative();

@@ -110,11 +110,7 @@ export function copyHeaders(req: Uws.HttpRequest): Record<string, string> {
 
 export function isUpgradeAttempt(headers: Readonly<Record<string, string>>): boolean {
   const connection = headers["connection"];
-  return (
-    !!headers["upgrade"] &&
-    connection !== undefined &&
-    connection.split(",").some((token) => token.trim().toLowerCase() === "upgrade")
-  );
+  return !!headers["upgrade"] && connection !== undefined && connection.split(",").some((token) => token.trim().toLowerCase() === "upgrade");
 }
 
 export function parseProtocols(header: string | undefined): string[] {

@@ -136,7 +136,6 @@ export function serveSockets<C>(uws: UwsModule, app: Uws.TemplatedApp, options: 
     }
   };
 
-
   app.ws<UserData<C>>(options.wsPath, {
     // uWS drops a frame over maxPayloadLength without a close frame (the client sees 1006), so it
     // gets headroom and the cap is enforced in `message` with 1009. Past the headroom uWS still drops.

@@ -16,7 +16,6 @@ interface BinaryState {
 }
 
 export function serveStreams(uws: UwsModule, app: Uws.TemplatedApp, routes: readonly BinaryStreamRoute[]) {
-
   const openStreams = new Set<BinaryState>();
 
   const notifyBinaryClosed = (state: BinaryState, code: number): void => {

@@ -100,11 +100,7 @@ export function joinHeaders(distinct: NodeJS.Dict<string[]>): Record<string, str
 
 /** The checks uWS makes before it calls its upgrade handler. */
 export function isWebSocketHandshake(method: string | undefined, headers: Readonly<Record<string, string>>): boolean {
-  return (
-    method === "GET" &&
-    headers["upgrade"]?.toLowerCase() === "websocket" &&
-    /^[+/0-9A-Za-z]{22}==$/.test(headers["sec-websocket-key"] ?? "")
-  );
+  return method === "GET" && headers["upgrade"]?.toLowerCase() === "websocket" && /^[+/0-9A-Za-z]{22}==$/.test(headers["sec-websocket-key"] ?? "");
 }
 
 export function writeResponse(res: http.ServerResponse, out: Outgoing, closeConnection: boolean): void {

@@ -84,17 +84,20 @@ return 1`;
 function redisLimiter(options: ConnectionLimitOptions, redis: Redis): ConnectionLimiter {
   const live = new Map<string, { key: string; member: string }>();
   const keyOf = (identity: Urn) => `${options.keyPrefix}conn:${identity}`;
-  const renew = setInterval(() => {
-    if (live.size === 0) return;
-    const until = Date.now() + options.ttlMs;
-    const pipeline = redis.pipeline();
-    for (const { key, member } of live.values()) {
-      pipeline.zadd(key, "XX", until, member);
-      pipeline.pexpire(key, options.ttlMs);
-    }
-    // A failed renewal leaves the slots to lapse; the next one repairs nothing lost (they are re-added only by new connections).
-    pipeline.exec().catch(() => {});
-  }, Math.max(250, Math.floor(options.ttlMs / 3)));
+  const renew = setInterval(
+    () => {
+      if (live.size === 0) return;
+      const until = Date.now() + options.ttlMs;
+      const pipeline = redis.pipeline();
+      for (const { key, member } of live.values()) {
+        pipeline.zadd(key, "XX", until, member);
+        pipeline.pexpire(key, options.ttlMs);
+      }
+      // A failed renewal leaves the slots to lapse; the next one repairs nothing lost (they are re-added only by new connections).
+      pipeline.exec().catch(() => {});
+    },
+    Math.max(250, Math.floor(options.ttlMs / 3)),
+  );
   renew.unref();
 
   return {

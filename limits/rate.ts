@@ -47,8 +47,7 @@ export function createSendRateLimiter(options: SendRateOptions): SendRateLimiter
           rejectIfRedisNotReady: true,
           insuranceLimiter: memory(name, points, duration),
         });
-  const limiter =
-    options.burst > 0 ? new BurstyRateLimiter(make("rate", rate, 1), make("burst", options.burst, burstSeconds)) : make("rate", rate, 1);
+  const limiter = options.burst > 0 ? new BurstyRateLimiter(make("rate", rate, 1), make("burst", options.burst, burstSeconds)) : make("rate", rate, 1);
 
   return {
     async consume(identity) {

@@ -18,7 +18,8 @@ export interface NodeView {
   readonly services: readonly string[];
 }
 
-export type PerNode<T> = { readonly nodeID: string; readonly ok: true; readonly value: T } | { readonly nodeID: string; readonly ok: false; readonly error: string };
+export type PerNode<T> =
+  { readonly nodeID: string; readonly ok: true; readonly value: T } | { readonly nodeID: string; readonly ok: false; readonly error: string };
 
 interface RawNode {
   readonly id: string;
@@ -48,15 +49,30 @@ export async function listNodes(broker: ServiceBroker): Promise<NodeView[]> {
       local: n.local,
       available: n.available,
       hostname: n.hostname ?? "",
-      services: services.filter((s) => s.nodeID === n.id).map((s) => s.name).sort(),
+      services: services
+        .filter((s) => s.nodeID === n.id)
+        .map((s) => s.name)
+        .sort(),
     }))
     .sort((a, b) => a.id.localeCompare(b.id));
 }
 
 /** Available actions by name, each with the nodes that serve it. */
 export async function actionNodes(broker: ServiceBroker): Promise<Map<string, string[]>> {
-  const actions = await broker.call<RawAction[], object>("$node.actions", { withEndpoints: true, onlyAvailable: true, skipInternal: true }, { nodeID: broker.nodeID });
-  return new Map(actions.map((a) => [a.name, (a.endpoints ?? []).filter((e) => e.available).map((e) => e.nodeID).sort()]));
+  const actions = await broker.call<RawAction[], object>(
+    "$node.actions",
+    { withEndpoints: true, onlyAvailable: true, skipInternal: true },
+    { nodeID: broker.nodeID },
+  );
+  return new Map(
+    actions.map((a) => [
+      a.name,
+      (a.endpoints ?? [])
+        .filter((e) => e.available)
+        .map((e) => e.nodeID)
+        .sort(),
+    ]),
+  );
 }
 
 /** Calls `action` on every node that serves it (or on `nodes`); a node that fails is reported, not thrown. */

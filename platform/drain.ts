@@ -58,7 +58,10 @@ export function gateIngress(inner: Ingress) {
   };
   const ingress: Ingress = {
     ...inner,
-    accept: (value, identity, path) => (open ? track(inner.accept(value, identity, path)) : Promise.reject(new RoutingError("SHUTTING_DOWN", "this instance is shutting down; retry on another instance"))),
+    accept: (value, identity, path) =>
+      open
+        ? track(inner.accept(value, identity, path))
+        : Promise.reject(new RoutingError("SHUTTING_DOWN", "this instance is shutting down; retry on another instance")),
     acceptBytes: (raw, identity, path) => {
       if (!open) return Promise.resolve().then(refuse);
       return track(inner.acceptBytes(raw, identity, path));

@@ -25,7 +25,10 @@ export async function listenWithFallback(
       return bound;
     } catch (err) {
       if (!isAddressInUse(err) || port === 0) throw err;
-      if (explicit) throw new Error(`${name} port ${port} is already in use (set explicitly by ${name === "http" ? "ROUTING_HTTP_PORT" : "ROUTING_MQTT_PORT"})`, { cause: err });
+      if (explicit)
+        throw new Error(`${name} port ${port} is already in use (set explicitly by ${name === "http" ? "ROUTING_HTTP_PORT" : "ROUTING_MQTT_PORT"})`, {
+          cause: err,
+        });
       if (tries >= FALLBACK_TRIES) throw new Error(`${name} ports ${port}..${candidate} are all in use`, { cause: err });
     }
   }

@@ -133,7 +133,9 @@ export function createDispatcher(deps: DispatcherDeps) {
   }
 
   async function sendToTokens(push: PendingPush, notification: Omit<PushNotification, "token">, tokens: Array<{ token: string; sender: PushSender }>) {
-    const answers = await Promise.all(tokens.map(({ token, sender }) => limit(() => sender.send({ ...notification, token })).then((result) => ({ token, sender, result }))));
+    const answers = await Promise.all(
+      tokens.map(({ token, sender }) => limit(() => sender.send({ ...notification, token })).then((result) => ({ token, sender, result }))),
+    );
     const reached: string[] = [];
     let retry: { reason: string; retryAfterMs: number } | undefined;
     for (const { token, sender, result } of answers) {

@@ -97,7 +97,8 @@ export function fcmResult(err: unknown): PushResult {
  */
 export function createFcmSender(options: FcmSenderOptions): PushSender {
   const sa = readServiceAccount(options.serviceAccountFile);
-  const agent: Agent | undefined = options.endpoint === undefined ? undefined : createRedirectAgent(new URL(options.endpoint), { ca: options.ca, maxSockets: options.maxSockets });
+  const agent: Agent | undefined =
+    options.endpoint === undefined ? undefined : createRedirectAgent(new URL(options.endpoint), { ca: options.ca, maxSockets: options.maxSockets });
   const app = initializeApp(
     {
       // The path, not the parsed object: firebase-admin 13 drops the agent for the OAuth token

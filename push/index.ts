@@ -9,11 +9,23 @@ import type { PushSender } from "./sender.ts";
 
 export type PushConfig = Pick<
   Config,
-  "fcmServiceAccountFile" | "fcmEndpoint" | "apnsKeyFile" | "apnsKeyId" | "apnsTeamId" | "apnsTopic" | "apnsProduction" | "apnsHost" | "apnsPort" | "pushConcurrency"
+  | "fcmServiceAccountFile"
+  | "fcmEndpoint"
+  | "apnsKeyFile"
+  | "apnsKeyId"
+  | "apnsTeamId"
+  | "apnsTopic"
+  | "apnsProduction"
+  | "apnsHost"
+  | "apnsPort"
+  | "pushConcurrency"
 > &
   VapidConfig;
 
-export type VapidConfig = Pick<Config, "vapidPublicKey" | "vapidPrivateKey" | "vapidSubject" | "dataDir" | "bus" | "store" | "deviceStore" | "presence" | "signals" | "transporter">;
+export type VapidConfig = Pick<
+  Config,
+  "vapidPublicKey" | "vapidPrivateKey" | "vapidSubject" | "dataDir" | "bus" | "store" | "deviceStore" | "presence" | "signals" | "transporter"
+>;
 
 /**
  * The VAPID key pair for Web Push: both settings, or (neither set, embedded default) the dev pair
@@ -53,7 +65,15 @@ export function createPushSenders(config: PushConfig, log: { info(msg: string): 
   const { apnsKeyFile, apnsKeyId, apnsTeamId, apnsTopic } = config;
   if (apnsKeyFile !== undefined && apnsKeyId !== undefined && apnsTeamId !== undefined && apnsTopic !== undefined) {
     senders.push(
-      createApnsSender({ keyFile: apnsKeyFile, keyId: apnsKeyId, teamId: apnsTeamId, topic: apnsTopic, production: config.apnsProduction, host: config.apnsHost, port: config.apnsPort }),
+      createApnsSender({
+        keyFile: apnsKeyFile,
+        keyId: apnsKeyId,
+        teamId: apnsTeamId,
+        topic: apnsTopic,
+        production: config.apnsProduction,
+        host: config.apnsHost,
+        port: config.apnsPort,
+      }),
     );
   } else {
     const unset = (["apnsKeyFile", "apnsKeyId", "apnsTeamId", "apnsTopic"] as const).filter((k) => config[k] === undefined).map(envName);
@@ -61,7 +81,9 @@ export function createPushSenders(config: PushConfig, log: { info(msg: string): 
   }
   const vapid = resolveVapid(config);
   if (vapid !== undefined) {
-    senders.push(createWebPushSender({ publicKey: vapid.publicKey, privateKey: vapid.privateKey, subject: config.vapidSubject, maxSockets: config.pushConcurrency }));
+    senders.push(
+      createWebPushSender({ publicKey: vapid.publicKey, privateKey: vapid.privateKey, subject: config.vapidSubject, maxSockets: config.pushConcurrency }),
+    );
     if (vapid.dev) log.info(`push: Web Push uses the dev VAPID key pair in ${vapid.dev.path} (public key ${vapid.publicKey})`);
   } else log.info(`push: Web Push is off (${envName("vapidPublicKey")} and ${envName("vapidPrivateKey")} not set)`);
   return senders;

@@ -23,7 +23,11 @@ class RedirectAgent extends https.Agent {
   readonly #port: number;
 
   constructor(endpoint: URL, options: RedirectAgentOptions) {
-    super({ keepAlive: true, ...(options.ca !== undefined ? { ca: options.ca } : {}), ...(options.maxSockets !== undefined ? { maxSockets: options.maxSockets } : {}) });
+    super({
+      keepAlive: true,
+      ...(options.ca !== undefined ? { ca: options.ca } : {}),
+      ...(options.maxSockets !== undefined ? { maxSockets: options.maxSockets } : {}),
+    });
     this.#host = endpoint.hostname.replace(/^\[(.*)\]$/, "$1");
     this.#port = Number(endpoint.port || 443);
   }

@@ -50,7 +50,10 @@ export async function presenceCommand(broker: ServiceBroker, urn: string): Promi
   const instances = new Set(entries.map((e) => e.instanceId)).size;
   return (
     `${urn}: online, ${plural(entries.length, "session")} on ${plural(instances, "instance")}\n` +
-    table(["session", "instance", "protocol", "connected since"], entries.map((e) => [e.sessionId, e.instanceId, e.protocol, since(e.connectedAt, now)]))
+    table(
+      ["session", "instance", "protocol", "connected since"],
+      entries.map((e) => [e.sessionId, e.instanceId, e.protocol, since(e.connectedAt, now)]),
+    )
   );
 }
 
@@ -69,7 +72,12 @@ export async function routeCommand(broker: ServiceBroker, urn: string): Promise<
   if (x.online.length === 0) lines.push("sessions: none online");
   else {
     lines.push(`sessions: ${plural(x.online.length, "session")} online`);
-    lines.push(table(["session", "instance", "protocol", "mode", "state", "connected since"], x.online.map((s) => [s.sessionId, s.instanceId, s.protocol, s.mode, s.state, since(s.connectedAt, now)])));
+    lines.push(
+      table(
+        ["session", "instance", "protocol", "mode", "state", "connected since"],
+        x.online.map((s) => [s.sessionId, s.instanceId, s.protocol, s.mode, s.state, since(s.connectedAt, now)]),
+      ),
+    );
   }
   lines.push(`stored message:    ${x.stored.outcome} (${x.stored.why})`);
   lines.push(`ephemeral message: ${x.ephemeral.outcome} (${x.ephemeral.why})`);
@@ -91,9 +99,16 @@ function scalars(value: object): string {
  */
 export async function actorsCommand(broker: ServiceBroker): Promise<string> {
   const actions = await actionNodes(broker);
-  const statsActions = [...actions.keys()].filter((name) => name.endsWith(".stats")).sort((a, b) => (a === "router.stats" ? -1 : b === "router.stats" ? 1 : a.localeCompare(b)));
+  const statsActions = [...actions.keys()]
+    .filter((name) => name.endsWith(".stats"))
+    .sort((a, b) => (a === "router.stats" ? -1 : b === "router.stats" ? 1 : a.localeCompare(b)));
   const [statsResults, sessionResults] = await Promise.all([
-    Promise.all(statsActions.map(async (action) => ({ actor: action.slice(0, -".stats".length), results: await callEach<object>(broker, action, {}, actions.get(action)) }))),
+    Promise.all(
+      statsActions.map(async (action) => ({
+        actor: action.slice(0, -".stats".length),
+        results: await callEach<object>(broker, action, {}, actions.get(action)),
+      })),
+    ),
     callEach<SessionRow[]>(broker, "gateway.sessions", {}, actions.get("gateway.sessions")),
   ]);
   const rows: Array<{ node: string; cells: Cell[] }> = [];
@@ -111,7 +126,14 @@ export async function actorsCommand(broker: ServiceBroker): Promise<string> {
   }
   // Stable order: by node; within a node the service actors first, then sessions.
   const ordered = rows.map((r, i) => ({ ...r, i })).sort((a, b) => a.node.localeCompare(b.node) || a.i - b.i);
-  return `${plural(rows.length, "actor")}\n` + table(["node", "actor", "state", "detail"], ordered.map((r) => r.cells)) + problems(failed);
+  return (
+    `${plural(rows.length, "actor")}\n` +
+    table(
+      ["node", "actor", "state", "detail"],
+      ordered.map((r) => r.cells),
+    ) +
+    problems(failed)
+  );
 }
 
 /** `bus`: the ingress bus and the router of every node (`router.stats`). */
@@ -183,8 +205,14 @@ export async function shardsCommand(broker: ServiceBroker): Promise<string> {
   const head =
     `${plural(view.shardCount, "shard")} on ${view.engine} (as ${view.nodeId} reads it${view.healthy ? "" : `; ${view.engine} NOT reachable, last view`}), ` +
     `${plural(view.members.length, "live node")}, ${unowned === 0 ? "every shard owned" : `${plural(unowned, "shard")} without an owner`}`;
-  const nodes = table(["node", "url", "shards owned"], [...perNode].sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, n]) => [id + (urls.has(id) ? "" : " (not a live member)"), urls.get(id) ?? "", n]));
-  const shards = table(["shard", "owner", "epoch"], view.owners.map((o) => [o.shard, o.owner, o.epoch]));
+  const nodes = table(
+    ["node", "url", "shards owned"],
+    [...perNode].sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, n]) => [id + (urls.has(id) ? "" : " (not a live member)"), urls.get(id) ?? "", n]),
+  );
+  const shards = table(
+    ["shard", "owner", "epoch"],
+    view.owners.map((o) => [o.shard, o.owner, o.epoch]),
+  );
   return `${head}\n${nodes}\n${shards}`;
 }
 
@@ -208,19 +236,40 @@ function print(run: (broker: ServiceBroker, args: Readonly<Record<string, unknow
 const urnArg = (args: Readonly<Record<string, unknown>>): string => String(args.urn ?? "");
 /** A variadic argument as moleculer-repl (vorpal) hands it: an array, one value, or nothing. */
 const listArg = (value: unknown): string[] => (Array.isArray(value) ? value.map(String) : value === undefined ? [] : [String(value)]);
-const limitArg = (value: unknown): number | undefined => (value === undefined || value === "" || !Number.isFinite(Number(value)) ? undefined : Math.floor(Number(value)));
+const limitArg = (value: unknown): number | undefined =>
+  value === undefined || value === "" || !Number.isFinite(Number(value)) ? undefined : Math.floor(Number(value));
 
 /** The routing commands, beside moleculer-repl's own (`call`, `nodes`, `services`, `actions`, ...). */
 export const REPL_COMMANDS: readonly ReplCommand[] = [
-  { command: "sessions [urn]", description: "Live session actors (all, or one identity's): node, id, identity, protocol, mode, state, connected since, send buffer", action: print((b, a) => sessionsCommand(b, typeof a.urn === "string" ? a.urn : undefined)) },
+  {
+    command: "sessions [urn]",
+    description: "Live session actors (all, or one identity's): node, id, identity, protocol, mode, state, connected since, send buffer",
+    action: print((b, a) => sessionsCommand(b, typeof a.urn === "string" ? a.urn : undefined)),
+  },
   { command: "presence <urn>", description: "Where an identity is online, as the router reads it", action: print((b, a) => presenceCommand(b, urnArg(a))) },
   { command: "mailbox <urn>", description: "Mailbox depth and oldest age (never contents)", action: print((b, a) => mailboxCommand(b, urnArg(a))) },
-  { command: "route <urn>", description: "What the router would do now with a message to this identity, and why", action: print((b, a) => routeCommand(b, urnArg(a))) },
+  {
+    command: "route <urn>",
+    description: "What the router would do now with a message to this identity, and why",
+    action: print((b, a) => routeCommand(b, urnArg(a))),
+  },
   { command: "actors", description: "Every hosted actor (router, push, sessions) and its current state", action: print((b) => actorsCommand(b)) },
   { command: "bus", description: "Ingress bus backlog, in-flight, dead letters and oldest unacked age, per node", action: print((b) => busCommand(b)) },
-  { command: "deadletters [limit]", description: "Dead letters of the ingress bus: id, recipient, message id, sender, reason, attempts (never payload)", action: print((b, a) => deadLettersCommand(b, limitArg(a.limit))) },
-  { command: "replay [ids...]", description: "Put dead letters back on the ingress bus with their message ids", action: print((b, a) => replayCommand(b, listArg(a.ids))) },
+  {
+    command: "deadletters [limit]",
+    description: "Dead letters of the ingress bus: id, recipient, message id, sender, reason, attempts (never payload)",
+    action: print((b, a) => deadLettersCommand(b, limitArg(a.limit))),
+  },
+  {
+    command: "replay [ids...]",
+    description: "Put dead letters back on the ingress bus with their message ids",
+    action: print((b, a) => replayCommand(b, listArg(a.ids))),
+  },
   { command: "dropdeadletters [ids...]", description: "Delete dead letters", action: print((b, a) => dropDeadLettersCommand(b, listArg(a.ids))) },
-  { command: "purge <urn>", description: "Remove everything kept of an identity: messages, de-duplication records, device tokens, pending pushes", action: print((b, a) => purgeCommand(b, urnArg(a))) },
+  {
+    command: "purge <urn>",
+    description: "Remove everything kept of an identity: messages, de-duplication records, device tokens, pending pushes",
+    action: print((b, a) => purgeCommand(b, urnArg(a))),
+  },
   { command: "shards", description: "Sharded delivery: owner and epoch of every shard, shards owned per node", action: print((b) => shardsCommand(b)) },
 ];

@@ -12,7 +12,14 @@ export function table(headers: readonly string[], rows: ReadonlyArray<readonly C
       .map((c, i) => (numeric[i] && !header ? c.padStart(widths[i]) : c.padEnd(widths[i])))
       .join("  ")
       .trimEnd();
-  return [line(headers, true), line(widths.map((w) => "-".repeat(w)), true), ...text.map((r) => line(r, false))].join("\n");
+  return [
+    line(headers, true),
+    line(
+      widths.map((w) => "-".repeat(w)),
+      true,
+    ),
+    ...text.map((r) => line(r, false)),
+  ].join("\n");
 }
 
 /** A duration for humans: 850ms, 12.3s, 4m 05s, 2h 03m, 3d 04h. */

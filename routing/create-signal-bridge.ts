@@ -15,22 +15,41 @@ export interface ShardedSignalDeps {
 }
 
 /** The signal bridge the config names: `local` (one node), `nats` or `pubsub`, each with the delivery strategy. */
-export async function createSignalBridge(config: Config, local: LocalDelivery, counters: SignalCounters, sharded: ShardedSignalDeps = {}): Promise<SignalBridge> {
+export async function createSignalBridge(
+  config: Config,
+  local: LocalDelivery,
+  counters: SignalCounters,
+  sharded: ShardedSignalDeps = {},
+): Promise<SignalBridge> {
   const strategy = config.deliveryStrategy;
-  if (strategy === "sharded" && config.signals !== "local" && sharded.shards === undefined) throw new Error("ROUTING_DELIVERY_STRATEGY=sharded needs the shard coordinator");
+  if (strategy === "sharded" && config.signals !== "local" && sharded.shards === undefined)
+    throw new Error("ROUTING_DELIVERY_STRATEGY=sharded needs the shard coordinator");
   const receive = createSignalReceiver(local, counters);
   switch (config.signals) {
     case "local":
       // One node owns every shard: sharded delivery is local delivery.
       return createLocalSignalBridge(local);
     case "nats":
-      return createNatsSignalBridge({ servers: config.natsUrl, subjectPrefix: config.natsPrefix, instanceId: config.instanceId, strategy, shards: sharded.shards }, receive);
+      return createNatsSignalBridge(
+        { servers: config.natsUrl, subjectPrefix: config.natsPrefix, instanceId: config.instanceId, strategy, shards: sharded.shards },
+        receive,
+      );
     case "pubsub": {
       const { shards, pushQueue } = sharded;
-      const owner = strategy === "sharded" && shards !== undefined && pushQueue !== undefined ? { shards, receive: createOwnerReceiver(local, counters, pushQueue), log: sharded.log } : undefined;
+      const owner =
+        strategy === "sharded" && shards !== undefined && pushQueue !== undefined
+          ? { shards, receive: createOwnerReceiver(local, counters, pushQueue), log: sharded.log }
+          : undefined;
       if (strategy === "sharded" && owner === undefined) throw new Error("sharded Pub/Sub signals need the shard directory and the push queue");
       return createPubSubSignalBridge(
-        { projectId: config.gcpProjectId, apiEndpoint: config.pubsubEndpoint, instanceId: config.instanceId, strategy, broadcastTopic: config.pubsubSignalTopic, sharded: owner },
+        {
+          projectId: config.gcpProjectId,
+          apiEndpoint: config.pubsubEndpoint,
+          instanceId: config.instanceId,
+          strategy,
+          broadcastTopic: config.pubsubSignalTopic,
+          sharded: owner,
+        },
         receive,
       );
     }

@@ -101,7 +101,10 @@ export async function explainRoute(
     },
     ephemeral: {
       outcome: ephemeralOutcome,
-      why: n > 0 ? `online: message frame to ${plural(n, "session")} on ${where}; never stored or pushed` : "offline: dropped; ephemeral messages are never stored or pushed",
+      why:
+        n > 0
+          ? `online: message frame to ${plural(n, "session")} on ${where}; never stored or pushed`
+          : "offline: dropped; ephemeral messages are never stored or pushed",
     },
   };
 }

@@ -142,7 +142,8 @@ export function createIngress({ bus, maxEnvelopeBytes, metrics, newId = randomUU
       values.map(async (value) => {
         limits?.gate.check();
         // The item as its client wrote it (`POST /send` measures the body's bytes the same way).
-        if (utf8Exceeds(JSON.stringify(value) ?? "", maxEnvelopeBytes)) throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
+        if (utf8Exceeds(JSON.stringify(value) ?? "", maxEnvelopeBytes))
+          throw new RoutingError("ENVELOPE_TOO_LARGE", `envelope exceeds the limit of ${maxEnvelopeBytes} bytes`);
         const stamped = stamp(value, identity);
         await admit(stamped, identity);
         return stamped;

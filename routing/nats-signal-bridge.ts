@@ -134,4 +134,3 @@ export async function createNatsSignalBridge(opts: NatsSignalOptions, receive: (
     },
   };
 }
-

@@ -63,7 +63,17 @@ export interface SignalAsk {
 }
 
 export function encodeSignal({ record, queuedAt, shard }: Signal, ask: SignalAsk = {}): string {
-  const header = { r: record.recipientId, m: record.messageId, e: record.isEphemeral, p: record.priority, a: record.acceptedAt, q: queuedAt, w: record.path, s: shard, ...ask };
+  const header = {
+    r: record.recipientId,
+    m: record.messageId,
+    e: record.isEphemeral,
+    p: record.priority,
+    a: record.acceptedAt,
+    q: queuedAt,
+    w: record.path,
+    s: shard,
+    ...ask,
+  };
   return `${JSON.stringify(header)}\n${record.envelope}`;
 }
 

@@ -35,46 +35,63 @@ export async function startMqttBridge(config: Config, explicit: ExplicitSettings
   const url = config.mqttUrl;
   if (url === undefined) throw new Error("the MQTT bridge needs ROUTING_MQTT_URL (the external broker it consumes)");
   let httpPort = 0;
-  const composed = await compose(config, explicit, {}, {
-    name: "mqtt-bridge",
-    closeIntakeAtDrain: false,
-    // Not a cluster member: its router service (embedded bus) serves only this process.
-    transporter: () => null,
-    quota: false,
-  }, ({ backends, metrics, gate, clock, log, add }) => {
-    const link = createExternalLink({
-      url,
-      clientId: `routing-bridge-${config.instanceId}`,
-      topics: mqttTopics({ ingest: config.mqttIngestTopic, receive: config.mqttReceiveTopic, ack: config.mqttAckTopic }),
-      shareGroup: config.mqttShareGroup,
-      ingest: createMqttIngest({ ingress: gate.ingress, mailbox: backends.mailbox, log }),
-      connectTimeoutMs: config.authTimeoutMs,
-      log,
-    });
-    const routes = config.bus === "embedded";
-    if (routes) {
-      const router = createRouterService({
-        bus: backends.bus,
-        busName: config.bus,
-        route: createRouter({
-          mailbox: backends.mailbox,
-          pushQueue: backends.pushQueue,
-          // No sessions live here: every delivery goes to the broker.
-          ...withExternalDelivery({ presence: backends.presence, signals: createLocalSignalBridge({ deliver: () => 0 }) }, link.publish),
-        }),
-        metrics,
-        maxInFlight: config.routerMaxInFlight,
-        drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 4),
-        drainBacklog: clock,
-        intakeSettled: gate.settled,
+  const composed = await compose(
+    config,
+    explicit,
+    {},
+    {
+      name: "mqtt-bridge",
+      closeIntakeAtDrain: false,
+      // Not a cluster member: its router service (embedded bus) serves only this process.
+      transporter: () => null,
+      quota: false,
+    },
+    ({ backends, metrics, gate, clock, log, add }) => {
+      const link = createExternalLink({
+        url,
+        clientId: `routing-bridge-${config.instanceId}`,
+        topics: mqttTopics({ ingest: config.mqttIngestTopic, receive: config.mqttReceiveTopic, ack: config.mqttAckTopic }),
+        shareGroup: config.mqttShareGroup,
+        ingest: createMqttIngest({ ingress: gate.ingress, mailbox: backends.mailbox, log }),
+        connectTimeoutMs: config.authTimeoutMs,
+        log,
       });
-      add(router.schema, ["backends", "mailbox", "bridge"]);
-    }
-    add(createOpsService({ metrics, ready: async () => link.connected() && (await backends.ready()), host: config.host, port: config.httpPort, portExplicit: explicit.has("httpPort"), onListening: (p) => (httpPort = p) }), ["backends"]);
-    // The health server starts before the link and stops after it: liveness answers through the drain.
-    add(createBridgeService({ link }), ["ingress", "mailbox", "ops"]);
-    return () => `routing ready: http=${httpPort} mqtt=external role=mqtt-bridge routes=${routes} bus=${config.bus} store=${config.store} instance=${config.instanceId}`;
-  });
+      const routes = config.bus === "embedded";
+      if (routes) {
+        const router = createRouterService({
+          bus: backends.bus,
+          busName: config.bus,
+          route: createRouter({
+            mailbox: backends.mailbox,
+            pushQueue: backends.pushQueue,
+            // No sessions live here: every delivery goes to the broker.
+            ...withExternalDelivery({ presence: backends.presence, signals: createLocalSignalBridge({ deliver: () => 0 }) }, link.publish),
+          }),
+          metrics,
+          maxInFlight: config.routerMaxInFlight,
+          drainTimeoutMs: Math.floor(config.shutdownTimeoutMs / 4),
+          drainBacklog: clock,
+          intakeSettled: gate.settled,
+        });
+        add(router.schema, ["backends", "mailbox", "bridge"]);
+      }
+      add(
+        createOpsService({
+          metrics,
+          ready: async () => link.connected() && (await backends.ready()),
+          host: config.host,
+          port: config.httpPort,
+          portExplicit: explicit.has("httpPort"),
+          onListening: (p) => (httpPort = p),
+        }),
+        ["backends"],
+      );
+      // The health server starts before the link and stops after it: liveness answers through the drain.
+      add(createBridgeService({ link }), ["ingress", "mailbox", "ops"]);
+      return () =>
+        `routing ready: http=${httpPort} mqtt=external role=mqtt-bridge routes=${routes} bus=${config.bus} store=${config.store} instance=${config.instanceId}`;
+    },
+  );
   return {
     get httpPort() {
       return httpPort;

@@ -76,7 +76,8 @@ export async function compose(
     /** Per-recipient quotas at the ingress (issue 21; the node only). */
     quota: boolean;
   },
-  role: (rt: Runtime) => Promise<() => string> | (() => string)): Promise<Composed> {
+  role: (rt: Runtime) => Promise<() => string> | (() => string),
+): Promise<Composed> {
   const clock = new DrainClock(config.shutdownTimeoutMs);
   const lifecycle = createLifecycle({ onDrain: () => clock.start() });
   // One process per data dir: a second one here refuses to start, naming the holder's pid.
@@ -105,7 +106,9 @@ export async function compose(
     throw err;
   }
   // data life cycle (issue 21): quota at the ingress (docs/data-lifecycle.md).
-  const admit = quota ? createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes }) : undefined;
+  const admit = quota
+    ? createQuota({ usage: (urn) => backends.mailbox.usage(urn), maxMessages: config.mailboxMaxMessages, maxBytes: config.mailboxMaxBytes })
+    : undefined;
   // limits and overload (issue 14): send rate, connection limit, ingress bound (docs/limits.md), on every role.
   const limits = createLimits(config, backends.bus);
   const gate = gateIngress(createIngress({ bus: backends.bus, maxEnvelopeBytes: config.maxEnvelopeBytes, metrics, quota: admit, limits }));
@@ -113,7 +116,9 @@ export async function compose(
   add(createBackendsService({ backends, lock }));
   add({ name: "limits", stopped: () => limits.close() }, ["backends"]);
   add(createIngressService({ ingress: gate.ingress, gate, clock, closeAtDrain: closeIntakeAtDrain }), ["backends", "limits"]);
-  add(createMailboxService({ mailbox: backends.mailbox, purge: { devices: backends.devices, pushQueue: backends.pushQueue, bus: backends.bus } }), ["backends"]);
+  add(createMailboxService({ mailbox: backends.mailbox, purge: { devices: backends.devices, pushQueue: backends.pushQueue, bus: backends.bus } }), [
+    "backends",
+  ]);
 
   let readyLine: () => string;
   try {

@@ -107,7 +107,9 @@ export class LocalHubTransporter extends Transporters.Base {
     } catch (err) {
       // Never fail (Moleculer would retry the connect forever and the node would not start): a node
       // without its REPL socket still routes; `npm run repl` then says it cannot attach.
-      (this as unknown as BaseMembers).logger.warn(`REPL socket ${this.path} unavailable (${err instanceof Error ? err.message : String(err)}): npm run repl cannot attach`);
+      (this as unknown as BaseMembers).logger.warn(
+        `REPL socket ${this.path} unavailable (${err instanceof Error ? err.message : String(err)}): npm run repl cannot attach`,
+      );
     }
     await (this as unknown as BaseMembers).onConnected();
   }

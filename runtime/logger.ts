@@ -29,7 +29,10 @@ export function usePretty(format: Config["logFormat"], stdoutIsTty: boolean): bo
   return format === "pretty" || (format === "auto" && stdoutIsTty);
 }
 
-export function brokerLogger(config: Pick<Config, "logLevel" | "logFormat">, stdoutIsTty = process.stdout.isTTY === true): NonNullable<BrokerOptions["logger"]> {
+export function brokerLogger(
+  config: Pick<Config, "logLevel" | "logFormat">,
+  stdoutIsTty = process.stdout.isTTY === true,
+): NonNullable<BrokerOptions["logger"]> {
   const verbose = config.logLevel === "debug" || config.logLevel === "trace";
   const quiet = (level: string) => (verbose || level === "fatal" || level === "error" ? level : "warn");
   const level = Object.fromEntries([...QUIET_AT_INFO.map((mod) => [mod, quiet(config.logLevel)]), ["**", config.logLevel]]);

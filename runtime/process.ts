@@ -38,12 +38,12 @@ export function runProcess(start: (config: Config, explicit: ExplicitSettings) =
           return running.shutdown();
         })
         .then(
-        () => process.exit(0),
-        (err: unknown) => {
-          console.error("shutdown failed", err);
-          process.exit(1);
-        },
-      );
+          () => process.exit(0),
+          (err: unknown) => {
+            console.error("shutdown failed", err);
+            process.exit(1);
+          },
+        );
     };
     process.on("SIGTERM", () => stop("SIGTERM"));
     process.on("SIGINT", () => stop("SIGINT"));

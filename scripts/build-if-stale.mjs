@@ -14,7 +14,8 @@ function newest(dir) {
     if (skip.has(entry.name)) continue;
     const path = join(dir, entry.name);
     if (entry.isDirectory()) latest = Math.max(latest, newest(path));
-    else if (entry.name.endsWith(".ts") || entry.name.startsWith("tsconfig") || entry.name === "package.json") latest = Math.max(latest, statSync(path).mtimeMs);
+    else if (entry.name.endsWith(".ts") || entry.name.startsWith("tsconfig") || entry.name === "package.json")
+      latest = Math.max(latest, statSync(path).mtimeMs);
   }
   return latest;
 }

@@ -27,7 +27,13 @@ export function createDevicesService(deps: { devices: DeviceStore }): ServiceSch
       list: {
         params: { urn },
         handler: (ctx: Context<{ urn: Urn }>) =>
-          mapped(async () => (await deps.devices.list(ctx.params.urn)).map((d) => ({ platform: d.platform, registeredAt: new Date(d.registeredAt).toISOString(), token: d.token }))),
+          mapped(async () =>
+            (await deps.devices.list(ctx.params.urn)).map((d) => ({
+              platform: d.platform,
+              registeredAt: new Date(d.registeredAt).toISOString(),
+              token: d.token,
+            })),
+          ),
       },
     },
   };

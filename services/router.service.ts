@@ -100,7 +100,9 @@ export function createRouterService(deps: RouterServiceDeps) {
           mapped(async () => {
             const presence = deps.presence;
             if (!presence) throw new Error("router.explain needs the presence store");
-            return explainRoute(ctx.params.urn, presence, (nodeID) => ctx.call<SessionView[], { urn: Urn }>("gateway.sessions", { urn: ctx.params.urn }, { nodeID }));
+            return explainRoute(ctx.params.urn, presence, (nodeID) =>
+              ctx.call<SessionView[], { urn: Urn }>("gateway.sessions", { urn: ctx.params.urn }, { nodeID }),
+            );
           }),
       },
     },

@@ -120,13 +120,26 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
     actions: {
       acquire: (_, { shard }) => {
         const sentAt = now();
-        effect(shard, () => leases.acquire(shard, me()), (got): ShardEvent => (got ? { type: "shard.acquired", epoch: got.epoch, validForMs: validFrom(shard, sentAt) } : { type: "shard.taken" }));
+        effect(
+          shard,
+          () => leases.acquire(shard, me()),
+          (got): ShardEvent => (got ? { type: "shard.acquired", epoch: got.epoch, validForMs: validFrom(shard, sentAt) } : { type: "shard.taken" }),
+        );
       },
       renew: (_, { shard, epoch }) => {
         const sentAt = now();
-        effect(shard, () => leases.renew(shard, nodeId, epoch), (ok): ShardEvent => (ok ? { type: "shard.renewed", validForMs: validFrom(shard, sentAt) } : { type: "shard.lost" }));
+        effect(
+          shard,
+          () => leases.renew(shard, nodeId, epoch),
+          (ok): ShardEvent => (ok ? { type: "shard.renewed", validForMs: validFrom(shard, sentAt) } : { type: "shard.lost" }),
+        );
       },
-      release: (_, { shard, epoch }) => effect(shard, () => leases.release(shard, nodeId, epoch), (): ShardEvent => ({ type: "shard.released" })),
+      release: (_, { shard, epoch }) =>
+        effect(
+          shard,
+          () => leases.release(shard, nodeId, epoch),
+          (): ShardEvent => ({ type: "shard.released" }),
+        ),
       owned: (_, { shard, epoch }) => {
         owned.set(shard, epoch);
         notify(shard, true);
@@ -179,7 +192,12 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
       const mine = assigned.owners[shard] === nodeId;
       const lease = owners.get(shard);
       if (snap.matches("standby")) {
-        if (lease?.owner === nodeId) effect(shard, () => leases.release(shard, nodeId, lease.epoch), () => ({ type: "shard.released" }));
+        if (lease?.owner === nodeId)
+          effect(
+            shard,
+            () => leases.release(shard, nodeId, lease.epoch),
+            () => ({ type: "shard.released" }),
+          );
         else if (mine && !lease) actor.send({ type: "shard.assigned" });
       } else if (snap.matches("owning") && !mine) {
         actor.send({ type: "shard.unassigned" });
@@ -190,7 +208,12 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
   const poll = (): Promise<void> => (polling ??= pollOnce().finally(() => (polling = undefined)));
 
   const allStopped = (): Promise<void> =>
-    Promise.all(actors.map((a: AnyActorRef) => new Promise<void>((resolve) => (a.getSnapshot().status === "done" ? resolve() : a.subscribe({ complete: resolve, error: () => resolve() }))))).then(() => {});
+    Promise.all(
+      actors.map(
+        (a: AnyActorRef) =>
+          new Promise<void>((resolve) => (a.getSnapshot().status === "done" ? resolve() : a.subscribe({ complete: resolve, error: () => resolve() }))),
+      ),
+    ).then(() => {});
 
   let drained: Promise<void> | undefined;
   const drain = (): Promise<void> =>
@@ -237,16 +260,21 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
       await poll();
       // Wait for the first acquisitions to be answered (a single node owns everything when ready).
       await Promise.race([
-        Promise.all(actors.map((a) => new Promise<void>((resolve) => {
-          const settled = () => !a.getSnapshot().matches("acquiring");
-          if (settled()) return resolve();
-          const sub = a.subscribe(() => {
-            if (settled()) {
-              sub.unsubscribe();
-              resolve();
-            }
-          });
-        }))),
+        Promise.all(
+          actors.map(
+            (a) =>
+              new Promise<void>((resolve) => {
+                const settled = () => !a.getSnapshot().matches("acquiring");
+                if (settled()) return resolve();
+                const sub = a.subscribe(() => {
+                  if (settled()) {
+                    sub.unsubscribe();
+                    resolve();
+                  }
+                });
+              }),
+          ),
+        ),
         new Promise<void>((r) => setTimeout(r, ttl).unref()),
       ]);
       timer = setInterval(() => void poll(), pollMs);

@@ -15,7 +15,9 @@ export class ShardCountMismatch extends Error {
     readonly cluster: number,
     engine: string,
   ) {
-    super(`ROUTING_SHARD_COUNT=${mine} differs from the cluster's ${cluster} (recorded in ${engine}); every node of a cluster must run with the same shard count, so this node refuses to start`);
+    super(
+      `ROUTING_SHARD_COUNT=${mine} differs from the cluster's ${cluster} (recorded in ${engine}); every node of a cluster must run with the same shard count, so this node refuses to start`,
+    );
     this.name = "ShardCountMismatch";
   }
 }

@@ -31,7 +31,9 @@ function stored(entry: KvEntry | null): Stored | undefined {
   if (!entry || entry.operation !== "PUT") return undefined;
   try {
     const v = codec.dec(entry.value) as Partial<Stored>;
-    return typeof v.owner === "string" ? { owner: v.owner, url: typeof v.url === "string" ? v.url : "", epoch: typeof v.epoch === "number" ? v.epoch : undefined } : undefined;
+    return typeof v.owner === "string"
+      ? { owner: v.owner, url: typeof v.url === "string" ? v.url : "", epoch: typeof v.epoch === "number" ? v.epoch : undefined }
+      : undefined;
   } catch {
     return undefined;
   }
@@ -53,12 +55,20 @@ export async function openNatsLeases(opts: NatsLeasesOptions): Promise<ShardLeas
   const ttl = opts.ttlMs;
   const timeout = Math.max(250, Math.min(5_000, Math.floor(ttl / 3)));
   const resyncMs = opts.resyncMs ?? Math.max(10 * ttl, 30_000);
-  const nc: NatsConnection = await connect({ servers: [...(typeof opts.servers === "string" ? [opts.servers] : opts.servers)], maxReconnectAttempts: -1, reconnectTimeWait: 250, timeout: Math.max(1_000, ttl) });
+  const nc: NatsConnection = await connect({
+    servers: [...(typeof opts.servers === "string" ? [opts.servers] : opts.servers)],
+    maxReconnectAttempts: -1,
+    reconnectTimeWait: 250,
+    timeout: Math.max(1_000, ttl),
+  });
   let kv: KV;
   try {
     kv = await nc.jetstream({ timeout }).views.kv(opts.bucket, { ttl, history: 1, timeout });
     const status = await kv.status();
-    if (status.ttl !== ttl) throw new Error(`shard lease bucket ${opts.bucket} has a TTL of ${status.ttl} ms, this node ${ttl} ms: every node must run with the same ROUTING_SHARD_LEASE_SECONDS`);
+    if (status.ttl !== ttl)
+      throw new Error(
+        `shard lease bucket ${opts.bucket} has a TTL of ${status.ttl} ms, this node ${ttl} ms: every node must run with the same ROUTING_SHARD_LEASE_SECONDS`,
+      );
   } catch (err) {
     await nc.close();
     throw err;

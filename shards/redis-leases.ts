@@ -86,7 +86,9 @@ export function createRedisLeases(opts: RedisLeasesOptions): ShardLeases {
     if (raw === null) return undefined;
     try {
       const v = JSON.parse(raw) as Partial<ShardOwner>;
-      return typeof v.owner === "string" && typeof v.epoch === "number" ? { shard, owner: v.owner, url: typeof v.url === "string" ? v.url : "", epoch: v.epoch } : undefined;
+      return typeof v.owner === "string" && typeof v.epoch === "number"
+        ? { shard, owner: v.owner, url: typeof v.url === "string" ? v.url : "", epoch: v.epoch }
+        : undefined;
     } catch {
       return undefined;
     }

@@ -11,8 +11,18 @@ export interface StatusSnapshot {
   readonly node: string;
   readonly generatedAt: string;
   readonly nodes: ReadonlyArray<NodeView & { readonly sessions: number | null }>;
-  readonly sessions: { readonly total: number; readonly byProtocolState: ReadonlyArray<{ readonly protocol: string; readonly state: string; readonly count: number }> };
-  readonly bus: ReadonlyArray<{ readonly nodeID: string; readonly router: string; readonly backlog: number; readonly inFlight: number; readonly deadLetters: number; readonly oldestUnackedSeconds: number }>;
+  readonly sessions: {
+    readonly total: number;
+    readonly byProtocolState: ReadonlyArray<{ readonly protocol: string; readonly state: string; readonly count: number }>;
+  };
+  readonly bus: ReadonlyArray<{
+    readonly nodeID: string;
+    readonly router: string;
+    readonly backlog: number;
+    readonly inFlight: number;
+    readonly deadLetters: number;
+    readonly oldestUnackedSeconds: number;
+  }>;
   readonly throughput: Rates & { readonly perNode: ReadonlyArray<Rates & { readonly nodeID: string }> };
   /** The largest mailboxes' message counts, largest first (counts only, no identity). */
   readonly mailboxes: { readonly largest: readonly number[] };

@@ -29,7 +29,11 @@ export function createThroughput(read: () => Totals, windowSeconds = 10, now: ()
       const seconds = oldest ? (current.at - oldest.at) / 1000 : 0;
       if (!oldest || seconds <= 0) return { windowSeconds: 0, acceptedPerSecond: 0, routedPerSecond: 0 };
       const rate = (delta: number) => Math.round((delta / seconds) * 100) / 100;
-      return { windowSeconds: Math.round(seconds * 10) / 10, acceptedPerSecond: rate(current.accepted - oldest.accepted), routedPerSecond: rate(current.routed - oldest.routed) };
+      return {
+        windowSeconds: Math.round(seconds * 10) / 10,
+        acceptedPerSecond: rate(current.accepted - oldest.accepted),
+        routedPerSecond: rate(current.routed - oldest.routed),
+      };
     },
   };
 }

@@ -6,7 +6,20 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ErrorBodySchema } from "../core/error-body.ts";
 import { QueuedMessageSchema, SecureEnvelopeSchema, stampEnvelope } from "../core/envelope.ts";
 import { ERRORS, RoutingError, type ErrorCode } from "../core/errors.ts";
-import { AckBodySchema, AckFrameSchema, AuthFrameSchema, authedFrame, errorFrame, FetchFrameSchema, messageFrame, messagesFrame, POKE_FRAME, queuedMessageJson, SendFrameSchema, sentFrame } from "../core/frames.ts";
+import {
+  AckBodySchema,
+  AckFrameSchema,
+  AuthFrameSchema,
+  authedFrame,
+  errorFrame,
+  FetchFrameSchema,
+  messageFrame,
+  messagesFrame,
+  POKE_FRAME,
+  queuedMessageJson,
+  SendFrameSchema,
+  sentFrame,
+} from "../core/frames.ts";
 import { AuthedFrameSchema, ErrorFrameSchema, MessageFrameSchema, MessagesFrameSchema, PokeFrameSchema, SentFrameSchema } from "../core/server-frames.ts";
 import type { Urn } from "../core/urn.ts";
 import { buildAsyncApi } from "../docs-api/asyncapi.ts";
@@ -50,12 +63,36 @@ describe("API documents", () => {
     expect(diagnostics.filter((d) => d.severity <= 1).map((d) => `${d.code}: ${d.message} at ${d.path.join("/")}`)).toEqual([]);
     expect(document).toBeDefined();
     expect(document!.version()).toBe("3.0.0");
-    const addresses = document!.channels().all().map((c) => c.address());
+    const addresses = document!
+      .channels()
+      .all()
+      .map((c) => c.address());
     expect(addresses.sort()).toEqual(["/connect", "clients/{urn}/ack", "clients/{urn}/receive", "envelopes/send"]);
-    const wsMessages = document!.channels().get("connect")!.messages().all().map((m) => m.name());
-    expect(wsMessages.sort()).toEqual(["AckFrame", "AuthFrame", "AuthedFrame", "ErrorFrame", "FetchFrame", "MessageFrame", "MessagesFrame", "PokeFrame", "SendFrame", "SentFrame"]);
+    const wsMessages = document!
+      .channels()
+      .get("connect")!
+      .messages()
+      .all()
+      .map((m) => m.name());
+    expect(wsMessages.sort()).toEqual([
+      "AckFrame",
+      "AuthFrame",
+      "AuthedFrame",
+      "ErrorFrame",
+      "FetchFrame",
+      "MessageFrame",
+      "MessagesFrame",
+      "PokeFrame",
+      "SendFrame",
+      "SentFrame",
+    ]);
     // MQTT has no auth frame: its topics carry the other frames only.
-    const mqttMessages = document!.channels().get("clientReceive")!.messages().all().map((m) => m.name());
+    const mqttMessages = document!
+      .channels()
+      .get("clientReceive")!
+      .messages()
+      .all()
+      .map((m) => m.name());
     expect(mqttMessages).not.toContain("AuthedFrame");
   });
 
@@ -93,8 +130,7 @@ describe("API documents", () => {
     expect(s.RegisterDevice).toBe(RegisterDeviceSchema);
     expect(s.UnregisterDevice).toBe(UnregisterDeviceSchema);
     expect(s.ErrorBody).toBe(ErrorBodySchema);
-    const bodyRef = (path: string, method: string) =>
-      (openapi.paths[path][method].requestBody?.content["application/json"].schema as { $ref: string }).$ref;
+    const bodyRef = (path: string, method: string) => (openapi.paths[path][method].requestBody?.content["application/json"].schema as { $ref: string }).$ref;
     expect(bodyRef("/send", "post")).toBe("#/components/schemas/SecureEnvelope");
     expect(bodyRef("/messages/ack", "post")).toBe("#/components/schemas/AckBody");
     expect(bodyRef("/register-device", "post")).toBe("#/components/schemas/RegisterDevice");

@@ -172,22 +172,34 @@ describe("HS256 verifier", () => {
     await rejection(verifier.verify(`${header}.${token.split(".")[1]}.`), "TOKEN_INVALID");
   });
 
-  it.each([["urn:sm:user"], ["urn::a:b"], ["a:b"], [""], ["urn:sm:user:has space"], ["x".repeat(300)]])("INVALID_IDENTITY for malformed sub %j", async (sub) => {
-    const token = await hs256({ sub });
-    await rejection(verifier.verify(token), "INVALID_IDENTITY", sub ? [sub, token] : [token]);
-  });
+  it.each([["urn:sm:user"], ["urn::a:b"], ["a:b"], [""], ["urn:sm:user:has space"], ["x".repeat(300)]])(
+    "INVALID_IDENTITY for malformed sub %j",
+    async (sub) => {
+      const token = await hs256({ sub });
+      await rejection(verifier.verify(token), "INVALID_IDENTITY", sub ? [sub, token] : [token]);
+    },
+  );
 
   it("INVALID_IDENTITY for a missing or non-string sub", async () => {
     const missing = await rejection(verifier.verify(await hs256({ name: "alice" })), "INVALID_IDENTITY");
     expect(missing.message).toMatch(/no sub/);
     const forged = `${b64json({ alg: "HS256", typ: "JWT" })}.${b64json({ sub: 42, exp: nowSec() + 60 })}`;
-    const signed = new Uint8Array(await crypto.subtle.sign("HMAC", await crypto.subtle.importKey("raw", new TextEncoder().encode(SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]), new TextEncoder().encode(forged)));
+    const signed = new Uint8Array(
+      await crypto.subtle.sign(
+        "HMAC",
+        await crypto.subtle.importKey("raw", new TextEncoder().encode(SECRET), { name: "HMAC", hash: "SHA-256" }, false, ["sign"]),
+        new TextEncoder().encode(forged),
+      ),
+    );
     await rejection(verifier.verify(`${forged}.${Buffer.from(signed).toString("base64url")}`), "INVALID_IDENTITY");
   });
 
-  it.each([["garbage"], ["a.b.c"], ["..."], ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9"], ["Bearer x.y.z"], ["\u0000\u0001"]])("TOKEN_INVALID for garbage %j", async (token) => {
-    await rejection(verifier.verify(token), "TOKEN_INVALID", [token]);
-  });
+  it.each([["garbage"], ["a.b.c"], ["..."], ["eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSJ9"], ["Bearer x.y.z"], ["\u0000\u0001"]])(
+    "TOKEN_INVALID for garbage %j",
+    async (token) => {
+      await rejection(verifier.verify(token), "TOKEN_INVALID", [token]);
+    },
+  );
 
   it("TOKEN_INVALID for an absurdly long token", async () => {
     await rejection(verifier.verify("a".repeat(100_000)), "TOKEN_INVALID");
@@ -203,9 +215,13 @@ describe("HS256 verifier", () => {
     const ok = await hs256({ sub: "alice", iss: "https://idp.example", aud: "routing" });
     await expect(strict.verify(ok)).resolves.toMatchObject({ identity: "urn:sm:user:alice" });
     await expect(strict.verify(await hs256({ sub: "alice", iss: "https://idp.example", aud: ["other", "routing"] }))).resolves.toBeDefined();
-    const wrongIss = await rejection(strict.verify(await hs256({ sub: "alice", iss: "https://evil.example", aud: "routing" })), "TOKEN_INVALID", ["evil.example"]);
+    const wrongIss = await rejection(strict.verify(await hs256({ sub: "alice", iss: "https://evil.example", aud: "routing" })), "TOKEN_INVALID", [
+      "evil.example",
+    ]);
     expect(wrongIss.message).toMatch(/"iss"/);
-    const wrongAud = await rejection(strict.verify(await hs256({ sub: "alice", iss: "https://idp.example", aud: "elsewhere" })), "TOKEN_INVALID", ["elsewhere"]);
+    const wrongAud = await rejection(strict.verify(await hs256({ sub: "alice", iss: "https://idp.example", aud: "elsewhere" })), "TOKEN_INVALID", [
+      "elsewhere",
+    ]);
     expect(wrongAud.message).toMatch(/"aud"/);
     await rejection(strict.verify(await hs256({ sub: "alice", iss: "https://idp.example" })), "TOKEN_INVALID");
     await rejection(strict.verify(await hs256({ sub: "alice", aud: "routing" })), "TOKEN_INVALID");
@@ -336,7 +352,10 @@ describe("JWKS verifier", () => {
   it("TOKEN_EXPIRED and INVALID_IDENTITY apply to JWKS tokens too", async () => {
     server = await startJwksServer([ec.jwk]);
     const verifier = createTokenVerifier({ jwksUrl: server.url });
-    const expired = await new SignJWT({ sub: "alice" }).setProtectedHeader({ alg: "ES256", kid: ec.kid }).setExpirationTime(nowSec() - 60).sign(ec.privateKey);
+    const expired = await new SignJWT({ sub: "alice" })
+      .setProtectedHeader({ alg: "ES256", kid: ec.kid })
+      .setExpirationTime(nowSec() - 60)
+      .sign(ec.privateKey);
     await rejection(verifier.verify(expired), "TOKEN_EXPIRED");
     await rejection(verifier.verify(await signWith(ec.privateKey, "ES256", ec.kid, { sub: "urn::a:b" })), "INVALID_IDENTITY", ["urn::a:b"]);
   });
@@ -555,7 +574,11 @@ describe("bin/token.ts", () => {
 
   it("exits 2 on usage errors", async () => {
     const dataDir = tmp();
-    const results = await Promise.all([runToken([], { ROUTING_DATA_DIR: dataDir }), runToken(["a:b"], { ROUTING_DATA_DIR: dataDir }), runToken(["alice", "--ttl", "soon"], { ROUTING_DATA_DIR: dataDir })]);
+    const results = await Promise.all([
+      runToken([], { ROUTING_DATA_DIR: dataDir }),
+      runToken(["a:b"], { ROUTING_DATA_DIR: dataDir }),
+      runToken(["alice", "--ttl", "soon"], { ROUTING_DATA_DIR: dataDir }),
+    ]);
     for (const { code, stdout, stderr } of results) {
       expect(code).toBe(2);
       expect(stdout).toBe("");

@@ -413,8 +413,16 @@ describe("on the Pub/Sub emulator", () => {
           for (const bus of opened) await bus.close();
           const pubsub = new PubSub({ projectId: PROJECT, apiEndpoint: host, emulatorMode: true, universeDomain: "googleapis.com" });
           try {
-            for (const sub of [where.subscription, `${where.subscription}-dead`]) await pubsub.subscription(sub).delete().catch(() => undefined);
-            for (const topic of [where.topic, `${where.topic}-dead`]) await pubsub.topic(topic).delete().catch(() => undefined);
+            for (const sub of [where.subscription, `${where.subscription}-dead`])
+              await pubsub
+                .subscription(sub)
+                .delete()
+                .catch(() => undefined);
+            for (const topic of [where.topic, `${where.topic}-dead`])
+              await pubsub
+                .topic(topic)
+                .delete()
+                .catch(() => undefined);
           } finally {
             await pubsub.close();
           }
@@ -489,12 +497,11 @@ describe("on the Firestore emulator", () => {
     };
   }
 
-  const mailboxes = firestoreFactory(
-    (projectId, opts: MailboxContractOptions): Mailbox =>
-      createFirestoreMailbox({ firestore: { projectId, emulatorHost: host() }, dedupTtlMs: opts.dedupTtlMs, now: opts.now, retentionMs: opts.retentionMs }),
+  const mailboxes = firestoreFactory((projectId, opts: MailboxContractOptions): Mailbox =>
+    createFirestoreMailbox({ firestore: { projectId, emulatorHost: host() }, dedupTtlMs: opts.dedupTtlMs, now: opts.now, retentionMs: opts.retentionMs }),
   );
-  const devices = firestoreFactory(
-    (projectId, opts: DeviceStoreContractOptions): DeviceStore => createFirestoreDeviceStore({ firestore: { projectId, emulatorHost: host() }, now: opts.now }),
+  const devices = firestoreFactory((projectId, opts: DeviceStoreContractOptions): DeviceStore =>
+    createFirestoreDeviceStore({ firestore: { projectId, emulatorHost: host() }, now: opts.now }),
   );
 
   describeMailboxContract("firestore", mailboxes);

@@ -30,7 +30,6 @@ interface Closable {
   close(): Promise<void>;
 }
 
-
 function tempDir(): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), "routing-test-"));
 }
@@ -74,8 +73,16 @@ function sqliteFactory<T extends Closable, O>(make: (db: SqliteDb, opts: O) => T
   };
 }
 
-describeIngressBusContract("memory", memoryFactory((opts: BusOptions) => createMemoryIngressBus(opts)), { durable: false });
-describeIngressBusContract("sqlite", sqliteFactory((db, opts: BusOptions) => createSqliteIngressBus(db, opts), "full"), { durable: true });
+describeIngressBusContract(
+  "memory",
+  memoryFactory((opts: BusOptions) => createMemoryIngressBus(opts)),
+  { durable: false },
+);
+describeIngressBusContract(
+  "sqlite",
+  sqliteFactory((db, opts: BusOptions) => createSqliteIngressBus(db, opts), "full"),
+  { durable: true },
+);
 
 describeMailboxContract("memory", memoryFactory(createMemoryMailbox));
 describeMailboxContract("sqlite", sqliteFactory(createSqliteMailbox));
@@ -109,8 +116,14 @@ describeMailboxLifecycleContract("sqlite", async (): Promise<LifecycleFixture> =
 describeDeviceStoreContract("memory", memoryFactory(createMemoryDeviceStore));
 describeDeviceStoreContract("sqlite", sqliteFactory(createSqliteDeviceStore));
 
-describePushQueueContract("memory", memoryFactory(() => createMemoryPushQueue()));
-describePushQueueContract("sqlite", sqliteFactory((db) => createSqlitePushQueue(db)));
+describePushQueueContract(
+  "memory",
+  memoryFactory(() => createMemoryPushQueue()),
+);
+describePushQueueContract(
+  "sqlite",
+  sqliteFactory((db) => createSqlitePushQueue(db)),
+);
 
 describePresenceStoreContract("memory", memoryFactory(createMemoryPresenceStore));
 

@@ -31,7 +31,9 @@ const SENDER = "urn:sm:user:alice" as Urn;
 
 async function batchThrough(bus: IngressBus): Promise<void> {
   const ingress = createIngress({ bus, maxEnvelopeBytes: 65536, metrics: createMetrics() });
-  const items: unknown[] = Array.from({ length: 40 }, (_, i) => (i % 8 === 3 ? { recipientId: "urn:sm:user:x" } : envelope(`urn:sm:user:r${i}`, { messageId: `b-${i}` })));
+  const items: unknown[] = Array.from({ length: 40 }, (_, i) =>
+    i % 8 === 3 ? { recipientId: "urn:sm:user:x" } : envelope(`urn:sm:user:r${i}`, { messageId: `b-${i}` }),
+  );
   const results = await ingress.acceptBatch(items, SENDER, "http");
   expect(results.map((r) => ("messageId" in r ? r.messageId : r.error.code))).toEqual(items.map((_, i) => (i % 8 === 3 ? "INVALID_ENVELOPE" : `b-${i}`)));
   const got = new Map<string, BusRecord>();
@@ -71,7 +73,11 @@ describe("acceptBatch on the embedded SQLite bus", () => {
       const slowQuota = { admit: () => new Promise<void>((resolve) => setTimeout(resolve, Math.random() * 30)) };
       const limited = createIngress({ bus, maxEnvelopeBytes: 65536, metrics: createMetrics(), limits: { rate, gate }, quota: slowQuota });
       const again = db.commits;
-      const spread = await limited.acceptBatch(Array.from({ length: 50 }, (_, i) => envelope(`urn:sm:user:q${i}`)), SENDER, "http");
+      const spread = await limited.acceptBatch(
+        Array.from({ length: 50 }, (_, i) => envelope(`urn:sm:user:q${i}`)),
+        SENDER,
+        "http",
+      );
       expect(spread.filter((r) => "messageId" in r)).toHaveLength(50);
       expect(db.commits - again).toBe(1);
       await batchThrough(bus);
@@ -130,8 +136,16 @@ describe("acceptBatch on the Pub/Sub emulator", () => {
     } finally {
       await bus.close();
       const pubsub = new PubSub({ projectId: where.projectId, apiEndpoint: host, emulatorMode: true, universeDomain: "googleapis.com" });
-      for (const sub of [where.subscription, `${where.subscription}-dead`]) await pubsub.subscription(sub).delete().catch(() => undefined);
-      for (const topic of [where.topic, `${where.topic}-dead`]) await pubsub.topic(topic).delete().catch(() => undefined);
+      for (const sub of [where.subscription, `${where.subscription}-dead`])
+        await pubsub
+          .subscription(sub)
+          .delete()
+          .catch(() => undefined);
+      for (const topic of [where.topic, `${where.topic}-dead`])
+        await pubsub
+          .topic(topic)
+          .delete()
+          .catch(() => undefined);
       await pubsub.close();
     }
   }, 60_000);

@@ -25,7 +25,9 @@ const INVALID: Array<[unknown, string]> = [
 
 /** 100 envelopes to 100 recipients, items 5, 15, ... 95 invalid; client-chosen ids when `ids`. */
 function hundred(tag: string, ids: boolean): unknown[] {
-  return Array.from({ length: 100 }, (_, i) => (i % 10 === 5 ? INVALID[(i - 5) / 10][0] : envelope(recipient(i) + tag, ids ? { messageId: `m-${tag}-${i}` } : {})));
+  return Array.from({ length: 100 }, (_, i) =>
+    i % 10 === 5 ? INVALID[(i - 5) / 10][0] : envelope(recipient(i) + tag, ids ? { messageId: `m-${tag}-${i}` } : {}),
+  );
 }
 
 function checkResults(results: Array<{ messageId?: string; error?: { code: string } }>, batch: unknown[]): string[] {
@@ -80,7 +82,10 @@ describe.each(["uws", "ws"] as const)("POST /send/batch on the %s engine", (engi
     const later = await http(node.url, "POST", "/send", { token: alice, body: envelope(recipient(99) + `-${engine}-b`, { messageId: "later" }) });
     expect(later.status).toBe(202);
     let ids: string[] = [];
-    await waitFor(async () => (ids = ((await http(node.url, "GET", "/messages", { token: probe })).body.messages ?? []).map((m) => m.id)).includes("later"), "the later message");
+    await waitFor(
+      async () => (ids = ((await http(node.url, "GET", "/messages", { token: probe })).body.messages ?? []).map((m) => m.id)).includes("later"),
+      "the later message",
+    );
     expect(ids.sort()).toEqual([`m--${engine}-b-99`, "later"].sort());
   });
 
@@ -155,7 +160,10 @@ describe("POST /send/batch across kill -9 (embedded default, a node process)", (
       if (i % 10 === 5) continue;
       const who = await token(`batch-${RUN}-${i}-crash`);
       let messages: string[] = [];
-      await waitFor(async () => (messages = ((await http(service!.url, "GET", "/messages", { token: who })).body.messages ?? []).map((m) => m.id)).length > 0, `recipient ${i}`);
+      await waitFor(
+        async () => (messages = ((await http(service!.url, "GET", "/messages", { token: who })).body.messages ?? []).map((m) => m.id)).length > 0,
+        `recipient ${i}`,
+      );
       found.push(...messages);
     }
     expect(found.sort()).toEqual([...ids].sort());

@@ -22,7 +22,6 @@ function user(name: string): string {
   return `urn:sm:user:${name}-${Math.random().toString(36).slice(2, 10)}`;
 }
 
-
 const waitFor = (condition: () => boolean, what: string, timeoutMs = 30_000): Promise<void> => pollUntil(condition, what, timeoutMs);
 
 function client(url: string, urn: string, extra: { tokenTtl?: string; onToken?: () => void } = {}): RoutingClient {
@@ -110,7 +109,11 @@ describe("client SDK against the service", () => {
     const sends = Array.from({ length: 4 }, async (_, lane) => {
       for (let i = lane; i < 500; i += 4) {
         // Half carry their own id, half get one from the SDK; both keep it across retries.
-        const envelope = { recipientId: bob, encryptedData: payload(i), ...(i % 2 === 0 ? { messageId: `m-${i}-${Math.random().toString(36).slice(2)}` } : {}) };
+        const envelope = {
+          recipientId: bob,
+          encryptedData: payload(i),
+          ...(i % 2 === 0 ? { messageId: `m-${i}-${Math.random().toString(36).slice(2)}` } : {}),
+        };
         const id = await sender.send(envelope);
         if (i % 2 === 0) expect(id).toBe(envelope.messageId);
         ids.add(id);
@@ -172,7 +175,9 @@ describe("client SDK against the service", () => {
     server.on("upgrade", (req, socket, head) => {
       attempts.push(Date.now());
       if (attempts.length === 1) {
-        socket.end('HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 67\r\n\r\n{"error":{"code":"TOO_MANY_CONNECTIONS","message":"too many conns"}}');
+        socket.end(
+          'HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Type: application/json\r\nContent-Length: 67\r\n\r\n{"error":{"code":"TOO_MANY_CONNECTIONS","message":"too many conns"}}',
+        );
         return;
       }
       wss.handleUpgrade(req, socket, head, (ws) => ws.close(4010, svc.url));

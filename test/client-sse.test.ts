@@ -102,7 +102,10 @@ describe("client SDK over Server-Sent Events", () => {
     const sender = user("s");
     const members = Array.from({ length: 5 }, (_, i) => user(`m${i}`));
     const c = client(svc.url, sender);
-    const envelopes = [...members.map((m, i) => ({ recipientId: m, encryptedData: payload(i), messageId: `g-${i}` })), { recipientId: "not-a-urn", encryptedData: payload(9) }];
+    const envelopes = [
+      ...members.map((m, i) => ({ recipientId: m, encryptedData: payload(i), messageId: `g-${i}` })),
+      { recipientId: "not-a-urn", encryptedData: payload(9) },
+    ];
     const first = await c.sendBatch(envelopes);
     expect(first.slice(0, 5)).toEqual(members.map((_, i) => ({ messageId: `g-${i}` })));
     expect(first[5]).toMatchObject({ error: { code: "INVALID_ENVELOPE" } });
@@ -113,7 +116,11 @@ describe("client SDK over Server-Sent Events", () => {
     const later = await c.send({ recipientId: members[4], encryptedData: payload(10), messageId: "later" });
     expect(later).toBe("later");
     let ids: string[] = [];
-    await waitFor(async () => (ids = ((await http(svc.url, "GET", "/messages", { token: probe })).body.messages ?? []).map((m) => m.id)).includes("later"), "later", 30_000);
+    await waitFor(
+      async () => (ids = ((await http(svc.url, "GET", "/messages", { token: probe })).body.messages ?? []).map((m) => m.id)).includes("later"),
+      "later",
+      30_000,
+    );
     expect(ids.sort()).toEqual(["g-4", "later"]);
   }, 60_000);
 

@@ -88,7 +88,13 @@ for (const topology of ["nats-redis", "pubsub-firestore"] as const) {
         const [a, b, c] = await Promise.all(["a", "b", "c"].map((n) => startService({ ...env, ROUTING_INSTANCE_ID: `node-${n}-${run}` })));
         Object.assign(nodes, { a, b, c });
         // An integrator's broker: a request timeout so a call routed to a node that just died fails fast.
-        client = new ServiceBroker({ namespace: `test-${run}`, nodeID: `test-client-${run}`, transporter: "nats://127.0.0.1:4222", logger: false, requestTimeout: 2000 });
+        client = new ServiceBroker({
+          namespace: `test-${run}`,
+          nodeID: `test-client-${run}`,
+          transporter: "nats://127.0.0.1:4222",
+          logger: false,
+          requestTimeout: 2000,
+        });
         await client.start();
         await client.waitForServices(["presence", "mailbox", "gateway"], 20_000);
       }, 120_000);
@@ -115,7 +121,8 @@ for (const topology of ["nats-redis", "pubsub-firestore"] as const) {
       it("an offline user's messages wait and are pulled from node B after reconnecting", async () => {
         const carol = `urn:sm:user:carol-${run}`;
         const alice = await token(`urn:sm:user:alice-${run}`);
-        for (const id of ["w1", "w2", "w3"]) expect((await http(nodes.a.url, "POST", "/send", { token: alice, body: envelope(carol, { messageId: id }) })).status).toBe(202);
+        for (const id of ["w1", "w2", "w3"])
+          expect((await http(nodes.a.url, "POST", "/send", { token: alice, body: envelope(carol, { messageId: id }) })).status).toBe(202);
         const carolToken = await token(carol);
         const socket = await connect(nodes.b.port, { token: carolToken });
         sockets.push(socket);
@@ -144,16 +151,27 @@ for (const topology of ["nats-redis", "pubsub-firestore"] as const) {
           }),
         );
         // Sessions are online once their presence is visible cluster-wide.
-        for (const u of users) await waitFor(async () => ((await client.call<unknown[], { urn: string }>("presence.get", { urn: u.urn })).length === 1 ? true : undefined));
+        for (const u of users)
+          await waitFor(async () => ((await client.call<unknown[], { urn: string }>("presence.get", { urn: u.urn })).length === 1 ? true : undefined));
         const before = await Promise.all(Object.values(nodes).map(async (n) => (await http(n.url, "GET", "/metrics")).text));
         const alice = await token(`urn:sm:user:alice-${run}`);
         const perUser = 10;
-        for (let i = 0; i < perUser; i++) for (const u of users) await http(nodes.a.url, "POST", "/send", { token: alice, body: envelope(u.urn, { messageId: `n-${i}` }) });
+        for (let i = 0; i < perUser; i++)
+          for (const u of users) await http(nodes.a.url, "POST", "/send", { token: alice, body: envelope(u.urn, { messageId: `n-${i}` }) });
         for (const u of users) {
-          await u.socket.next((f) => f.type === "message" && (f.message as QueuedMessageBody).id === `n-${perUser - 1}`, 20_000).catch((err: Error) => {
-            const logs = Object.values(nodes).map((n) => n.output().split("\n").filter((l) => /"level":(40|50)/.test(l)).slice(-5).join("\n"));
-            throw new Error(`${u.urn}: ${err.message}\n${logs.join("\n")}`);
-          });
+          await u.socket
+            .next((f) => f.type === "message" && (f.message as QueuedMessageBody).id === `n-${perUser - 1}`, 20_000)
+            .catch((err: Error) => {
+              const logs = Object.values(nodes).map((n) =>
+                n
+                  .output()
+                  .split("\n")
+                  .filter((l) => /"level":(40|50)/.test(l))
+                  .slice(-5)
+                  .join("\n"),
+              );
+              throw new Error(`${u.urn}: ${err.message}\n${logs.join("\n")}`);
+            });
         }
         await new Promise((r) => setTimeout(r, 500));
         const after = await Promise.all(Object.values(nodes).map(async (n) => (await http(n.url, "GET", "/metrics")).text));
@@ -206,10 +224,14 @@ for (const topology of ["nats-redis", "pubsub-firestore"] as const) {
         });
         const all = new Set(stored);
         // Records C held unacked come back after the bus's ack wait: keep draining until complete.
-        await waitFor(async () => {
-          for (const id of await drainMailbox(nodes.a, daveToken)) all.add(id);
-          return accepted.every((id) => all.has(id)) ? true : undefined;
-        }, 30_000, "every accepted message in the mailbox");
+        await waitFor(
+          async () => {
+            for (const id of await drainMailbox(nodes.a, daveToken)) all.add(id);
+            return accepted.every((id) => all.has(id)) ? true : undefined;
+          },
+          30_000,
+          "every accepted message in the mailbox",
+        );
         for (const id of accepted) expect(all.has(id)).toBe(true);
       }, 90_000);
     });

@@ -40,7 +40,9 @@ async function deletePrefix(prefix: string): Promise<void> {
 
 /** Publishes at QoS 1; resolves "acked" on the PUBACK. */
 function publishQos1(c: MqttTestClient, body: unknown): Promise<"acked"> {
-  return new Promise((resolve, reject) => c.client.publish("envelopes/send", JSON.stringify(body), { qos: 1 }, (err) => (err ? reject(err) : resolve("acked"))));
+  return new Promise((resolve, reject) =>
+    c.client.publish("envelopes/send", JSON.stringify(body), { qos: 1 }, (err) => (err ? reject(err) : resolve("acked"))),
+  );
 }
 
 type StoreCase = { name: string; env: () => Record<string, string>; setup?: () => Promise<void>; cleanup?: () => Promise<void> };
@@ -49,7 +51,11 @@ let firestore: Emulator | undefined;
 const redisPrefix = `routing-test:${RUN}:quota:`;
 const stores: StoreCase[] = [
   { name: "embedded", env: () => ({}) },
-  { name: "redis", env: () => ({ ROUTING_STORE: "redis", ROUTING_REDIS_URL: REDIS_URL, ROUTING_REDIS_PREFIX: redisPrefix }), cleanup: () => deletePrefix(redisPrefix) },
+  {
+    name: "redis",
+    env: () => ({ ROUTING_STORE: "redis", ROUTING_REDIS_URL: REDIS_URL, ROUTING_REDIS_PREFIX: redisPrefix }),
+    cleanup: () => deletePrefix(redisPrefix),
+  },
   {
     name: "firestore",
     env: () => ({ ROUTING_STORE: "firestore", ROUTING_FIRESTORE_ENDPOINT: firestore?.host ?? "", ROUTING_GCP_PROJECT_ID: `routing-test-${RUN}` }),
@@ -108,7 +114,10 @@ describe.each(stores)("quota on the $name store: MAILBOX_FULL on HTTP, WebSocket
     open.push({ close: () => mq.end() });
     await mq.client.subscribeAsync(`clients/${alice}/receive`, { qos: 1 });
     let fullAcked = false;
-    void publishQos1(mq, envelope(bob, { messageId: "mqtt-full" })).then(() => (fullAcked = true), () => undefined);
+    void publishQos1(mq, envelope(bob, { messageId: "mqtt-full" })).then(
+      () => (fullAcked = true),
+      () => undefined,
+    );
     const frame = await mq.next((r) => r.frame.type === "error");
     expect(frame.frame).toMatchObject({ code: "MAILBOX_FULL", ref: "mqtt-full", retryAfterMs: 5_000 });
     // Something later was acknowledged; the refused one was not.
@@ -119,17 +128,25 @@ describe.each(stores)("quota on the $name store: MAILBOX_FULL on HTTP, WebSocket
     // Bob acks one: sends to him are accepted again (once the quota's short cache has caught up).
     const fetched = (await http(svc.url, "GET", "/messages", { token: bobToken })).body.messages ?? [];
     expect((await http(svc.url, "POST", "/messages/ack", { token: bobToken, body: { messageIds: [fetched[0].id] } })).status).toBe(204);
-    await waitFor(async () => (await http(svc.url, "POST", "/send", { token: aliceToken, body: envelope(bob) })).status === 202, "a send to bob accepted again", 15_000);
+    await waitFor(
+      async () => (await http(svc.url, "POST", "/send", { token: aliceToken, body: envelope(bob) })).status === 202,
+      "a send to bob accepted again",
+      15_000,
+    );
     await waitFor(async () => (await http(svc.url, "GET", "/messages", { token: bobToken })).body.messages?.length === 3, "bob back at 3", 15_000);
     await http(svc.url, "POST", "/messages/ack", { token: bobToken, body: { messageIds: fetched.slice(1).map((m) => m.id) } });
     ws.send({ type: "send", ref: "again", envelope: envelope(bob) });
     await waitFor(async () => ws.frames.some((f) => f.ref === "again"), "an answer to the WebSocket send", 15_000);
     if (ws.frames.find((f) => f.ref === "again")?.type !== "sent") {
       // The quota's cache still held the full mailbox: the answer was MAILBOX_FULL; a retry after it is accepted.
-      await waitFor(async () => {
-        ws.send({ type: "send", ref: "again2", envelope: envelope(bob) });
-        return (await ws.next((f) => f.ref === "again2")).type === "sent";
-      }, "a WebSocket send to bob accepted again", 15_000);
+      await waitFor(
+        async () => {
+          ws.send({ type: "send", ref: "again2", envelope: envelope(bob) });
+          return (await ws.next((f) => f.ref === "again2")).type === "sent";
+        },
+        "a WebSocket send to bob accepted again",
+        15_000,
+      );
     }
     expect(await publishQos1(mq, envelope(bob))).toBe("acked");
 
@@ -193,7 +210,15 @@ describe("10,000 expired messages swept from the embedded default while HTTP sen
     // Seeded straight into the store, a second old: they pass the 2 s retention a second from now.
     for (let i = 0; i < seeded; i += 500) {
       await Promise.all(
-        Array.from({ length: 500 }, (_, j) => mailbox.store({ recipientId: `urn:sm:user:gone${(i + j) % 100}` as Urn, messageId: `x${i + j}`, priority: 0, envelope: JSON.stringify({ n: i + j }), queuedAt: old })),
+        Array.from({ length: 500 }, (_, j) =>
+          mailbox.store({
+            recipientId: `urn:sm:user:gone${(i + j) % 100}` as Urn,
+            messageId: `x${i + j}`,
+            priority: 0,
+            envelope: JSON.stringify({ n: i + j }),
+            queuedAt: old,
+          }),
+        ),
       );
     }
     const latencies: number[] = [];
@@ -222,7 +247,8 @@ describe("10,000 expired messages swept from the embedded default while HTTP sen
     const at = (q: number) => sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))].toFixed(1);
     console.log(
       `[embedded default, HTTP] ${seeded} expired messages swept in ${Date.now() - started} ms while ${rounds} send+fetch+ack rounds ran: ` +
-        `${sorted.length} requests, p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${sorted[sorted.length - 1].toFixed(1)} ms, slower than 100 ms: ${sorted.filter((l) => l > 100).length}` + (slow.length > 0 ? `; over 50 ms: ${slow.join(", ")}` : ""),
+        `${sorted.length} requests, p50 ${at(0.5)} ms, p99 ${at(0.99)} ms, max ${sorted[sorted.length - 1].toFixed(1)} ms, slower than 100 ms: ${sorted.filter((l) => l > 100).length}` +
+        (slow.length > 0 ? `; over 50 ms: ${slow.join(", ")}` : ""),
     );
     expect(await mailbox.usage("urn:sm:user:gone7" as Urn)).toEqual({ count: 0, bytes: 0 });
     const db = openSqliteDb({ dataDir: node.node.config.dataDir, sync: "normal" });
@@ -259,7 +285,8 @@ describe("mailbox.purge and the REPL commands (embedded default, in process)", (
     const frank = `urn:sm:user:frank-${RUN}`;
     const [erinToken, frankToken] = await Promise.all([token(erin), token(frank)]);
     expect((await http(node.url, "POST", "/register-device", { token: erinToken, body: { token: "erin-device", platform: "fcm" } })).status).toBe(204);
-    for (const id of ["e1", "e2", "e3"]) expect((await http(node.url, "POST", "/send", { token: frankToken, body: envelope(erin, { messageId: id }) })).status).toBe(202);
+    for (const id of ["e1", "e2", "e3"])
+      expect((await http(node.url, "POST", "/send", { token: frankToken, body: envelope(erin, { messageId: id }) })).status).toBe(202);
     expect((await http(node.url, "POST", "/send", { token: erinToken, body: envelope(frank, { messageId: "to-frank" }) })).status).toBe(202);
     await waitFor(async () => (await http(node.url, "GET", "/messages", { token: erinToken })).body.messages?.length === 3, "3 stored", 10_000);
     await http(node.url, "POST", "/messages/ack", { token: erinToken, body: { messageIds: ["e1"] } });
@@ -336,7 +363,12 @@ describe("the quota's usage cache", () => {
         return { count: 0, bytes: 0 };
       },
     });
-    const admits = [quota.admit(bob, 1), quota.admit(bob, 1), quota.admit(bob, 1)].map((p) => p.then(() => "admitted", (err: { code?: string }) => err.code));
+    const admits = [quota.admit(bob, 1), quota.admit(bob, 1), quota.admit(bob, 1)].map((p) =>
+      p.then(
+        () => "admitted",
+        (err: { code?: string }) => err.code,
+      ),
+    );
     await waitFor(async () => pending.length > 0, "the read under way", 1_000);
     for (const resolve of pending) resolve();
     expect(await Promise.all(admits)).toEqual(["admitted", "admitted", "MAILBOX_FULL"]);

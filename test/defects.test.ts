@@ -52,7 +52,8 @@ for (const engine of ["uws", "ws"] as const) {
       await socket.close();
 
       const after = await metrics(n.url);
-      const delta = (labels: Record<string, string>) => sample(after, "routing_envelopes_rejected_total", labels) - sample(before, "routing_envelopes_rejected_total", labels);
+      const delta = (labels: Record<string, string>) =>
+        sample(after, "routing_envelopes_rejected_total", labels) - sample(before, "routing_envelopes_rejected_total", labels);
       expect(delta({ path: "ws", code: "INVALID_JSON" })).toBe(1);
       expect(delta({ path: "ws", code: "ENVELOPE_TOO_LARGE" })).toBe(2);
       expect(delta({ path: "ws", code: "INVALID_FRAME" })).toBe(1);
@@ -85,6 +86,8 @@ describe("an invalid enum setting", () => {
     expect(() => loadConfig({ ROUTING_GATEWAY_ENGINE: "uwebsockets", ROUTING_BUS: "kafka" })).toThrow(
       /ROUTING_GATEWAY_ENGINE="uwebsockets": must be one of `uws`, `ws`[\s\S]*ROUTING_BUS="kafka": must be one of `embedded`, `nats`, `pubsub`/,
     );
-    expect(() => loadConfig({ ROUTING_LOG_LEVEL: "loud" })).toThrow("ROUTING_LOG_LEVEL=\"loud\": must be one of `fatal`, `error`, `warn`, `info`, `debug`, `trace`");
+    expect(() => loadConfig({ ROUTING_LOG_LEVEL: "loud" })).toThrow(
+      'ROUTING_LOG_LEVEL="loud": must be one of `fatal`, `error`, `warn`, `info`, `debug`, `trace`',
+    );
   });
 });

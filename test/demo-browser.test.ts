@@ -13,8 +13,15 @@ import { removeDir, startService, type RunningService } from "./helpers/service.
 import { freePort } from "./helpers/ports.ts";
 
 const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
-
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
 
 const run = Math.random().toString(36).slice(2, 8);
 /** Texts unique to this run, so finding one anywhere on the server side cannot be a coincidence. */
@@ -109,7 +116,8 @@ describe("demo chat in headless Chromium", () => {
       const last = text(5, "alice");
       await say(a.page, last);
       await a.page.locator('#log li[data-dir="out"][data-status="sent"] .bubble', { hasText: last }).waitFor();
-      const bobToken = ((await (await fetch(`${svc.url}/demo/token`, { method: "POST", body: JSON.stringify({ name: bob }) })).json()) as { token: string }).token;
+      const bobToken = ((await (await fetch(`${svc.url}/demo/token`, { method: "POST", body: JSON.stringify({ name: bob }) })).json()) as { token: string })
+        .token;
       const stored = (await http(svc.url, "GET", "/messages", { token: bobToken })).body.messages ?? [];
       const sealed = stored.filter((m) => typeof m.envelope.encryptedSymmetricKey === "string");
       expect(sealed.length).toBeGreaterThanOrEqual(1);

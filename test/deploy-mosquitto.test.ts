@@ -23,7 +23,6 @@ let url: string;
 const clients: MqttTestClient[] = [];
 let out = "";
 
-
 /** The compose service's command, with the container paths mapped into `dir`. */
 function composeBrokerCommand(): string {
   const compose = parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as { services: Record<string, { command: string[] }> };
@@ -142,12 +141,18 @@ describe("docker-compose.yml's Mosquitto (password file + ACL), on the real brok
   });
 
   it("the compose healthcheck's command succeeds against it", () => {
-    const compose = parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as { services: Record<string, { healthcheck: { test: string[] } }> };
+    const compose = parse(readFileSync(join(ROOT, "docker-compose.yml"), "utf8"), { merge: true }) as {
+      services: Record<string, { healthcheck: { test: string[] } }>;
+    };
     const [kind, shell] = compose.services["mqtt-broker"].healthcheck.test;
     expect(kind).toBe("CMD-SHELL");
     // Compose turns $$ into $; the port is this test's.
     const command = shell.replaceAll("$$", "$").replace("-p 1883", `-p ${port}`);
-    const run = spawnSync("sh", ["-c", command], { env: { PATH: process.env.PATH, MQTT_SERVICE_PASSWORD: SERVICE_PASSWORD }, encoding: "utf8", timeout: 10_000 });
+    const run = spawnSync("sh", ["-c", command], {
+      env: { PATH: process.env.PATH, MQTT_SERVICE_PASSWORD: SERVICE_PASSWORD },
+      encoding: "utf8",
+      timeout: 10_000,
+    });
     expect(run.status, run.stderr).toBe(0);
     const wrong = spawnSync("sh", ["-c", command], { env: { PATH: process.env.PATH, MQTT_SERVICE_PASSWORD: "wrong" }, encoding: "utf8", timeout: 10_000 });
     expect(wrong.status).not.toBe(0);

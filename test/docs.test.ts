@@ -45,13 +45,20 @@ describe("docs/protocol.md matches the wire", () => {
       return m ? `${m[1]} ${m[2]}` : "malformed row";
     });
     const client = ClientFrameSchema.anyOf.map((s) => `client → server ${s.properties.type.const}`);
-    const server = [PokeFrameSchema, MessageFrameSchema, SentFrameSchema, MessagesFrameSchema, ErrorFrameSchema, AuthedFrameSchema].map((s) => `server → client ${s.properties.type.const}`);
+    const server = [PokeFrameSchema, MessageFrameSchema, SentFrameSchema, MessagesFrameSchema, ErrorFrameSchema, AuthedFrameSchema].map(
+      (s) => `server → client ${s.properties.type.const}`,
+    );
     expect(documented.sort()).toEqual([...client, ...server].sort());
   });
 
   it("names the default MQTT topics and paths", () => {
     const p = ConfigSchema.properties;
-    for (const value of [p.mqttIngestTopic.default, p.mqttReceiveTopic.default.replace("{urn}", "<own URN>"), p.mqttAckTopic.default.replace("{urn}", "<own URN>"), p.mqttWsPath.default]) {
+    for (const value of [
+      p.mqttIngestTopic.default,
+      p.mqttReceiveTopic.default.replace("{urn}", "<own URN>"),
+      p.mqttAckTopic.default.replace("{urn}", "<own URN>"),
+      p.mqttWsPath.default,
+    ]) {
       expect(protocol, String(value)).toContain(`\`${String(value)}`);
     }
   });
@@ -61,7 +68,12 @@ describe("docs/protocol.md matches the wire", () => {
     // ...and the default verifier applies exactly that: a token expired just inside it passes, just outside is refused.
     const secret = "docs-test-secret-0123456789";
     const exp = Math.floor(Date.now() / 1000) - 10;
-    const token = await new SignJWT({}).setProtectedHeader({ alg: "HS256" }).setSubject("alice").setIssuedAt(exp - 60).setExpirationTime(exp).sign(new TextEncoder().encode(secret));
+    const token = await new SignJWT({})
+      .setProtectedHeader({ alg: "HS256" })
+      .setSubject("alice")
+      .setIssuedAt(exp - 60)
+      .setExpirationTime(exp)
+      .sign(new TextEncoder().encode(secret));
     const at = (sec: number) => createTokenVerifier({ secret, now: () => (exp + sec) * 1000 }).verify(token);
     await expect(at(JWT_CLOCK_TOLERANCE_SECONDS - 1)).resolves.toMatchObject({ identity: "urn:sm:user:alice" });
     await expect(at(JWT_CLOCK_TOLERANCE_SECONDS + 1)).rejects.toMatchObject({ code: "TOKEN_EXPIRED" });

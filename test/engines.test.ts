@@ -734,9 +734,7 @@ describe("uws native binary", () => {
   });
 
   it("fails loudly, naming the file, the ABI and the portable engine", () => {
-    expect(() => loadUwsNative("/nonexistent/uws_none.node")).toThrow(
-      /\/nonexistent\/uws_none\.node[\s\S]*Node ABI \d+[\s\S]*ROUTING_GATEWAY_ENGINE=ws/,
-    );
+    expect(() => loadUwsNative("/nonexistent/uws_none.node")).toThrow(/\/nonexistent\/uws_none\.node[\s\S]*Node ABI \d+[\s\S]*ROUTING_GATEWAY_ENGINE=ws/);
   });
 
   it("createEngine rejects an unknown kind", () => {

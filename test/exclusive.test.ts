@@ -22,7 +22,6 @@ function dataDir(): string {
 }
 afterAll(() => dirs.forEach(removeDir));
 
-
 interface Run {
   readonly code: number | null;
   readonly output: string;
@@ -93,10 +92,19 @@ describe("one process per port and data dir (processes, read from /proc/net/tcp)
 
   it("a data dir whose holder was killed (kill -9) is taken over; node.json then names the new holder", async () => {
     const dir = dataDir();
-    const holder = spawn(process.execPath, ["--import", "tsx", "-e", `import("${ROOT}platform/data-dir-lock.ts").then((m) => m.lockDataDir(${JSON.stringify(dir)}, "doomed")).then(() => { console.log("locked"); setInterval(() => {}, 60_000); })`], {
-      cwd: ROOT,
-      stdio: ["ignore", "pipe", "inherit"],
-    });
+    const holder = spawn(
+      process.execPath,
+      [
+        "--import",
+        "tsx",
+        "-e",
+        `import("${ROOT}platform/data-dir-lock.ts").then((m) => m.lockDataDir(${JSON.stringify(dir)}, "doomed")).then(() => { console.log("locked"); setInterval(() => {}, 60_000); })`,
+      ],
+      {
+        cwd: ROOT,
+        stdio: ["ignore", "pipe", "inherit"],
+      },
+    );
     await new Promise<void>((resolve) => holder.stdout.on("data", (c: Buffer) => String(c).includes("locked") && resolve()));
     await expect(lockDataDir(dir, "second")).rejects.toThrow(`is in use by process ${holder.pid}`);
     const exited = new Promise((resolve) => holder.once("exit", resolve));
@@ -130,7 +138,9 @@ describe("engines never share a port unless ROUTING_HTTP_REUSE_PORT asks", () =>
     const explicit = engine("uws");
     const fallback = engine("uws");
     try {
-      await expect(listenWithFallback("http", (p) => explicit.listen("127.0.0.1", p), port, true, log([]))).rejects.toThrow(`http port ${port} is already in use`);
+      await expect(listenWithFallback("http", (p) => explicit.listen("127.0.0.1", p), port, true, log([]))).rejects.toThrow(
+        `http port ${port} is already in use`,
+      );
       const lines: string[] = [];
       const bound = await listenWithFallback("http", (p) => fallback.listen("127.0.0.1", p), port, false, log(lines));
       expect(bound).toBeGreaterThan(port);

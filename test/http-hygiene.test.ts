@@ -99,7 +99,7 @@ for (const engine of ["uws", "ws"] as const) {
       expect(res.status).toBe(400);
       expect(res.body.error?.code).toBe("INVALID_JSON");
       const socket = await connect(svc.port, { token: tok });
-      socket.send(`{"type":"send","ref":"d1","envelope":${"{\"a\":".repeat(40)}1${"}".repeat(40)}}`);
+      socket.send(`{"type":"send","ref":"d1","envelope":${'{"a":'.repeat(40)}1${"}".repeat(40)}}`);
       const frame = await socket.nextOfType("error");
       expect(frame.code).toBe("INVALID_JSON");
       // The same socket keeps being served.

@@ -97,7 +97,13 @@ describe("start-up rules", () => {
     try {
       const run = spawnSync(process.execPath, ["--import", "tsx", "bin/main.ts"], {
         cwd: ROOT,
-        env: { PATH: process.env.PATH, ROUTING_HTTP_PORT: String(port), ROUTING_HOST: "127.0.0.1", ROUTING_JWT_SECRET: "x".repeat(32), ROUTING_DATA_DIR: `/tmp/routing-port-${port}` },
+        env: {
+          PATH: process.env.PATH,
+          ROUTING_HTTP_PORT: String(port),
+          ROUTING_HOST: "127.0.0.1",
+          ROUTING_JWT_SECRET: "x".repeat(32),
+          ROUTING_DATA_DIR: `/tmp/routing-port-${port}`,
+        },
         encoding: "utf8",
         timeout: 20_000,
       });

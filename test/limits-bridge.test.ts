@@ -30,7 +30,9 @@ describe("send rate through an external broker (Mosquitto on 127.0.0.1:1883)", (
       await client.client.subscribeAsync(`${prefix}/clients/${alice}/receive`, { qos: 1 });
       const N = 20;
       const ids = Array.from({ length: N }, (_, i) => `rl-${run}-${i}`);
-      await Promise.all(ids.map((id) => client.client.publishAsync(`${prefix}/envelopes/send/${alice}`, JSON.stringify(envelope(bob, { messageId: id })), { qos: 1 })));
+      await Promise.all(
+        ids.map((id) => client.client.publishAsync(`${prefix}/envelopes/send/${alice}`, JSON.stringify(envelope(bob, { messageId: id })), { qos: 1 })),
+      );
       const bobToken = await token(bob.slice("urn:sm:user:".length));
       // Wait until every envelope is accounted for: stored, or refused with a frame.
       let stored: QueuedMessageBody[] = [];

@@ -86,7 +86,11 @@ describe("per-identity send rate, one node", () => {
     const recipient = `rcpt-${randomUUID()}`;
     const tok = await token(who);
     // Spend the identity's rate and burst over HTTP (the rate is summed over every path).
-    const spent = tally(await Promise.all(Array.from({ length: RATE + BURST + 5 }, () => http(svc.url, "POST", "/send", { token: tok, body: envelope(`urn:sm:user:${recipient}`) }))));
+    const spent = tally(
+      await Promise.all(
+        Array.from({ length: RATE + BURST + 5 }, () => http(svc.url, "POST", "/send", { token: tok, body: envelope(`urn:sm:user:${recipient}`) })),
+      ),
+    );
     expect(spent.limited.length).toBeGreaterThan(0);
     const client = await mqttConnect(`mqtt://127.0.0.1:${svc.mqttPort}`, { username: "poke", password: tok, protocolVersion: 4 });
     const messageId = `held-${randomUUID()}`;
@@ -208,7 +212,12 @@ describe("per-identity send rate across two nodes sharing Redis", () => {
 describe("ingress bound and pre-online frames", () => {
   let svc: RunningService;
   beforeAll(async () => {
-    svc = await startService({ ROUTING_INGRESS_MAX_PENDING: "4", ROUTING_SEND_RATE_PER_SECOND: "0", ROUTING_PRESENCE: "redis", ROUTING_REDIS_PREFIX: `test-limits-${randomUUID()}:` });
+    svc = await startService({
+      ROUTING_INGRESS_MAX_PENDING: "4",
+      ROUTING_SEND_RATE_PER_SECOND: "0",
+      ROUTING_PRESENCE: "redis",
+      ROUTING_REDIS_PREFIX: `test-limits-${randomUUID()}:`,
+    });
   }, 60_000);
   afterAll(async () => {
     await svc?.stop();
@@ -218,7 +227,9 @@ describe("ingress bound and pre-online frames", () => {
   it("refuses sends past ROUTING_INGRESS_MAX_PENDING with 503 OVERLOADED + Retry-After; everything answered 202 reaches the mailbox", async () => {
     const recipient = `rcpt-${randomUUID()}`;
     const tok = await token(`sender-${randomUUID()}`);
-    const results = await Promise.all(Array.from({ length: 200 }, () => http(svc.url, "POST", "/send", { token: tok, body: envelope(`urn:sm:user:${recipient}`) })));
+    const results = await Promise.all(
+      Array.from({ length: 200 }, () => http(svc.url, "POST", "/send", { token: tok, body: envelope(`urn:sm:user:${recipient}`) })),
+    );
     const accepted = results.filter((r) => r.status === 202).map((r) => r.body.messageId as string);
     const overloaded = results.filter((r) => r.status === 503);
     expect(accepted.length + overloaded.length).toBe(200);
@@ -250,7 +261,9 @@ describe("ingress bound and pre-online frames", () => {
     let toDave = 0;
     for (let i = 0; i < 400; i++) {
       // Sequential: the ingress bound (4) is not what this test is about.
-      expect((await http(svc.url, "POST", "/send", { token: alice, body: envelope(`urn:sm:user:${bobName}`, { encryptedData: "A".repeat(60_000) }) })).status).toBe(202);
+      expect(
+        (await http(svc.url, "POST", "/send", { token: alice, body: envelope(`urn:sm:user:${bobName}`, { encryptedData: "A".repeat(60_000) }) })).status,
+      ).toBe(202);
       if (i % 5 === 0) {
         const id = `to-dave-${i}`;
         expect((await http(svc.url, "POST", "/send", { token: alice, body: envelope(`urn:sm:user:${daveName}`, { messageId: id }) })).status).toBe(202);

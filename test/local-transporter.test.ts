@@ -24,8 +24,12 @@ describe("the local transporter (Unix socket hub in the data dir)", () => {
       await peer.waitForServices(["echo"], 5000);
       expect(await peer.call("echo.say", { word: "hello" })).toEqual({ heard: "hello", from: "peer" });
       // The hub learns of the peer from its INFO packet, which may still be on its way.
-      const available = async () => (await hub.call<Array<{ id: string; available: boolean }>>("$node.list")).filter((n) => n.available).map((n) => n.id).sort();
-      for (let until = Date.now() + 5000; (await available()).length < 2 && Date.now() < until; ) await new Promise((r) => setTimeout(r, 20));
+      const available = async () =>
+        (await hub.call<Array<{ id: string; available: boolean }>>("$node.list"))
+          .filter((n) => n.available)
+          .map((n) => n.id)
+          .sort();
+      for (let until = Date.now() + 5000; (await available()).length < 2 && Date.now() < until;) await new Promise((r) => setTimeout(r, 20));
       expect(await available()).toEqual(["hub", "peer"]);
       // A big answer crosses the socket in many chunks.
       hub.createService({ name: "big", actions: { blob: () => "x".repeat(300_000) } });

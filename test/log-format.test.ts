@@ -18,7 +18,17 @@ async function startOnTerminal(env: Record<string, string>): Promise<string> {
   const dataDir = mkdtempSync(join(tmpdir(), "routing-tty-"));
   const proc = spawn("script", ["-qfec", `${process.execPath} --import tsx bin/main.ts`, "/dev/null"], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH, HOME: process.env.HOME, TERM: "xterm", ROUTING_HTTP_PORT: "0", ROUTING_MQTT_PORT: "0", ROUTING_HOST: "127.0.0.1", ROUTING_DATA_DIR: dataDir, ROUTING_JWT_SECRET: TEST_SECRET, ...env },
+    env: {
+      PATH: process.env.PATH,
+      HOME: process.env.HOME,
+      TERM: "xterm",
+      ROUTING_HTTP_PORT: "0",
+      ROUTING_MQTT_PORT: "0",
+      ROUTING_HOST: "127.0.0.1",
+      ROUTING_DATA_DIR: dataDir,
+      ROUTING_JWT_SECRET: TEST_SECRET,
+      ...env,
+    },
     stdio: ["pipe", "pipe", "pipe"],
     detached: true,
   });
@@ -63,7 +73,10 @@ describe("log format", () => {
   it("pretty forced when stdout is a pipe (JSON otherwise, as test/logs.test.ts checks)", async () => {
     const svc = await startService({ ROUTING_LOG_FORMAT: "pretty" });
     try {
-      const lines = svc.output().split("\n").filter((l) => l.trim() !== "");
+      const lines = svc
+        .output()
+        .split("\n")
+        .filter((l) => l.trim() !== "");
       expect(lines.some((l) => l.startsWith("{"))).toBe(false);
       expect(lines.at(-1)).toMatch(/INFO: routing: routing ready: /);
     } finally {

@@ -86,7 +86,11 @@ describe("logs", () => {
         }
       });
       expect(records.some((r) => r.level === 10 || r.level === 20)).toBe(true); // trace/debug lines are on
-      expect(records.find((r) => r.requestId === requestId && r.messageId === ok.body.messageId)).toMatchObject({ msg: "http request", status: 202, route: "/send" });
+      expect(records.find((r) => r.requestId === requestId && r.messageId === ok.body.messageId)).toMatchObject({
+        msg: "http request",
+        status: 202,
+        route: "/send",
+      });
       expect(records.find((r) => r.msg === "routed" && r.messageId === ok.body.messageId)).toMatchObject({ outcome: "delivered_online", path: "http" });
       expect(records.filter((r) => r.msg === "http request").every((r) => typeof r.requestId === "string")).toBe(true);
     } finally {

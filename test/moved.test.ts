@@ -58,12 +58,16 @@ for (const engine of ["uws", "ws"] as const) {
       const [n1, n2] = nodes;
       const urns = Array.from({ length: 200 }, (_, i) => `urn:sm:user:m${i}-${run}`);
       // Both nodes own shards (rendezvous over the two) and agree on every owner.
-      const owners = await waitFor(async () => {
-        const views = await Promise.all([n1, n2].map((n) => Promise.all(urns.map((u) => routeOf(n, u)))));
-        const ok = views.every((v) => v.every((r) => r !== undefined)) && views[0].every((r, i) => r!.owner === views[1][i]!.owner);
-        const ids = new Set(views[0].map((r) => r?.owner));
-        return ok && ids.size === 2 ? views[0].map((r) => r!) : undefined;
-      }, 30_000, "both nodes own shards");
+      const owners = await waitFor(
+        async () => {
+          const views = await Promise.all([n1, n2].map((n) => Promise.all(urns.map((u) => routeOf(n, u)))));
+          const ok = views.every((v) => v.every((r) => r !== undefined)) && views[0].every((r, i) => r!.owner === views[1][i]!.owner);
+          const ids = new Set(views[0].map((r) => r?.owner));
+          return ok && ids.size === 2 ? views[0].map((r) => r!) : undefined;
+        },
+        30_000,
+        "both nodes own shards",
+      );
       const i2 = owners.findIndex((r) => r.owner === `n2-${run}`);
       expect(owners[i2]).toEqual({ shard: shardOf(urns[i2], SHARDS), owner: `n2-${run}`, url: n2.url });
       const tok = await token(urns[i2]);
@@ -83,10 +87,14 @@ for (const engine of ["uws", "ws"] as const) {
       // Settled: n3's view gives every socket's shard the owner rendezvous hashing over the three names.
       const three = [`n1-${run}`, `n2-${run}`, `n3-${run}`];
       const expected = sockets.map((s) => rendezvousOwner(three, shardOf(s.urn, SHARDS)));
-      await waitFor(async () => {
-        const now = await Promise.all(sockets.map((s) => routeOf(n3, s.urn)));
-        return now.every((r, i) => r?.owner === expected[i]) ? true : undefined;
-      }, 30_000, "the joining node took its shards");
+      await waitFor(
+        async () => {
+          const now = await Promise.all(sockets.map((s) => routeOf(n3, s.urn)));
+          return now.every((r, i) => r?.owner === expected[i]) ? true : undefined;
+        },
+        30_000,
+        "the joining node took its shards",
+      );
       const moved = sockets.filter((_, i) => expected[i] === `n3-${run}`);
       expect(moved.length).toBeGreaterThan(0);
       for (const { socket } of moved) {
@@ -96,7 +104,8 @@ for (const engine of ["uws", "ws"] as const) {
       }
       // The others stay (checked after the moved ones closed).
       const stayed = sockets.filter((s) => !moved.includes(s));
-      for (const { urn, socket } of stayed) expect(socket.ws.readyState, `${urn}: ${JSON.stringify(socket.ws.readyState === socket.ws.OPEN ? "" : await socket.closed)}`).toBe(socket.ws.OPEN);
+      for (const { urn, socket } of stayed)
+        expect(socket.ws.readyState, `${urn}: ${JSON.stringify(socket.ws.readyState === socket.ws.OPEN ? "" : await socket.closed)}`).toBe(socket.ws.OPEN);
       // The moved user reconnects where GET /route now says and stays.
       const again = await connect(n3.port, { token: await token(moved[0].urn) });
       expect(again.ws.readyState).toBe(again.ws.OPEN);

@@ -229,7 +229,9 @@ describe("MQTT, embedded broker over TCP", () => {
 
     await aliceMqtt.client.publishAsync("envelopes/send", `{not json ${secret}`, { qos: 1 });
     expect((await aliceMqtt.next((r) => r.frame.type === "error")).frame).toMatchObject({ type: "error", code: "INVALID_JSON" });
-    await aliceMqtt.client.publishAsync("envelopes/send", JSON.stringify(envelope(carol, { messageId: "bad-1", priority: 99, encryptedData: secret })), { qos: 1 });
+    await aliceMqtt.client.publishAsync("envelopes/send", JSON.stringify(envelope(carol, { messageId: "bad-1", priority: 99, encryptedData: secret })), {
+      qos: 1,
+    });
     const invalid = await aliceMqtt.next((r) => r.frame.type === "error" && r.frame.code === "INVALID_ENVELOPE");
     expect(invalid.frame.ref).toBe("bad-1");
     expect(invalid.topic).toBe(receiveTopic(alice));
@@ -258,7 +260,8 @@ describe("MQTT, embedded broker over TCP", () => {
     const bob = user("bob");
     const slow = await mqttUser(url, bob, { mode: "push" });
     (slow.client.stream as unknown as net.Socket).pause();
-    const closes = async (): Promise<number> => Number(/routing_session_closes_total\{code="4008"\} (\d+)/.exec((await http(svc.url, "GET", "/metrics")).text)?.[1] ?? 0);
+    const closes = async (): Promise<number> =>
+      Number(/routing_session_closes_total\{code="4008"\} (\d+)/.exec((await http(svc.url, "GET", "/metrics")).text)?.[1] ?? 0);
     const before = await closes();
     const alice = await token(user("alice"));
     for (let i = 0; i < 400 && (await closes()) === before; i++) {
@@ -394,7 +397,16 @@ describe("QoS 1 PUBACK only after the ingress bus accepted (in-process, bus unde
 
   beforeAll(async () => {
     const presence = createMemoryPresenceStore({ ttlMs: 30_000 });
-    const sessions = createSessionHost({ instanceId: "puback-test", presence, metrics, maxBufferBytes: 1 << 20, authTimeoutMs: 5_000, heartbeatMs: 30_000, drainTimeoutMs: 1_000, log: silent });
+    const sessions = createSessionHost({
+      instanceId: "puback-test",
+      presence,
+      metrics,
+      maxBufferBytes: 1 << 20,
+      authTimeoutMs: 5_000,
+      heartbeatMs: 30_000,
+      drainTimeoutMs: 1_000,
+      log: silent,
+    });
     mqtt = createMqtt({
       instanceId: "puback-test",
       host: "127.0.0.1",
@@ -538,7 +550,9 @@ describe("MQTT through an external broker (Mosquitto on 127.0.0.1:1883)", () => 
   it("two bridge processes share the ingest load: N envelopes, each routed exactly once, both took some", async () => {
     const N = 60;
     const env = topicEnv("bridges");
-    const bridges = await Promise.all(["a", "b"].map((id) => startService({ ...env, ROUTING_INSTANCE_ID: `bridge-${id}-${run}` }, undefined, { entry: "bin/mqtt-bridge.ts" })));
+    const bridges = await Promise.all(
+      ["a", "b"].map((id) => startService({ ...env, ROUTING_INSTANCE_ID: `bridge-${id}-${run}` }, undefined, { entry: "bin/mqtt-bridge.ts" })),
+    );
     const dirs = bridges.map((b) => b.dataDir);
     try {
       for (const b of bridges) expect(b.output()).toMatch(/routing ready: http=\d+ mqtt=external role=mqtt-bridge routes=true /);
@@ -547,7 +561,9 @@ describe("MQTT through an external broker (Mosquitto on 127.0.0.1:1883)", () => 
       const bobListens = await brokerClient(receiveAt(bob));
       const sender = await brokerClient();
       await Promise.all(
-        Array.from({ length: N }, (_, i) => sender.client.publishAsync(ingestTopic(alice), JSON.stringify(envelope(bob, { messageId: `share-${i}` })), { qos: 1 })),
+        Array.from({ length: N }, (_, i) =>
+          sender.client.publishAsync(ingestTopic(alice), JSON.stringify(envelope(bob, { messageId: `share-${i}` })), { qos: 1 }),
+        ),
       );
       // Each routed message pokes Bob once, from whichever bridge routed it.
       await waitFor(async () => (bobListens.frames("poke").length >= N ? true : undefined), `${N} pokes`, 20_000);

@@ -67,7 +67,8 @@ describe("operator tools against a live node (REPL commands, metrics)", () => {
     expect(all).toContain("connected since");
     const rows = all.split("\n").slice(3);
     expect(rows).toHaveLength(4);
-    for (const row of rows) expect(row).toMatch(new RegExp(`^${nodeId}\\s+\\S+\\s+urn:sm:user:\\S+\\s+ws\\s+(poke|push)\\s+online\\S*\\s+\\S+Z \\(\\S+ ago\\)\\s+0$`));
+    for (const row of rows)
+      expect(row).toMatch(new RegExp(`^${nodeId}\\s+\\S+\\s+urn:sm:user:\\S+\\s+ws\\s+(poke|push)\\s+online\\S*\\s+\\S+Z \\(\\S+ ago\\)\\s+0$`));
     expect(rows.filter((r) => r.includes(bob))).toHaveLength(2);
     expect(rows.filter((r) => r.includes(carol) && /\spush\s/.test(r))).toHaveLength(1);
 
@@ -83,7 +84,9 @@ describe("operator tools against a live node (REPL commands, metrics)", () => {
 
     const online = await routeCommand(broker, bob);
     expect(online).toContain(`route to ${bob}`);
-    expect(online).toContain("stored message:    delivered_online (online: store in the mailbox, then signal 2 sessions on 1 instance (1 poke, 1 message frame); no push)");
+    expect(online).toContain(
+      "stored message:    delivered_online (online: store in the mailbox, then signal 2 sessions on 1 instance (1 poke, 1 message frame); no push)",
+    );
     expect(online).toContain("ephemeral message: ephemeral_delivered (online: message frame to 2 sessions on 1 instance; never stored or pushed)");
     for (const id of bobIds) expect(online).toMatch(new RegExp(`${id}\\s+${nodeId}\\s+ws\\s+(poke|push)\\s+online`));
     const offline = await routeCommand(broker, dave);
@@ -134,7 +137,14 @@ describe("operator tools against a live node (REPL commands, metrics)", () => {
 
   it("a scripted run moves every metric by exactly what it did", async () => {
     const { series: before, text: beforeText } = await scrape();
-    for (const name of ["routing_signals_received_total", "routing_signals_delivered_total", "routing_mailbox_depth", "routing_bus_backlog", "routing_bus_oldest_unacked_seconds", "routing_end_to_end_latency_seconds"]) {
+    for (const name of [
+      "routing_signals_received_total",
+      "routing_signals_delivered_total",
+      "routing_mailbox_depth",
+      "routing_bus_backlog",
+      "routing_bus_oldest_unacked_seconds",
+      "routing_end_to_end_latency_seconds",
+    ]) {
       expect(declared(beforeText, name), name).toBe(true);
     }
     const routedBefore = sample(before, "routing_routed_total");
@@ -265,7 +275,11 @@ describe("docs/operating.md metric list", () => {
       .map((m) => m.name)
       .filter((name) => !name.startsWith("routing_process_") && !name.startsWith("routing_nodejs_"));
     for (const name of exported) expect(readme, name).toMatch(new RegExp("`" + name + "[`{]"));
-    const listed = new Set([...readme.matchAll(/`(routing_[a-z0-9_]+)/g)].map((m) => m[1]).filter((name) => !name.startsWith("routing_process_") && !name.startsWith("routing_nodejs_")));
+    const listed = new Set(
+      [...readme.matchAll(/`(routing_[a-z0-9_]+)/g)]
+        .map((m) => m[1])
+        .filter((name) => !name.startsWith("routing_process_") && !name.startsWith("routing_nodejs_")),
+    );
     for (const name of listed) expect(exported, name).toContain(name.replace(/_(bucket|sum|count)$/, ""));
   });
 });

@@ -38,7 +38,9 @@ describe("kill -9 during overload", () => {
     const killBy = Date.now() + 20_000;
     const watch = (async () => {
       while (Date.now() < killBy) {
-        const m = await fetch(`${first.url}/metrics`, { signal: AbortSignal.timeout(2_000) }).then((r) => r.text()).catch(() => "");
+        const m = await fetch(`${first.url}/metrics`, { signal: AbortSignal.timeout(2_000) })
+          .then((r) => r.text())
+          .catch(() => "");
         const accepted = [...m.matchAll(/^routing_envelopes_accepted_total\{[^}]*\} (\d+)/gm)].reduce((a, x) => a + Number(x[1]), 0);
         const refused = /code="OVERLOADED"[^\n]* (\d+)/.exec(m);
         if (accepted >= 500 && refused !== null && Number(refused[1]) > 0) return;

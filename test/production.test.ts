@@ -56,7 +56,10 @@ describe("the Dockerfile", () => {
   });
 
   it("the replayed runtime stage holds every dependency and no devDependency, and dist/ with source maps", () => {
-    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    const pkg = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as {
+      dependencies: Record<string, string>;
+      devDependencies: Record<string, string>;
+    };
     const modules = join(image.appDir, "node_modules");
     for (const dep of Object.keys(pkg.dependencies)) expect(existsSync(join(modules, dep)), dep).toBe(true);
     // A devDependency may only be there as a production package's own dependency (@types/node, ajv).
@@ -134,7 +137,10 @@ async function underLoad(svc: ContainerProcess, min: number) {
   const httpSenders = [0, 1].map(async (w) => {
     for (let i = 0; !stopHttp; i++) {
       const messageId = `h${w}-${i}`;
-      const res = await http(`http://127.0.0.1:${svc.port}`, "POST", "/send", { token: httpToken, body: envelope(`urn:sm:user:drain-sink-${i % SINKS}`, { messageId }) }).catch(() => undefined);
+      const res = await http(`http://127.0.0.1:${svc.port}`, "POST", "/send", {
+        token: httpToken,
+        body: envelope(`urn:sm:user:drain-sink-${i % SINKS}`, { messageId }),
+      }).catch(() => undefined);
       if (res === undefined) return;
       if (res.status === 202) accepted.add(messageId);
     }
@@ -152,7 +158,13 @@ async function underLoad(svc: ContainerProcess, min: number) {
 
 describe("the built service as the container runs it", () => {
   it("SIGTERM under load with 200 open sockets: exit 0 within the deadline, every socket closed 1001, no process left, every accepted message in the mailbox", async () => {
-    const svc = await runContainerCmd(image, { ROUTING_HTTP_PORT: "0", ROUTING_MQTT_PORT: "0", ROUTING_HOST: "127.0.0.1", ROUTING_JWT_SECRET: TEST_SECRET, ROUTING_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS) });
+    const svc = await runContainerCmd(image, {
+      ROUTING_HTTP_PORT: "0",
+      ROUTING_MQTT_PORT: "0",
+      ROUTING_HOST: "127.0.0.1",
+      ROUTING_JWT_SECRET: TEST_SECRET,
+      ROUTING_SHUTDOWN_TIMEOUT_MS: String(SHUTDOWN_TIMEOUT_MS),
+    });
     const pid = svc.proc.pid as number;
     expect(await runHealthcheck(image, svc.port)).toBe(0);
     if (image.user.uid !== undefined) expect(readFileSync(`/proc/${pid}/status`, "utf8")).toMatch(new RegExp(`\\nUid:\\s+${image.user.uid}\\s`));
@@ -171,7 +183,10 @@ describe("the built service as the container runs it", () => {
       late.once("error", (err) => resolve(`error ${(err as NodeJS.ErrnoException).code ?? err.message}`));
     });
     expect(lateOutcome).not.toBe("open");
-    const readiness = await http(`http://127.0.0.1:${svc.port}`, "GET", "/readyz").then((r) => String(r.status), (err: Error) => `error ${err.message}`);
+    const readiness = await http(`http://127.0.0.1:${svc.port}`, "GET", "/readyz").then(
+      (r) => String(r.status),
+      (err: Error) => `error ${err.message}`,
+    );
     expect(readiness).not.toBe("200");
     const { code, signal } = await svc.exited;
     const drainMs = Date.now() - signalledAt;

@@ -21,7 +21,17 @@ import { createRouter } from "../routing/router.ts";
 import { createPushService } from "../services/push.service.ts";
 import { manualClock, sleep, waitFor, type ManualClock } from "./contracts/fixture.ts";
 import { connect, http } from "./helpers/clients.ts";
-import { everything, makeCredentials, makeTlsFixture, startFakeApns, startFakeFcm, type FakeApns, type FakeFcm, type PushCredentials, type TlsFixture } from "./helpers/push-fakes.ts";
+import {
+  everything,
+  makeCredentials,
+  makeTlsFixture,
+  startFakeApns,
+  startFakeFcm,
+  type FakeApns,
+  type FakeFcm,
+  type PushCredentials,
+  type TlsFixture,
+} from "./helpers/push-fakes.ts";
 import { removeDir, startService, token } from "./helpers/service.ts";
 
 /** The payload every test sends: it must appear in no request to a provider. */
@@ -51,7 +61,16 @@ afterEach(() => {
 function senders(): PushSender[] {
   return [
     createFcmSender({ serviceAccountFile: creds.serviceAccountFile, endpoint: fcm.url, ca: tls.ca }),
-    createApnsSender({ keyFile: creds.apnsKeyFile, keyId: creds.apnsKeyId, teamId: creds.apnsTeamId, topic: creds.apnsTopic, production: false, host: "127.0.0.1", port: apns.port, ca: tls.ca }),
+    createApnsSender({
+      keyFile: creds.apnsKeyFile,
+      keyId: creds.apnsKeyId,
+      teamId: creds.apnsTeamId,
+      topic: creds.apnsTopic,
+      production: false,
+      host: "127.0.0.1",
+      port: apns.port,
+      ca: tls.ca,
+    }),
   ];
 }
 
@@ -209,7 +228,11 @@ describe("push senders and rules against local FCM and APNs stand-ins", () => {
     await exactly(() => apns.requests, 2, "APNs: 503, then the retry");
     await exactly(() => fcm.sends(), 4, "FCM: 500 and 503, then their retries");
     expect(apns.requests.map((r) => r.status)).toEqual([503, 200]);
-    const byToken = (t: string) => fcm.sends().filter((r) => r.body.includes(t)).map((r) => r.status);
+    const byToken = (t: string) =>
+      fcm
+        .sends()
+        .filter((r) => r.body.includes(t))
+        .map((r) => r.status);
     expect(byToken("fcm-500")).toEqual([500, 200]);
     expect(byToken("fcm-503")).toEqual([503, 200]);
     const stats = await h.stats();
@@ -223,7 +246,13 @@ describe("push senders and rules against local FCM and APNs stand-ins", () => {
     fcm.script("fcm-gone", [404]);
     apns.script("d0d1", [{ status: 410, reason: "Unregistered" }]);
     apns.script("d2d3", [{ status: 400, reason: "BadDeviceToken" }]);
-    for (const [t, p] of [["fcm-gone", "fcm"], ["d0d1", "apns"], ["d2d3", "apns"], ["d4d5", "apns"]] as const) await h.devices.register(bob, t, p);
+    for (const [t, p] of [
+      ["fcm-gone", "fcm"],
+      ["d0d1", "apns"],
+      ["d2d3", "apns"],
+      ["d4d5", "apns"],
+    ] as const)
+      await h.devices.register(bob, t, p);
     await h.send(bob);
     await waitFor(async () => (await h.devices.list(bob)).length === 1, "invalid tokens removed");
     expect((await h.devices.list(bob)).map((d) => d.token)).toEqual(["d4d5"]);
@@ -272,12 +301,17 @@ describe("push senders and rules against local FCM and APNs stand-ins", () => {
     h = await startPush({ maxAttempts: 3 });
     const bob = user("bob");
     await h.devices.register(bob, "f0f1", "apns");
-    apns.script("f0f1", Array.from({ length: 5 }, () => ({ status: 503, reason: "ServiceUnavailable" })));
+    apns.script(
+      "f0f1",
+      Array.from({ length: 5 }, () => ({ status: 503, reason: "ServiceUnavailable" })),
+    );
     const messageId = await h.send(bob);
     await waitFor(async () => (await h.stats()).deadLetters === 1, "dead letter");
     expect(apns.requests).toHaveLength(3);
     const dead = await h.broker.call<Array<Record<string, unknown>>, { limit: number }>("push.deadLetters", { limit: 10 });
-    expect(dead).toEqual([{ recipientId: bob, messageId, priority: 1, dueAt: expect.any(String), reason: "apns: ServiceUnavailable", deadAt: expect.any(String) }]);
+    expect(dead).toEqual([
+      { recipientId: bob, messageId, priority: 1, dueAt: expect.any(String), reason: "apns: ServiceUnavailable", deadAt: expect.any(String) },
+    ]);
     expect(await h.queue.count()).toBe(0);
     expect((await h.devices.list(bob)).map((d) => d.token)).toEqual(["f0f1"]);
   });
@@ -304,7 +338,19 @@ describe("push dispatcher bounds", () => {
       close: async () => {},
     };
     const log = { warn: () => {}, debug: () => {} };
-    const dispatcher = createDispatcher({ queue, presence, mailbox, devices, senders: [slow], collapseMs: 0, maxAttempts: 3, retryBaseMs: 10, concurrency: 3, batchSize: 20, log });
+    const dispatcher = createDispatcher({
+      queue,
+      presence,
+      mailbox,
+      devices,
+      senders: [slow],
+      collapseMs: 0,
+      maxAttempts: 3,
+      retryBaseMs: 10,
+      concurrency: 3,
+      batchSize: 20,
+      log,
+    });
     const route = createRouter({ mailbox, presence, signals: { signal: async () => 0, close: async () => {} }, pushQueue: queue });
     for (let i = 0; i < 20; i++) {
       const to = `urn:sm:user:r${i}` as Urn;
@@ -315,7 +361,17 @@ describe("push dispatcher bounds", () => {
     await sleep(20);
     expect(inFlight).toBe(3);
     // Routing only enqueues: it completes while every provider request hangs.
-    expect(await route({ recipientId: "urn:sm:user:late" as Urn, messageId: "late", isEphemeral: false, priority: 1, envelope: "{}", acceptedAt: Date.now(), path: "http" })).toBe("push_due");
+    expect(
+      await route({
+        recipientId: "urn:sm:user:late" as Urn,
+        messageId: "late",
+        isEphemeral: false,
+        priority: 1,
+        envelope: "{}",
+        acceptedAt: Date.now(),
+        path: "http",
+      }),
+    ).toBe("push_due");
     release();
     expect(await sending).toEqual({ settled: 20, retried: 0 });
     expect(peak).toBe(3);

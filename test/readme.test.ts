@@ -9,7 +9,8 @@ describe("README is a front page", () => {
     expect(Buffer.byteLength(readme)).toBeLessThan(20_000);
   });
   it("has the two commands, the first message and the architecture, and links the protocol", () => {
-    for (const heading of ["## Two commands", "## First message", "## Architecture at a glance", "## Performance", "## Documentation"]) expect(readme).toContain(heading);
+    for (const heading of ["## Two commands", "## First message", "## Architecture at a glance", "## Performance", "## Documentation"])
+      expect(readme).toContain(heading);
     expect(readme).toContain("](docs/protocol.md)");
   });
   it("links nothing outside the repository, and every link resolves", () => {
@@ -25,17 +26,27 @@ describe("README is a front page", () => {
 });
 
 describe("the documents link nothing outside the repository", () => {
-  const files = [...readdirSync(`${ROOT}/docs`).filter((f) => f.endsWith(".md")).map((f) => `docs/${f}`), "bench/results/README.md"];
+  const files = [
+    ...readdirSync(`${ROOT}/docs`)
+      .filter((f) => f.endsWith(".md"))
+      .map((f) => `docs/${f}`),
+    "bench/results/README.md",
+  ];
   for (const file of files) {
     it(file, () => {
-      expect(linkTargets(readDoc(file)).map((t) => linkProblem(file, t)).filter(Boolean)).toEqual([]);
+      expect(
+        linkTargets(readDoc(file))
+          .map((t) => linkProblem(file, t))
+          .filter(Boolean),
+      ).toEqual([]);
     });
   }
 });
 
 describe("the link checker itself", () => {
   it("finds links that leave the repository or point nowhere", () => {
-    const text = "see [c](../shared/CONTRACT.md), [w](https://example.com/x), <http://a.b>, [m](docs/missing.md), [ok](docs/protocol.md#mqtt), `[code](http://x)`";
+    const text =
+      "see [c](../shared/CONTRACT.md), [w](https://example.com/x), <http://a.b>, [m](docs/missing.md), [ok](docs/protocol.md#mqtt), `[code](http://x)`";
     expect(linkTargets(text).map((t) => linkProblem("README.md", t))).toEqual([
       "../shared/CONTRACT.md: leaves the repository",
       "https://example.com/x: a link outside the repository",

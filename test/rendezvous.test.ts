@@ -20,18 +20,22 @@ describe("rendezvous hashing", () => {
 
   it("a node leaving gives up only its own shards", () => {
     fc.assert(
-      fc.property(nodeIds.filter((ids) => ids.length >= 2), fc.nat(), (ids, pick) => {
-        const gone = ids[pick % ids.length];
-        const before = rendezvousAssign(ids, SHARDS);
-        const after = rendezvousAssign(
-          ids.filter((id) => id !== gone),
-          SHARDS,
-        );
-        for (let s = 0; s < SHARDS; s++) {
-          if (before[s] !== gone) expect(after[s]).toBe(before[s]);
-          else expect(after[s]).not.toBe(gone);
-        }
-      }),
+      fc.property(
+        nodeIds.filter((ids) => ids.length >= 2),
+        fc.nat(),
+        (ids, pick) => {
+          const gone = ids[pick % ids.length];
+          const before = rendezvousAssign(ids, SHARDS);
+          const after = rendezvousAssign(
+            ids.filter((id) => id !== gone),
+            SHARDS,
+          );
+          for (let s = 0; s < SHARDS; s++) {
+            if (before[s] !== gone) expect(after[s]).toBe(before[s]);
+            else expect(after[s]).not.toBe(gone);
+          }
+        },
+      ),
       { numRuns: 60 },
     );
   });

@@ -65,11 +65,13 @@ describe("npm run repl attaches to the running npm start (embedded default)", ()
       const expected = new Set(accepted);
       expect(expected.size).toBeGreaterThanOrEqual(50);
       // Every accepted message reaches the socket (waiting on the deliveries themselves, bounded).
-      for (let until = Date.now() + 30_000; [...expected].some((id) => !delivered.has(id)) && Date.now() < until; ) await new Promise((r) => setTimeout(r, 100));
+      for (let until = Date.now() + 30_000; [...expected].some((id) => !delivered.has(id)) && Date.now() < until;) await new Promise((r) => setTimeout(r, 100));
       expect([...expected].filter((id) => !delivered.has(id))).toEqual([]);
       // The node is untouched by the REPL leaving.
       expect((await http(url, "POST", "/send", { token: alice, body: envelope(bob, { messageId: "after-repl" }) })).status).toBe(202);
-      expect(((await inbox.next((f) => f.type === "message" && (f.message as { id: string }).id === "after-repl", 10_000)).message as { id: string }).id).toBe("after-repl");
+      expect(((await inbox.next((f) => f.type === "message" && (f.message as { id: string }).id === "after-repl", 10_000)).message as { id: string }).id).toBe(
+        "after-repl",
+      );
       await inbox.close();
     } finally {
       sending = false;

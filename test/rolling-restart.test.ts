@@ -100,7 +100,10 @@ function httpSender(index: number, accepted: Set<string>, stopped: () => boolean
     for (let n = 0; !stopped(); n++) {
       const messageId = `h${index}-${n}`;
       for (;;) {
-        const res = await http(anyNode().url, "POST", "/send", { token: tok, body: envelope(`urn:sm:user:roll-sink-${n % SINKS}-${run}`, { messageId }) }).catch(() => undefined);
+        const res = await http(anyNode().url, "POST", "/send", {
+          token: tok,
+          body: envelope(`urn:sm:user:roll-sink-${n % SINKS}-${run}`, { messageId }),
+        }).catch(() => undefined);
         if (res?.status === 202) {
           accepted.add(messageId);
           break;
@@ -152,10 +155,7 @@ describe("rolling restart of three nodes (NATS bus, Redis presence and mailboxes
     const received = new Map<string, number>();
     let sending = true;
     let receiving = true;
-    const senders = [
-      ...[0, 1, 2, 3].map((i) => wsSender(i, accepted, () => !sending)),
-      ...[0, 1].map((i) => httpSender(i, accepted, () => !sending)),
-    ];
+    const senders = [...[0, 1, 2, 3].map((i) => wsSender(i, accepted, () => !sending)), ...[0, 1].map((i) => httpSender(i, accepted, () => !sending))];
     const recipients = Array.from({ length: SINKS }, (_, i) => recipient(i, received, () => !receiving));
     const grows = async (by: number) => {
       const target = accepted.size + by;

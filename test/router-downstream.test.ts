@@ -10,10 +10,9 @@ import { CAUGHT_UP_MS, createDownstreamWatch, SLOW_ROUTE_MS } from "../routing/d
  */
 function hosted(maxInFlight: number) {
   const effects: string[] = [];
-  const actor = createActor(
-    routerMachine.provide({ actions: { pauseIntake: () => effects.push("pause"), resumeIntake: () => effects.push("resume") } }),
-    { input: { maxInFlight, drainTimeoutMs: 1000 } },
-  ).start();
+  const actor = createActor(routerMachine.provide({ actions: { pauseIntake: () => effects.push("pause"), resumeIntake: () => effects.push("resume") } }), {
+    input: { maxInFlight, drainTimeoutMs: 1000 },
+  }).start();
   return { actor, effects };
 }
 

@@ -80,7 +80,11 @@ function urnPerShard(run: string): string[] {
 }
 
 /** MQTT CONNECT over raw TCP; resolves the CONNACK packet. */
-function mqttConnack(port: number, protocolVersion: 4 | 5, password: string): Promise<Packet & { returnCode?: number; reasonCode?: number; properties?: { serverReference?: string } }> {
+function mqttConnack(
+  port: number,
+  protocolVersion: 4 | 5,
+  password: string,
+): Promise<Packet & { returnCode?: number; reasonCode?: number; properties?: { serverReference?: string } }> {
   return new Promise((resolve, reject) => {
     const socket = net.connect(port, "127.0.0.1");
     const parse = mqttParser({ protocolVersion });
@@ -91,7 +95,23 @@ function mqttConnack(port: number, protocolVersion: 4 | 5, password: string): Pr
     parse.on("error", reject);
     socket.on("data", (d) => parse.parse(d));
     socket.on("error", reject);
-    socket.on("connect", () => socket.write(generate({ cmd: "connect", protocolId: "MQTT", protocolVersion, clean: true, clientId: `c-${randomBytes(3).toString("hex")}`, keepalive: 30, username: "poke", password: Buffer.from(password) }, { protocolVersion })));
+    socket.on("connect", () =>
+      socket.write(
+        generate(
+          {
+            cmd: "connect",
+            protocolId: "MQTT",
+            protocolVersion,
+            clean: true,
+            clientId: `c-${randomBytes(3).toString("hex")}`,
+            keepalive: 30,
+            username: "poke",
+            password: Buffer.from(password),
+          },
+          { protocolVersion },
+        ),
+      ),
+    );
   });
 }
 
@@ -115,11 +135,14 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
 
     beforeAll(async () => {
       const env = profileEnv(profile, run);
-      const [a, b, c] = await Promise.all((["a", "b", "c"] as const).map((n) => startService({ ...env, ROUTING_INSTANCE_ID: ids[n] }, undefined, { readyTimeoutMs: 90_000 })));
+      const [a, b, c] = await Promise.all(
+        (["a", "b", "c"] as const).map((n) => startService({ ...env, ROUTING_INSTANCE_ID: ids[n] }, undefined, { readyTimeoutMs: 90_000 })),
+      );
       Object.assign(nodes, { a, b, c });
       // Settled: every node sees every shard owned as rendezvous hashing over the three assigns it.
       const expected = urns.map((_, shard) => rendezvousOwner(Object.values(ids), shard));
-      for (const node of [a, b, c]) await waitFor(async () => ((await owners(node)).every((o, i) => o === expected[i]) ? true : undefined), 30_000, "shards settled");
+      for (const node of [a, b, c])
+        await waitFor(async () => ((await owners(node)).every((o, i) => o === expected[i]) ? true : undefined), 30_000, "shards settled");
     }, 150_000);
     afterAll(async () => {
       for (const client of clients) client.close();
@@ -192,7 +215,12 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
       const killedAt = Date.now();
       await nodes.c.crash();
       // Every shard owned again (by a live node) within ROUTING_SHARD_LEASE_SECONDS + 1 s, as A sees it.
-      await waitFor(async () => ((await owners(nodes.a)).every((o) => o !== undefined && survivors.includes(o)) ? true : undefined), (LEASE_S + 5) * 1000, "every shard owned again", 50);
+      await waitFor(
+        async () => ((await owners(nodes.a)).every((o) => o !== undefined && survivors.includes(o)) ? true : undefined),
+        (LEASE_S + 5) * 1000,
+        "every shard owned again",
+        50,
+      );
       const reownedMs = Date.now() - killedAt;
       console.log(`${profile}: every shard owned again ${reownedMs} ms after kill -9 (lease ${LEASE_S} s)`);
       expect(reownedMs).toBeLessThanOrEqual((LEASE_S + 1) * 1000);
@@ -207,28 +235,38 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
       // node held unacked come back only after the bus's ack deadline (Pub/Sub: the client library's lease).
       for (const u of users) {
         let last = Date.now();
-        await waitFor(() => {
-          if (u.accepted.every((id) => u.client.acked.has(id))) return true;
-          if (Date.now() - last > 2000) {
-            last = Date.now();
-            u.client.wake();
-          }
-          return undefined;
-        }, 90_000, `${u.urn}: every accepted message`).catch((err: Error) => {
+        await waitFor(
+          () => {
+            if (u.accepted.every((id) => u.client.acked.has(id))) return true;
+            if (Date.now() - last > 2000) {
+              last = Date.now();
+              u.client.wake();
+            }
+            return undefined;
+          },
+          90_000,
+          `${u.urn}: every accepted message`,
+        ).catch((err: Error) => {
           const missing = u.accepted.filter((id) => !u.client.acked.has(id));
-          throw new Error(`${err.message}; missing ${missing.length}/${u.accepted.length}: ${missing.slice(0, 10).join(",")}; opened ${u.client.opened.join(" ")}; closes ${u.client.closes.join(" | ")}`);
+          throw new Error(
+            `${err.message}; missing ${missing.length}/${u.accepted.length}: ${missing.slice(0, 10).join(",")}; opened ${u.client.opened.join(" ")}; closes ${u.client.closes.join(" | ")}`,
+          );
         });
         expect(u.client.duplicates).toEqual([]);
         expect(u.accepted.length).toBeGreaterThan(10);
       }
       const movedToB = users.find((u) => rendezvousOwner(survivors, shardOf(u.urn, SHARDS)) === ids.b)!;
-      const urlName = (u: string) => (Object.entries(nodes).find(([, n]) => n.url === u)?.[0] ?? u);
-      console.log(`${profile}: client moving to B: moved ${movedToB.client.moved.map(urlName).join(",")}; opened ${movedToB.client.opened.map(urlName).join(",")}; closes ${movedToB.client.closes.join(" | ")}`);
+      const urlName = (u: string) => Object.entries(nodes).find(([, n]) => n.url === u)?.[0] ?? u;
+      console.log(
+        `${profile}: client moving to B: moved ${movedToB.client.moved.map(urlName).join(",")}; opened ${movedToB.client.opened.map(urlName).join(",")}; closes ${movedToB.client.closes.join(" | ")}`,
+      );
       expect(movedToB.client.moved).toContain(nodes.b.url);
       expect(movedToB.client.opened.at(-1)).toBe(nodes.b.url);
       const movedToA = users.find((u) => rendezvousOwner(survivors, shardOf(u.urn, SHARDS)) === ids.a);
       if (movedToA) expect(movedToA.client.opened.at(-1)).toBe(nodes.a.url);
-      console.log(`${profile}: ${users.map((u) => `${u.accepted.length} accepted, ${u.client.acked.size} acked, moved ${u.client.moved.length}x, push wake-ups ${u.client.wakes}`).join("; ")}`);
+      console.log(
+        `${profile}: ${users.map((u) => `${u.accepted.length} accepted, ${u.client.acked.size} acked, moved ${u.client.moved.length}x, push wake-ups ${u.client.wakes}`).join("; ")}`,
+      );
     }, 180_000);
   });
 }

@@ -19,7 +19,15 @@ import { createShardTable } from "./helpers/static-shards.ts";
 const SHARDS = 4;
 const entry = (instanceId: string): PresenceEntry => ({ sessionId: `s-${instanceId}`, instanceId, protocol: "ws", connectedAt: 0 });
 const signalFor = (recipient: Urn, messageId = "m1", isEphemeral = false): Signal => ({
-  record: { recipientId: recipient, messageId, isEphemeral, priority: 5, acceptedAt: 1, path: "http", envelope: `{"recipientId":"${recipient}","encryptedData":"QUJD"}` },
+  record: {
+    recipientId: recipient,
+    messageId,
+    isEphemeral,
+    priority: 5,
+    acceptedAt: 1,
+    path: "http",
+    envelope: `{"recipientId":"${recipient}","encryptedData":"QUJD"}`,
+  },
   queuedAt: 2,
 });
 
@@ -61,7 +69,10 @@ describe("NATS signals (real NATS on 127.0.0.1:4222)", () => {
 
   async function natsNode(id: string, prefix: string, strategy: DeliveryStrategy, online: Set<Urn>, shards?: ShardDirectory) {
     const node = localNode(online);
-    const bridge = await createNatsSignalBridge({ servers: "127.0.0.1:4222", subjectPrefix: prefix, instanceId: id, strategy, requestTimeoutMs: 300, shards }, createSignalReceiver(node.local, node.counters));
+    const bridge = await createNatsSignalBridge(
+      { servers: "127.0.0.1:4222", subjectPrefix: prefix, instanceId: id, strategy, requestTimeoutMs: 300, shards },
+      createSignalReceiver(node.local, node.counters),
+    );
     open.push(bridge);
     return { ...node, bridge };
   }
@@ -141,7 +152,10 @@ describe("Pub/Sub sharded signals (emulator)", () => {
       const nodes = await Promise.all(
         [`a-${run}`, `b-${run}`, `c-${run}`].map(async (id, i) => {
           const node = localNode(new Set(i === 0 ? [] : i === 1 ? [bob] : [dave]));
-          const bridge = await createPubSubSignalBridge({ projectId, apiEndpoint: emulator!.host, instanceId: id, strategy, broadcastTopic: topic, answerWaitMs: 1500 }, createSignalReceiver(node.local, node.counters));
+          const bridge = await createPubSubSignalBridge(
+            { projectId, apiEndpoint: emulator!.host, instanceId: id, strategy, broadcastTopic: topic, answerWaitMs: 1500 },
+            createSignalReceiver(node.local, node.counters),
+          );
           return { ...node, bridge, id };
         }),
       );
@@ -152,14 +166,21 @@ describe("Pub/Sub sharded signals (emulator)", () => {
         expect(await a.bridge.signal(dave, signalFor(dave, "d1"), [entry(c.id)])).toBe(1);
         // Node c "dies": its subscriptions stop consuming, but its topics stay (kill -9 deletes nothing).
         await c.bridge.close();
-        await admin.topic(`delivery-${c.id}`).create().catch(() => {});
+        await admin
+          .topic(`delivery-${c.id}`)
+          .create()
+          .catch(() => {});
         expect(await a.bridge.signal(dave, signalFor(dave, "d2"), [entry(c.id)])).toBe(0);
         expect(await a.bridge.signal(bob, signalFor(bob, "m2"), [entry(b.id)])).toBe(1);
         expect(b.seen.map((s) => s.record.messageId)).toEqual(["m1", "m2"]);
         expect(c.seen.map((s) => s.record.messageId)).toEqual(["d1"]);
       } finally {
         await Promise.all([a.bridge.close(), b.bridge.close()]);
-        for (const name of [topic, `delivery-${c.id}`]) await admin.topic(name).delete().catch(() => {});
+        for (const name of [topic, `delivery-${c.id}`])
+          await admin
+            .topic(name)
+            .delete()
+            .catch(() => {});
         await admin.close();
       }
     }, 60_000);
@@ -179,7 +200,14 @@ describe("Pub/Sub sharded signals (emulator)", () => {
         const node = localNode(new Set([bob, erin]));
         const pushQueue = createMemoryPushQueue();
         const bridge = await createPubSubSignalBridge(
-          { projectId, apiEndpoint: emulator!.host, instanceId: id, strategy: "sharded", broadcastTopic: topic, sharded: { shards: table.directory(id), receive: createOwnerReceiver(node.local, node.counters, pushQueue) } },
+          {
+            projectId,
+            apiEndpoint: emulator!.host,
+            instanceId: id,
+            strategy: "sharded",
+            broadcastTopic: topic,
+            sharded: { shards: table.directory(id), receive: createOwnerReceiver(node.local, node.counters, pushQueue) },
+          },
           createSignalReceiver(node.local, node.counters),
         );
         return { ...node, bridge, pushQueue };
@@ -219,8 +247,15 @@ describe("Pub/Sub sharded signals (emulator)", () => {
       expect(b.seen.map((s) => s.record.messageId)).toEqual(["to-bob"]);
     } finally {
       await Promise.all(nodes.map((n) => n.bridge.close()));
-      for (let s = 0; s < SHARDS; s++) await admin.subscription(shardSubscriptionName(topic, s)).delete().catch(() => {});
-      await admin.topic(topic).delete().catch(() => {});
+      for (let s = 0; s < SHARDS; s++)
+        await admin
+          .subscription(shardSubscriptionName(topic, s))
+          .delete()
+          .catch(() => {});
+      await admin
+        .topic(topic)
+        .delete()
+        .catch(() => {});
       await admin.close();
     }
   }, 60_000);

@@ -38,7 +38,12 @@ function cluster() {
   const nodes = new Map<string, ShardCoordinator>();
   const log: Held[] = [];
   const start = async (id: string, shardCount = SHARDS) => {
-    const c = createShardCoordinator({ leases: createRedisLeases({ redis: REDIS_URL, keyPrefix: prefix, ttlMs: TTL_MS }), shardCount, nodeId: id, url: () => `http://${id}.test:8080` });
+    const c = createShardCoordinator({
+      leases: createRedisLeases({ redis: REDIS_URL, keyPrefix: prefix, ttlMs: TTL_MS }),
+      shardCount,
+      nodeId: id,
+      url: () => `http://${id}.test:8080`,
+    });
     c.onChange((shard, owned) => {
       if (owned) log.push({ node: id, shard, epoch: c.ownerOf(shard)?.epoch ?? -1, from: Date.now() });
       else {
@@ -127,7 +132,7 @@ describe("shard coordinators on Redis leases", () => {
     const took = Date.now() - killedAt;
     expect(took).toBeLessThanOrEqual(TTL_MS + 1_000);
     for (const s of onC) {
-      const now = [...(c.nodes.values())].find((n) => n.ownsShard(s))?.ownerOf(s);
+      const now = [...c.nodes.values()].find((n) => n.ownsShard(s))?.ownerOf(s);
       expect(now?.owner).not.toBe("node-c");
       expect(now?.epoch).toBeGreaterThan(epochsOnC.get(s) ?? Infinity);
     }
@@ -184,7 +189,12 @@ describe("shard coordinators on Redis leases", () => {
     const start = async (id: string) => {
       const lifecycle = createLifecycle();
       const broker = new ServiceBroker({ nodeID: id, logger: false, middlewares: [lifecycle.middleware], skipProcessEventRegistration: true });
-      const svc = createShardsService({ leases: createRedisLeases({ redis: REDIS_URL, keyPrefix: prefix, ttlMs: TTL_MS }), shardCount: SHARDS, nodeId: id, url: () => `http://${id}.test:8080` });
+      const svc = createShardsService({
+        leases: createRedisLeases({ redis: REDIS_URL, keyPrefix: prefix, ttlMs: TTL_MS }),
+        shardCount: SHARDS,
+        nodeId: id,
+        url: () => `http://${id}.test:8080`,
+      });
       broker.createService(lifecycle.part(svc.schema));
       await broker.start();
       return { broker, svc };
@@ -194,7 +204,11 @@ describe("shard coordinators on Redis leases", () => {
     try {
       const expected = rendezvousAssign(["svc-a", "svc-b"], SHARDS);
       const mine = (id: string) => expected.flatMap((o, s) => (o === id ? [s] : []));
-      await waitFor(() => a.svc.directory.ownedShards().join() === mine("svc-a").join() && b.svc.directory.ownedShards().join() === mine("svc-b").join(), "both brokers settled", 10_000);
+      await waitFor(
+        () => a.svc.directory.ownedShards().join() === mine("svc-a").join() && b.svc.directory.ownedShards().join() === mine("svc-b").join(),
+        "both brokers settled",
+        10_000,
+      );
       expect(a.svc.ready()).toBe(true);
       const v = await a.broker.call<ShardsView>("shards.list");
       expect(v.members.map((m) => m.id)).toEqual(["svc-a", "svc-b"]);

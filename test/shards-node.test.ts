@@ -82,7 +82,9 @@ describe("a sharded routing node", () => {
     const env = { ROUTING_DELIVERY_STRATEGY: "sharded", ROUTING_PRESENCE: "redis", ROUTING_REDIS_PREFIX: prefix };
     const first = await startInProcess({ ...env, ROUTING_SHARD_COUNT: "16" });
     try {
-      await expect(startInProcess({ ...env, ROUTING_SHARD_COUNT: "32" })).rejects.toThrow("ROUTING_SHARD_COUNT=32 differs from the cluster's 16 (recorded in redis)");
+      await expect(startInProcess({ ...env, ROUTING_SHARD_COUNT: "32" })).rejects.toThrow(
+        "ROUTING_SHARD_COUNT=32 differs from the cluster's 16 (recorded in redis)",
+      );
       expect((await view(first)).owners).toHaveLength(16);
     } finally {
       await first.stop();
@@ -113,7 +115,12 @@ describe("a sharded routing node", () => {
     it(`${engine.name} unreachable: keeps shards while leases are valid, stops owning when they lapse, /readyz 503; recovers with higher epochs`, async () => {
       const run = `${RUN}cut${engine.name}`;
       const proxy = await startTcpProxy({ host: "127.0.0.1", port: engine.port });
-      const n = await startInProcess({ ROUTING_DELIVERY_STRATEGY: "sharded", ROUTING_SHARD_COUNT: "8", ROUTING_SHARD_LEASE_SECONDS: "2", ...engine.env(proxy.port, run) });
+      const n = await startInProcess({
+        ROUTING_DELIVERY_STRATEGY: "sharded",
+        ROUTING_SHARD_COUNT: "8",
+        ROUTING_SHARD_LEASE_SECONDS: "2",
+        ...engine.env(proxy.port, run),
+      });
       try {
         const before = await view(n);
         expect(before.owners).toHaveLength(8);

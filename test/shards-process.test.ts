@@ -45,8 +45,17 @@ interface Child {
 const acting: Acting[] = [];
 
 function spawnNode(id: string): Child {
-  const proc = spawn(process.execPath, ["--import", TSX_LOADER, CHILD, REDIS_URL, PREFIX, id, String(SHARDS), String(TTL_MS)], { cwd: ROOT, stdio: ["ignore", "pipe", "inherit"] });
-  const child: Child = { id, proc, ready: false, drained: false, exited: new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal }))) };
+  const proc = spawn(process.execPath, ["--import", TSX_LOADER, CHILD, REDIS_URL, PREFIX, id, String(SHARDS), String(TTL_MS)], {
+    cwd: ROOT,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const child: Child = {
+    id,
+    proc,
+    ready: false,
+    drained: false,
+    exited: new Promise((resolve) => proc.on("exit", (code, signal) => resolve({ code, signal }))),
+  };
   readline.createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on("line", (line) => {
     const [kind, a, b, c] = line.split(" ");
     if (kind === "ready") child.ready = true;
@@ -76,7 +85,11 @@ describe("shard coordinators in separate processes on Redis leases", () => {
     const settledAs = async (ids: string[]) => {
       const expected = rendezvousAssign(ids, SHARDS);
       const owners = await engineOwners();
-      return owners.size === SHARDS && [...owners].every(([s, o]) => o.owner === expected[s]) && expected.every((id, s) => acting.some((h) => h.node === id && h.shard === s && h.to === undefined));
+      return (
+        owners.size === SHARDS &&
+        [...owners].every(([s, o]) => o.owner === expected[s]) &&
+        expected.every((id, s) => acting.some((h) => h.node === id && h.shard === s && h.to === undefined))
+      );
     };
     for (const id of ["proc-a", "proc-b", "proc-c"]) children.push(spawnNode(id));
     const [a, b, c] = children;

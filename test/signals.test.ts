@@ -7,7 +7,15 @@ import { createSignalReceiver, decodeSignal, encodeSignal, type LocalDelivery, t
 
 const bob = "urn:sm:user:bob" as Urn;
 const signal: Signal = {
-  record: { recipientId: bob, messageId: "m1", isEphemeral: false, priority: 5, acceptedAt: 1, path: "http", envelope: '{"recipientId":"urn:sm:user:bob","encryptedData":"QUJD\\n=="}' },
+  record: {
+    recipientId: bob,
+    messageId: "m1",
+    isEphemeral: false,
+    priority: 5,
+    acceptedAt: 1,
+    path: "http",
+    envelope: '{"recipientId":"urn:sm:user:bob","encryptedData":"QUJD\\n=="}',
+  },
   queuedAt: 2,
 };
 const entry = (instanceId: string): PresenceEntry => ({ sessionId: `s-${instanceId}`, instanceId, protocol: "ws", connectedAt: 0 });
@@ -55,7 +63,11 @@ describe("NATS signal bridge (real NATS on 127.0.0.1:4222)", () => {
 
   it("broadcast: every instance receives; those without the session count noise", async () => {
     const prefix = `test-${randomBytes(4).toString("hex")}`;
-    const nodes = [await instance("a", prefix, "broadcast", new Set()), await instance("b", prefix, "broadcast", new Set([bob])), await instance("c", prefix, "broadcast", new Set())];
+    const nodes = [
+      await instance("a", prefix, "broadcast", new Set()),
+      await instance("b", prefix, "broadcast", new Set([bob])),
+      await instance("c", prefix, "broadcast", new Set()),
+    ];
     expect(await nodes[0].bridge.signal(bob, signal, [entry("b")])).toBe(1);
     for (let i = 0; i < 50 && nodes.some((n) => n.counts.received === 0); i++) await new Promise((r) => setTimeout(r, 20));
     expect(nodes.map((n) => n.counts)).toEqual([

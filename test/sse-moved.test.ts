@@ -27,7 +27,16 @@ afterEach(async () => {
 describe.each(["uws", "ws"] as const)("GET /events MOVED hook (%s engine)", (name) => {
   it("answers a stream for a foreign shard with event: close {code: 4010, url} and ends it", async () => {
     const metrics = createMetrics();
-    const sessions = createSessionHost({ instanceId: "n1", presence: createMemoryPresenceStore({ ttlMs: 30_000 }), metrics, maxBufferBytes: 65536, authTimeoutMs: 5_000, heartbeatMs: 30_000, drainTimeoutMs: 1_000, log: { warn: () => {} } });
+    const sessions = createSessionHost({
+      instanceId: "n1",
+      presence: createMemoryPresenceStore({ ttlMs: 30_000 }),
+      metrics,
+      maxBufferBytes: 65536,
+      authTimeoutMs: 5_000,
+      heartbeatMs: 30_000,
+      drainTimeoutMs: 1_000,
+      log: { warn: () => {} },
+    });
     const owners: Record<string, string> = { "urn:sm:user:far": "http://owner.example:8080" };
     const route = createEventStreamRoute({
       verifier: createTokenVerifier({ secret: TEST_SECRET }),

@@ -84,7 +84,11 @@ describe.each(["uws", "ws"] as const)("event stream limits (%s engine)", (engine
     const big = Buffer.alloc(60_000, 7).toString("base64").slice(0, 60_000);
     const scrape = async () => (await http(inProcess!.url, "GET", "/metrics")).text;
     for (let round = 0; round < 100 && !/routing_session_closes_total\{code="4008"\} [1-9]/.test(await scrape()); round++) {
-      await Promise.all(Array.from({ length: 10 }, () => http(inProcess!.url, "POST", "/send", { token: alice, body: envelope("urn:sm:user:bob", { encryptedData: big, isEphemeral: true }) })));
+      await Promise.all(
+        Array.from({ length: 10 }, () =>
+          http(inProcess!.url, "POST", "/send", { token: alice, body: envelope("urn:sm:user:bob", { encryptedData: big, isEphemeral: true }) }),
+        ),
+      );
     }
     expect(await scrape()).toMatch(/routing_session_closes_total\{code="4008"\} [1-9]/);
     await waitFor(() => sessions.sessions().length === 0, "session gone");

@@ -55,7 +55,10 @@ describe.each(["uws", "ws"] as const)("Server-Sent Events on the %s engine", (en
     const push = await eventSource(`${node.url}/events?delivery=push&ticket=${await ticket(bob)}`);
     const poke = await eventSource(`${node.url}/events?ticket=${await ticket(bob)}`);
     try {
-      await waitFor(() => node.node.sessions.sessions("urn:sm:user:bob" as Urn).filter((s) => s.protocol === "sse" && s.isOnline()).length === 2, "two sse sessions online");
+      await waitFor(
+        () => node.node.sessions.sessions("urn:sm:user:bob" as Urn).filter((s) => s.protocol === "sse" && s.isOnline()).length === 2,
+        "two sse sessions online",
+      );
       const sent = envelope("urn:sm:user:bob");
       const res = await http(node.url, "POST", "/send", { token: alice, body: sent });
       expect(res.status).toBe(202);

@@ -11,7 +11,15 @@ const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn(`status page browser test SKIPPED: ${CHROMIUM} not found; install Debian's "chromium" package (apt-get install -y chromium)`);
 
-const CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"];
+const CHROMIUM_ARGS = [
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+  "--no-first-run",
+  "--disable-quic",
+];
 
 /** Width and height from a PNG's IHDR chunk; throws if the bytes are not a PNG. */
 function pngSize(bytes: Buffer): { width: number; height: number } {
@@ -62,61 +70,65 @@ describe("status page", () => {
     expect(JSON.stringify(status)).not.toContain(bob);
   });
 
-  it.skipIf(!hasChromium)("renders live numbers in headless Chromium", async () => {
-    const alice = await token("urn:sm:user:status-alice");
-    const carol = `urn:sm:user:status-carol-${process.pid}`;
-    sockets.push(await connect(svc.port, { token: await token(carol), delivery: "push" }));
-    traffic = (async () => {
-      while (!stopTraffic) {
-        await http(svc.url, "POST", "/send", { token: alice, body: envelope(carol) }).catch(() => undefined);
-        await new Promise((r) => setTimeout(r, 20));
+  it.skipIf(!hasChromium)(
+    "renders live numbers in headless Chromium",
+    async () => {
+      const alice = await token("urn:sm:user:status-alice");
+      const carol = `urn:sm:user:status-carol-${process.pid}`;
+      sockets.push(await connect(svc.port, { token: await token(carol), delivery: "push" }));
+      traffic = (async () => {
+        while (!stopTraffic) {
+          await http(svc.url, "POST", "/send", { token: alice, body: envelope(carol) }).catch(() => undefined);
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      })();
+
+      const dir = mkdtempSync(join(tmpdir(), "status-page-"));
+      const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+      try {
+        const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+        const problems: string[] = [];
+        page.on("pageerror", (err) => problems.push(`pageerror: ${err.message}`));
+        page.on("console", (msg) => {
+          if (msg.type() === "error") problems.push(`console: ${msg.text()}`);
+        });
+        const response = await page.goto(`${svc.url}/status`);
+        expect(response?.status()).toBe(200);
+        expect(response?.headers()["content-security-policy"]).toContain("script-src 'sha256-");
+        // Rendered, with sessions and some throughput measured over the sampling window.
+        await page.waitForFunction(
+          () => {
+            const num = (id: string) => Number(document.getElementById(id)?.textContent ?? "NaN");
+            return document.body.dataset.ready === "true" && num("sessions-total") > 0 && num("accepted-rate") > 0 && num("routed-rate") > 0;
+          },
+          undefined,
+          { timeout: 20_000 },
+        );
+        const text = await page.evaluate(() => document.body.innerText);
+        expect(text).toContain(nodeId);
+        const read = (id: string) => page.locator(`#${id}`).textContent();
+        expect(Number(await read("sessions-total"))).toBe(3);
+        expect(await read("node")).toBe(nodeId);
+        expect(await read("backlog")).toMatch(/^\d+$/);
+        expect(await read("dead-letters")).toBe("0");
+        expect(await read("oldest")).toMatch(/^\d+\.\d$/);
+        expect(await page.locator("#sessions tr").count()).toBeGreaterThan(0);
+        expect(await page.locator("#nodes tr").first().textContent()).toContain(nodeId);
+        expect(text).not.toContain(carol);
+
+        const shot = join(dir, "status.png");
+        await page.screenshot({ path: shot, fullPage: true });
+        const bytes = readFileSync(shot);
+        const { width, height } = pngSize(bytes);
+        expect(width).toBe(1280);
+        expect(height).toBeGreaterThanOrEqual(600);
+        expect(statSync(shot).size).toBeGreaterThan(20_000);
+        expect(problems).toEqual([]);
+      } finally {
+        await browser.close();
+        rmSync(dir, { recursive: true, force: true });
       }
-    })();
-
-    const dir = mkdtempSync(join(tmpdir(), "status-page-"));
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
-    try {
-      const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
-      const problems: string[] = [];
-      page.on("pageerror", (err) => problems.push(`pageerror: ${err.message}`));
-      page.on("console", (msg) => {
-        if (msg.type() === "error") problems.push(`console: ${msg.text()}`);
-      });
-      const response = await page.goto(`${svc.url}/status`);
-      expect(response?.status()).toBe(200);
-      expect(response?.headers()["content-security-policy"]).toContain("script-src 'sha256-");
-      // Rendered, with sessions and some throughput measured over the sampling window.
-      await page.waitForFunction(
-        () => {
-          const num = (id: string) => Number(document.getElementById(id)?.textContent ?? "NaN");
-          return document.body.dataset.ready === "true" && num("sessions-total") > 0 && num("accepted-rate") > 0 && num("routed-rate") > 0;
-        },
-        undefined,
-        { timeout: 20_000 },
-      );
-      const text = await page.evaluate(() => document.body.innerText);
-      expect(text).toContain(nodeId);
-      const read = (id: string) => page.locator(`#${id}`).textContent();
-      expect(Number(await read("sessions-total"))).toBe(3);
-      expect(await read("node")).toBe(nodeId);
-      expect(await read("backlog")).toMatch(/^\d+$/);
-      expect(await read("dead-letters")).toBe("0");
-      expect(await read("oldest")).toMatch(/^\d+\.\d$/);
-      expect(await page.locator("#sessions tr").count()).toBeGreaterThan(0);
-      expect(await page.locator("#nodes tr").first().textContent()).toContain(nodeId);
-      expect(text).not.toContain(carol);
-
-      const shot = join(dir, "status.png");
-      await page.screenshot({ path: shot, fullPage: true });
-      const bytes = readFileSync(shot);
-      const { width, height } = pngSize(bytes);
-      expect(width).toBe(1280);
-      expect(height).toBeGreaterThanOrEqual(600);
-      expect(statSync(shot).size).toBeGreaterThan(20_000);
-      expect(problems).toEqual([]);
-    } finally {
-      await browser.close();
-      rmSync(dir, { recursive: true, force: true });
-    }
-  }, 60_000);
+    },
+    60_000,
+  );
 });

@@ -34,7 +34,12 @@ describe("Web Push (VAPID, aes128gcm) against a local push-service stand-in", ()
   });
 
   const register = async (bobToken: string, sub: BrowserSubscription) =>
-    (await http(svc.url, "POST", "/register-device", { token: bobToken, body: { platform: "webpush", subscription: { endpoint: sub.endpoint, keys: sub.keys, expirationTime: null } } })).status;
+    (
+      await http(svc.url, "POST", "/register-device", {
+        token: bobToken,
+        body: { platform: "webpush", subscription: { endpoint: sub.endpoint, keys: sub.keys, expirationTime: null } },
+      })
+    ).status;
 
   it("makes a dev VAPID pair in the data dir (0600) and says so once at start", () => {
     const path = join(svc.dataDir, "dev-vapid-keys.json");

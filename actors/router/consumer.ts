@@ -24,9 +24,7 @@ export type ConsumerCommand =
 
 /** What the consumer tells its parent. */
 export type ConsumerReport =
-  | { type: "router.delivery.started"; count?: number }
-  | { type: "router.delivery.settled"; count?: number }
-  | { type: "router.backlog.routed" };
+  { type: "router.delivery.started"; count?: number } | { type: "router.delivery.settled"; count?: number } | { type: "router.backlog.routed" };
 
 export interface BusConsumerEffects {
   readonly bus: IngressBus;

@@ -57,7 +57,6 @@ export function intakeLimit(context: Pick<RouterContext, "maxInFlight" | "downst
   return context.downstreamSlow ? Math.max(1, Math.floor(context.maxInFlight / 8)) : context.maxInFlight;
 }
 
-
 export const routerMachine = setup({
   types: {
     input: {} as RouterInput,

@@ -83,7 +83,6 @@ const MAX_DELAY_MS = 2_147_483_647;
 /** A session whose pings go unanswered this many intervals is dead. */
 export const MAX_UNANSWERED_PINGS = 2;
 
-
 /** The token-expiry timer's id: a refresh cancels it and starts it again. */
 const TOKEN_EXPIRY = "tokenExpiry";
 
@@ -106,7 +105,10 @@ export const sessionMachine = setup({
     awaitFlush: () => {},
     closeSocket: (_: unknown, _params: { code: number; reason: string }) => {},
     /** Starts the token-expiry timer: raises session.token.expired after tokenTtlMs (guarded by tokenExpires). */
-    scheduleTokenExpiry: raise({ type: "session.token.expired" }, { id: TOKEN_EXPIRY, delay: ({ context }) => Math.max(0, context.tokenTtlMs ?? MAX_DELAY_MS) }),
+    scheduleTokenExpiry: raise(
+      { type: "session.token.expired" },
+      { id: TOKEN_EXPIRY, delay: ({ context }) => Math.max(0, context.tokenTtlMs ?? MAX_DELAY_MS) },
+    ),
     cancelTokenExpiry: cancel(TOKEN_EXPIRY),
   },
   delays: {
@@ -174,9 +176,15 @@ export const sessionMachine = setup({
       after: { authTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.AUTH_TIMEOUT, reason: "presence timeout" } } } },
       on: {
         "session.presence.registered": { target: "online", actions: assign({ presenceRegistered: true }) },
-        "session.presence.failed": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.BACKEND_UNAVAILABLE, reason: "presence unavailable" } } },
+        "session.presence.failed": {
+          target: "closed",
+          actions: { type: "setClose", params: { code: CLOSE.BACKEND_UNAVAILABLE, reason: "presence unavailable" } },
+        },
         // Presence may still be written after this; closed unregisters it whatever the order.
-        "session.drain": { target: "closed", actions: [assign({ presenceRegistered: true }), { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } }] },
+        "session.drain": {
+          target: "closed",
+          actions: [assign({ presenceRegistered: true }), { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } }],
+        },
       },
     },
     online: {
@@ -203,7 +211,10 @@ export const sessionMachine = setup({
           ],
         },
         "session.pong": { actions: assign({ unansweredPings: 0 }) },
-        "session.buffer.exceeded": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.SLOW_CONSUMER, reason: "send buffer limit exceeded" } } },
+        "session.buffer.exceeded": {
+          target: "closed",
+          actions: { type: "setClose", params: { code: CLOSE.SLOW_CONSUMER, reason: "send buffer limit exceeded" } },
+        },
         "session.drain": "draining",
       },
     },
@@ -212,7 +223,10 @@ export const sessionMachine = setup({
       after: { drainTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } } } },
       on: {
         "session.flushed": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.GOING_AWAY, reason: "shutting down" } } },
-        "session.buffer.exceeded": { target: "closed", actions: { type: "setClose", params: { code: CLOSE.SLOW_CONSUMER, reason: "send buffer limit exceeded" } } },
+        "session.buffer.exceeded": {
+          target: "closed",
+          actions: { type: "setClose", params: { code: CLOSE.SLOW_CONSUMER, reason: "send buffer limit exceeded" } },
+        },
       },
     },
     closed: {

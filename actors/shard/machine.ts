@@ -96,7 +96,11 @@ export const shardMachine = setup({
       on: {
         "shard.acquired": [
           // Stopped while asking: give the lease straight back (standby then ends in stopped).
-          { guard: "stopping", target: "standby", actions: { type: "release", params: ({ context, event }) => ({ shard: context.shard, epoch: event.epoch }) } },
+          {
+            guard: "stopping",
+            target: "standby",
+            actions: { type: "release", params: ({ context, event }) => ({ shard: context.shard, epoch: event.epoch }) },
+          },
           { guard: "stillValid", target: "owning", actions: assign({ epoch: ({ event }) => event.epoch, validForMs: ({ event }) => event.validForMs }) },
           // The answer came too late to act on: give the lease back rather than let it block others.
           { target: "standby", actions: { type: "release", params: ({ context, event }) => ({ shard: context.shard, epoch: event.epoch }) } },

@@ -23,7 +23,12 @@ export interface Senders {
 }
 
 /** Opens one WebSocket per sender token (and MQTT clients for the MQTT share). */
-export async function openSenders(target: LoadTarget, senderTokens: readonly string[], mqttTokens: readonly string[], recipients: readonly string[]): Promise<Senders> {
+export async function openSenders(
+  target: LoadTarget,
+  senderTokens: readonly string[],
+  mqttTokens: readonly string[],
+  recipients: readonly string[],
+): Promise<Senders> {
   const sockets = await Promise.all(
     senderTokens.map(
       (tok) =>
@@ -168,7 +173,11 @@ export async function offer(senders: Senders, target: LoadTarget, options: Offer
     const at = performance.now();
     httpInFlight++;
     offered.http++;
-    fetch(`${target.httpUrl}/send`, { method: "POST", headers: { authorization: `Bearer ${tok}`, "content-type": "application/json" }, body: envelopeJson(recipientOf(seq), id) })
+    fetch(`${target.httpUrl}/send`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${tok}`, "content-type": "application/json" },
+      body: envelopeJson(recipientOf(seq), id),
+    })
       .then(async (res) => {
         const body = (await res.json().catch(() => ({}))) as { error?: { code?: string } };
         if (res.status === 202) {
@@ -263,7 +272,12 @@ export async function offer(senders: Senders, target: LoadTarget, options: Offer
  * Pulls and acks every recipient's mailbox until `expected` are all found or nothing new arrived
  * for `quietMs` (routing may still be draining the bus when the load stops). Resolves what was found.
  */
-export async function collectMailboxes(httpUrl: string, recipientTokens: readonly string[], expected: ReadonlySet<string>, quietMs = 30_000): Promise<Set<string>> {
+export async function collectMailboxes(
+  httpUrl: string,
+  recipientTokens: readonly string[],
+  expected: ReadonlySet<string>,
+  quietMs = 30_000,
+): Promise<Set<string>> {
   const found = new Set<string>();
   let lastNew = performance.now();
   let missing = [...expected].filter((id) => !found.has(id)).length;
@@ -280,7 +294,11 @@ export async function collectMailboxes(httpUrl: string, recipientTokens: readonl
           if (!found.has(id)) gotAny = true;
           found.add(id);
         }
-        await fetch(`${httpUrl}/messages/ack`, { method: "POST", headers: { authorization: `Bearer ${tok}`, "content-type": "application/json" }, body: JSON.stringify({ messageIds: ids }) });
+        await fetch(`${httpUrl}/messages/ack`, {
+          method: "POST",
+          headers: { authorization: `Bearer ${tok}`, "content-type": "application/json" },
+          body: JSON.stringify({ messageIds: ids }),
+        });
         if (ids.length < 500) break;
       }
     }

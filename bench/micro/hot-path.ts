@@ -45,14 +45,28 @@ const roles =
     : { bus: createSqliteIngressBus(db, retry), mailbox: createSqliteMailbox(db, { dedupTtlMs: 604_800_000 }), pushQueue: createSqlitePushQueue(db) };
 const metrics = createMetrics();
 const quiet = { warn() {}, debug() {}, info() {}, error() {} };
-const sessions = createSessionHost({ instanceId: "hot-path", presence, metrics, maxBufferBytes: 1 << 30, authTimeoutMs: 10_000, heartbeatMs: 30_000, drainTimeoutMs: 1_000, log: quiet });
+const sessions = createSessionHost({
+  instanceId: "hot-path",
+  presence,
+  metrics,
+  maxBufferBytes: 1 << 30,
+  authTimeoutMs: 10_000,
+  heartbeatMs: 30_000,
+  drainTimeoutMs: 1_000,
+  log: quiet,
+});
 // The quota the node checks by default (10,000 messages / 64 MiB per recipient): one usage read per send, cached 500 ms.
 const quota = createQuota({ usage: (urn) => roles.mailbox.usage(urn), maxMessages: 10_000, maxBytes: 64 * 1024 * 1024 });
 const ingress = createIngress({ bus: roles.bus, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, metrics, quota });
 const route = createRouter({ mailbox: roles.mailbox, presence, signals: createLocalSignalBridge(sessions), pushQueue: roles.pushQueue });
 const router = createRouterService({ bus: roles.bus, busName: store, route, metrics, maxInFlight: 512, drainTimeoutMs: 1_000 });
 await (router.schema.started as (this: { logger: typeof quiet }) => Promise<void>).call({ logger: quiet });
-const onFrame = createFrameHandler({ ingress, mailbox: roles.mailbox, maxEnvelopeBytes: MAX_ENVELOPE_BYTES, verifier: createTokenVerifier({ secret: "hot-path-bench-secret" }) });
+const onFrame = createFrameHandler({
+  ingress,
+  mailbox: roles.mailbox,
+  maxEnvelopeBytes: MAX_ENVELOPE_BYTES,
+  verifier: createTokenVerifier({ secret: "hot-path-bench-secret" }),
+});
 
 const payload = "Z".repeat(Number(payloadArg));
 let sent = 0;
@@ -122,7 +136,10 @@ async function run(n: number): Promise<number> {
   await finished;
   const cpu = process.cpuUsage(cpu0);
   const routed = delivered - before;
-  if (process.env.HOT_PATH_VERBOSE) console.log(`  ${((routed * 1000) / (performance.now() - wall0)).toFixed(0)} msg/s wall, ${((db.commits - commits0) / routed).toFixed(3)} commits/msg, user ${(cpu.user / routed).toFixed(1)} sys ${(cpu.system / routed).toFixed(1)} µs/msg`);
+  if (process.env.HOT_PATH_VERBOSE)
+    console.log(
+      `  ${((routed * 1000) / (performance.now() - wall0)).toFixed(0)} msg/s wall, ${((db.commits - commits0) / routed).toFixed(3)} commits/msg, user ${(cpu.user / routed).toFixed(1)} sys ${(cpu.system / routed).toFixed(1)} µs/msg`,
+    );
   return (cpu.user + cpu.system) / routed;
 }
 

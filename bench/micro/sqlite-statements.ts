@@ -61,7 +61,13 @@ for (let round = 0; round < 3; round++) {
     for (let r = 0; r < RECIPIENTS; r++) timed("mailbox ack (batched)", () => mailboxAck.run(`urn:sm:user:r${r}`, JSON.stringify(acks[r])));
     timed("commit", () => commit.run());
   }
-  console.log(`round ${round + 1}: ` + Object.entries(ns).map(([k, v]) => `${k} ${(v / 1000 / MESSAGES).toFixed(2)}`).join(", ") + " µs per message");
+  console.log(
+    `round ${round + 1}: ` +
+      Object.entries(ns)
+        .map(([k, v]) => `${k} ${(v / 1000 / MESSAGES).toFixed(2)}`)
+        .join(", ") +
+      " µs per message",
+  );
 }
 db.close();
 rmSync(dir, { recursive: true, force: true });

@@ -47,7 +47,11 @@ function beforeAfter(r: Results): string[] {
     .filter((x) => x.contender === "baseline-uws")
     .flatMap((before) => {
       const after = r.connections.rows.find((x) => x.contender === "service-uws" && x.requested === before.requested);
-      return after ? [`| idle connections | ${fmt(after.held.median)} held | | | | RSS ${fmt(before.rssPerConnKiB.median, 2)} -> ${fmt(after.rssPerConnKiB.median, 2)} KiB/conn |`] : [];
+      return after
+        ? [
+            `| idle connections | ${fmt(after.held.median)} held | | | | RSS ${fmt(before.rssPerConnKiB.median, 2)} -> ${fmt(after.rssPerConnKiB.median, 2)} KiB/conn |`,
+          ]
+        : [];
     });
   if (lines.length + conns.length === 0) return [];
   return [
@@ -75,7 +79,13 @@ function skips(skipped: readonly Skip[]): string {
 /** One line per target: whether it holds and the figures, the service's next to its baseline's. */
 export function targetLines(targets: Results["targets"]): string[] {
   const verdict = (t: Results["targets"][number]) =>
-    t.holds === undefined ? (t.measured.startsWith("not measured") ? "not measured" : "not reachable here (the bound measured)") : t.holds ? "holds" : "does not hold";
+    t.holds === undefined
+      ? t.measured.startsWith("not measured")
+        ? "not measured"
+        : "not reachable here (the bound measured)"
+      : t.holds
+        ? "holds"
+        : "does not hold";
   return targets.map((t) => `- ${verdict(t)}: ${t.name}: ${t.measured}`);
 }
 
@@ -84,7 +94,9 @@ export function markdown(r: Results): string {
   const reopened = [...r.route.rows, ...r.mqtt.rows].filter((x) => x.reopened > 0);
   return [
     `Run ${r.at} (${Math.round(r.seconds)} s, profile \`${r.plan.profile}\`), ${m.nproc} cores (${m.cpuModel}), ${m.memTotal} RAM, Node ${m.node}, kernel ${m.kernel}` +
-      (m.load ? `; load average (1, 5, 15 min) ${m.load.before.map((x) => x.toFixed(2)).join(" ")} before, ${m.load.after.map((x) => x.toFixed(2)).join(" ")} after.` : "."),
+      (m.load
+        ? `; load average (1, 5, 15 min) ${m.load.before.map((x) => x.toFixed(2)).join(" ")} before, ${m.load.after.map((x) => x.toFixed(2)).join(" ")} after.`
+        : "."),
     `Each figure is the median of ${r.plan.rounds} rounds of ${r.plan.roundMs / 1000} s (range in brackets), contenders alternating within each round after a ${r.plan.warmupMs / 1000} s warm-up; ` +
       `${r.plan.pairs} sender/receiver pairs on ${r.plan.workers} generator threads; "max" is a closed loop with ${r.plan.window} messages per pair in flight end to end, ` +
       `the fixed rates are an open loop (latency from the scheduled send time). Server CPU is the contender's processes (Socket.IO: its server and Redis), ` +

@@ -113,7 +113,13 @@ export async function runGroupSend(log: (line: string) => void): Promise<GroupRe
       return { way, groups: samples.length, messagesPerSecond: (samples.length * MEMBERS) / elapsed, p50Ms: lat.p50, p99Ms: lat.p99 };
     });
     const [single, batch] = rows;
-    return { members: MEMBERS, inFlight, seconds: seconds * rounds, rows, ratio: { messagesPerSecond: batch.messagesPerSecond / single.messagesPerSecond, p99: batch.p99Ms / single.p99Ms } };
+    return {
+      members: MEMBERS,
+      inFlight,
+      seconds: seconds * rounds,
+      rows,
+      ratio: { messagesPerSecond: batch.messagesPerSecond / single.messagesPerSecond, p99: batch.p99Ms / single.p99Ms },
+    };
   } finally {
     for (const ws of sockets) ws.terminate();
     await svc.stop();

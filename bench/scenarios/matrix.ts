@@ -81,7 +81,12 @@ async function measure(pool: WorkerPool, key: string, contender: Contender, load
     p999: latency.p999,
     serverCpuPct: cpu.serverPct,
     generatorCpuPct: cpu.generatorPct,
-    serverUsPerMsg: (cpu.serverPct * cpu.wallSeconds * 1e4) / Math.max(1, sum((r) => r.received)),
+    serverUsPerMsg:
+      (cpu.serverPct * cpu.wallSeconds * 1e4) /
+      Math.max(
+        1,
+        sum((r) => r.received),
+      ),
     sent: sum((r) => r.sent),
     errors: sum((r) => r.errors),
     lost: sum((r) => r.lost),
@@ -116,7 +121,11 @@ export async function runMatrix(plan: Plan, variants: readonly VariantPlan[], co
         );
         reopened = counts.reduce((a, b) => a + b, 0);
       } catch (err) {
-        skipped.push({ variant: vname, contender: contender.name, why: `could not connect: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}` });
+        skipped.push({
+          variant: vname,
+          contender: contender.name,
+          why: `could not connect: ${err instanceof Error ? err.message.split("\n")[0] : String(err)}`,
+        });
         await pool.all(() => ({ op: "close", key })).catch(() => {});
         continue;
       }

@@ -86,7 +86,12 @@ export async function runOverload(log: (line: string) => void): Promise<Overload
       const recipientNames = Array.from({ length: 128 }, (_, i) => `ovl-${run}-r${i}`);
       const senderTokens = await Promise.all(Array.from({ length: 64 }, (_, i) => token(`ovl-${run}-s${i}`)));
       const mqttTokens = await Promise.all(Array.from({ length: 8 }, (_, i) => token(`ovl-${run}-m${i}`)));
-      const senders = await openSenders(target, senderTokens, mqttTokens, recipientNames.map((n) => `urn:sm:user:${n}`));
+      const senders = await openSenders(
+        target,
+        senderTokens,
+        mqttTokens,
+        recipientNames.map((n) => `urn:sm:user:${n}`),
+      );
 
       const sat = await offer(senders, target, { perSecond: Infinity, window: 16, durationMs: 5_000, tag: `${run}.sat` });
       const saturation = sat.accepted.length / (sat.ms / 1000);
@@ -149,9 +154,13 @@ export function overloadMarkdown(rows: readonly OverloadRow[]): string {
     "|---|---|---|---|---|---|---|---|",
     ...rows.map(
       (r) =>
-        `| ${r.setup} | ${r.saturationPerSecond}/s | ${r.offeredPerSecond}/s (${r.targetPerSecond}/s) for ${r.seconds} s: ws ${r.offered.ws}, http ${r.offered.http}, mqtt ${r.offered.mqtt}; not offered (generator-side caps) ${r.notOffered} | ${r.accepted} | ${(r.refusedShare * 100).toFixed(1)} % (${Object.entries(r.refused)
+        `| ${r.setup} | ${r.saturationPerSecond}/s | ${r.offeredPerSecond}/s (${r.targetPerSecond}/s) for ${r.seconds} s: ws ${r.offered.ws}, http ${r.offered.http}, mqtt ${r.offered.mqtt}; not offered (generator-side caps) ${r.notOffered} | ${r.accepted} | ${(r.refusedShare * 100).toFixed(1)} % (${Object.entries(
+          r.refused,
+        )
           .map(([c, n]) => `${c} ${n}`)
-          .join(", ")}) | ${r.p50AcceptedMs.toFixed(0)} / ${r.p99AcceptedMs.toFixed(0)} ms (${r.p99ByPathMs.ws.toFixed(0)}, ${r.p99ByPathMs.http.toFixed(0)}, ${r.p99ByPathMs.mqtt.toFixed(0)}) | ${mib(r.rssPeakBytes)} (${mib(r.rssBoundBytes)}) ${r.rssPeakBytes <= r.rssBoundBytes ? "within" : "OVER"} | ${r.lost} |`,
+          .join(
+            ", ",
+          )}) | ${r.p50AcceptedMs.toFixed(0)} / ${r.p99AcceptedMs.toFixed(0)} ms (${r.p99ByPathMs.ws.toFixed(0)}, ${r.p99ByPathMs.http.toFixed(0)}, ${r.p99ByPathMs.mqtt.toFixed(0)}) | ${mib(r.rssPeakBytes)} (${mib(r.rssBoundBytes)}) ${r.rssPeakBytes <= r.rssBoundBytes ? "within" : "OVER"} | ${r.lost} |`,
     ),
   ];
   return lines.join("\n");

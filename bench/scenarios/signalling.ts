@@ -41,7 +41,11 @@ function counter(text: string, name: string): number {
 
 async function scrape(node: RunningService): Promise<{ received: number; delivered: number; cpu: number }> {
   const text = await (await fetch(`${node.url}/metrics`)).text();
-  return { received: counter(text, "routing_signals_received_total"), delivered: counter(text, "routing_signals_delivered_total"), cpu: counter(text, "routing_process_cpu_seconds_total") };
+  return {
+    received: counter(text, "routing_signals_received_total"),
+    delivered: counter(text, "routing_signals_delivered_total"),
+    cpu: counter(text, "routing_process_cpu_seconds_total"),
+  };
 }
 
 async function until(probe: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
@@ -67,7 +71,13 @@ async function cleanup(tag: string): Promise<void> {
   redis.disconnect();
 }
 
-async function runStrategy(strategy: Strategy, rate: number, seconds: number, usersPerNode: number, log: (line: string) => void): Promise<Omit<SignallingRow, "cpuRatioToBroadcast">> {
+async function runStrategy(
+  strategy: Strategy,
+  rate: number,
+  seconds: number,
+  usersPerNode: number,
+  log: (line: string) => void,
+): Promise<Omit<SignallingRow, "cpuRatioToBroadcast">> {
   const tag = `sig${randomBytes(3).toString("hex")}`;
   const env = {
     ROUTING_BUS: "nats",
@@ -82,7 +92,9 @@ async function runStrategy(strategy: Strategy, rate: number, seconds: number, us
     ROUTING_SHARD_COUNT: "64",
     ROUTING_SEND_RATE_PER_SECOND: "0",
   };
-  const nodes = await Promise.all(Array.from({ length: NODES }, (_, i) => startService({ ...env, ROUTING_INSTANCE_ID: `${tag}-n${i}` }, undefined, { readyTimeoutMs: 90_000 })));
+  const nodes = await Promise.all(
+    Array.from({ length: NODES }, (_, i) => startService({ ...env, ROUTING_INSTANCE_ID: `${tag}-n${i}` }, undefined, { readyTimeoutMs: 90_000 })),
+  );
   const sockets: WebSocket[] = [];
   try {
     const alice = await token(`urn:sm:user:alice-${tag}`);
@@ -95,10 +107,14 @@ async function runStrategy(strategy: Strategy, rate: number, seconds: number, us
     };
     if (strategy === "sharded") {
       // Settled: every node names the same owner for every user, and all three own shards.
-      await until(async () => {
-        const views = await Promise.all(nodes.map((n) => Promise.all(tokens.map((t) => ownerUrl(n, t)))));
-        return views[0].every((u, i) => u !== undefined && views.every((v) => v[i] === u)) && new Set(views[0]).size === NODES;
-      }, 60_000, "shards settled");
+      await until(
+        async () => {
+          const views = await Promise.all(nodes.map((n) => Promise.all(tokens.map((t) => ownerUrl(n, t)))));
+          return views[0].every((u, i) => u !== undefined && views.every((v) => v[i] === u)) && new Set(views[0]).size === NODES;
+        },
+        60_000,
+        "shards settled",
+      );
     }
     for (let i = 0; i < urns.length; i++) {
       const urn = urns[i];
@@ -141,7 +157,11 @@ async function runStrategy(strategy: Strategy, rate: number, seconds: number, us
       const body = JSON.stringify({ recipientId: urn, messageId, encryptedData: randomBytes(150).toString("base64") });
       for (let attempt = 0; ; attempt++) {
         try {
-          const res = await fetch(`${node.url}/send`, { method: "POST", headers: { authorization: `Bearer ${alice}`, "content-type": "application/json" }, body });
+          const res = await fetch(`${node.url}/send`, {
+            method: "POST",
+            headers: { authorization: `Bearer ${alice}`, "content-type": "application/json" },
+            body,
+          });
           await res.arrayBuffer();
           return res.status;
         } catch (err) {
@@ -173,7 +193,9 @@ async function runStrategy(strategy: Strategy, rate: number, seconds: number, us
       );
     }
     await Promise.all(inflight);
-    await until(() => users.every((u, i) => (expected.get(i) ?? []).every((id) => u.got.has(id))), 60_000, "every accepted message delivered").catch((err: Error) => log(`signalling ${strategy}: ${err.message}`));
+    await until(() => users.every((u, i) => (expected.get(i) ?? []).every((id) => u.got.has(id))), 60_000, "every accepted message delivered").catch(
+      (err: Error) => log(`signalling ${strategy}: ${err.message}`),
+    );
     const after = await Promise.all(nodes.map(scrape));
     const delivered = users.reduce((sum, u, i) => sum + (expected.get(i) ?? []).filter((id) => u.got.has(id)).length, 0);
     const perNode = nodes.map((_, i) => ({
@@ -196,7 +218,9 @@ async function runStrategy(strategy: Strategy, rate: number, seconds: number, us
       cpuSeconds,
       cpuMsPerDelivered: delivered === 0 ? 0 : (cpuSeconds * 1000) / delivered,
     };
-    log(`signalling ${strategy}: ${accepted}/${total} accepted, ${delivered} delivered, received ${perNode.map((n) => n.received).join("/")}, delivered ${perNode.map((n) => n.delivered).join("/")}, noise ratio ${row.noiseRatio.toFixed(2)}, ${row.cpuMsPerDelivered.toFixed(2)} ms CPU per delivered`);
+    log(
+      `signalling ${strategy}: ${accepted}/${total} accepted, ${delivered} delivered, received ${perNode.map((n) => n.received).join("/")}, delivered ${perNode.map((n) => n.delivered).join("/")}, noise ratio ${row.noiseRatio.toFixed(2)}, ${row.cpuMsPerDelivered.toFixed(2)} ms CPU per delivered`,
+    );
     return row;
   } finally {
     for (const ws of sockets) ws.terminate();
@@ -220,7 +244,8 @@ export async function runSignalling(log: (line: string) => void): Promise<Signal
 }
 
 export function signallingMarkdown(rows: readonly SignallingRow[]): string {
-  const head = "| strategy | offered | accepted | delivered | signals received per node | signals delivered per node | noise ratio (delivered/received) | node CPU s | CPU ms per delivered | CPU vs broadcast |\n|---|---|---|---|---|---|---|---|---|---|";
+  const head =
+    "| strategy | offered | accepted | delivered | signals received per node | signals delivered per node | noise ratio (delivered/received) | node CPU s | CPU ms per delivered | CPU vs broadcast |\n|---|---|---|---|---|---|---|---|---|---|";
   const lines = rows.map(
     (r) =>
       `| ${r.strategy} | ${r.offeredPerSecond}/s x ${r.sent} | ${r.accepted} | ${r.delivered} | ${r.perNode.map((n) => n.received).join(" / ")} | ${r.perNode.map((n) => n.delivered).join(" / ")} | ${r.noiseRatio.toFixed(2)} | ${r.cpuSeconds.toFixed(2)} | ${r.cpuMsPerDelivered.toFixed(2)} | ${r.cpuRatioToBroadcast.toFixed(2)}x |`,

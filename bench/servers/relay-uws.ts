@@ -58,7 +58,10 @@ app.post("/send", (res) => {
     const send = parseBody(text);
     if (send) peers.get(send.recipientId)?.send(text, false);
     res.cork(() => {
-      res.writeStatus(send ? "202 Accepted" : "400 Bad Request").writeHeader("content-type", "application/json").end(send?.answer ?? "{}");
+      res
+        .writeStatus(send ? "202 Accepted" : "400 Bad Request")
+        .writeHeader("content-type", "application/json")
+        .end(send?.answer ?? "{}");
     });
   });
 });

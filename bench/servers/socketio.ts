@@ -57,7 +57,11 @@ io.on("connection", (socket) => {
       return;
     }
     const messageId = typeof envelope.messageId === "string" ? envelope.messageId : randomUUID();
-    io.to(envelope.recipientId).emit("message", { id: messageId, envelope: { ...envelope, messageId, senderId: identity }, queuedAt: new Date().toISOString() });
+    io.to(envelope.recipientId).emit("message", {
+      id: messageId,
+      envelope: { ...envelope, messageId, senderId: identity },
+      queuedAt: new Date().toISOString(),
+    });
     ack?.({ messageId });
   });
 });

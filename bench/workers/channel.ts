@@ -27,7 +27,9 @@ export interface ChannelOptions {
 
 /** Opaque "ciphertext" of the requested size, valid base64 characters. */
 export function payloadOf(bytes: number): string {
-  return Buffer.alloc(Math.ceil((bytes * 3) / 4) + 3, 0x5a).toString("base64").slice(0, bytes);
+  return Buffer.alloc(Math.ceil((bytes * 3) / 4) + 3, 0x5a)
+    .toString("base64")
+    .slice(0, bytes);
 }
 
 const MESSAGE_ID_KEY = Buffer.from('"messageId":"');

@@ -37,7 +37,13 @@ async function openOne(i: number): Promise<Conn> {
   const urn = `urn:sm:user:${spec.idPrefix}-${i}`;
   const jwt = spec.auth === "jwt" ? await token(urn) : "";
   if (spec.protocol === "socketio") {
-    const socket: Socket = io(spec.url, { transports: ["websocket"], auth: { token: jwt }, forceNew: true, reconnection: false, localAddress: spec.localAddress } as object);
+    const socket: Socket = io(spec.url, {
+      transports: ["websocket"],
+      auth: { token: jwt },
+      forceNew: true,
+      reconnection: false,
+      localAddress: spec.localAddress,
+    } as object);
     await new Promise<void>((resolve, reject) => {
       socket.once("connect", () => resolve());
       socket.once("connect_error", reject);

@@ -39,7 +39,14 @@ export interface PairSpec {
 export type Load = { readonly kind: "saturate"; readonly window: number } | { readonly kind: "rate"; readonly perSecond: number };
 
 export type Command =
-  | { readonly op: "open"; readonly key: string; readonly target: TargetSpec; readonly variant: Variant; readonly pairs: readonly PairSpec[]; readonly httpConnections: number }
+  | {
+      readonly op: "open";
+      readonly key: string;
+      readonly target: TargetSpec;
+      readonly variant: Variant;
+      readonly pairs: readonly PairSpec[];
+      readonly httpConnections: number;
+    }
   | { readonly op: "run"; readonly key: string; readonly load: Load; readonly durationMs: number; readonly rampMs: number; readonly drainMs: number }
   | { readonly op: "close"; readonly key: string };
 

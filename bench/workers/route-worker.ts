@@ -36,7 +36,13 @@ async function handle(cmd: Command): Promise<unknown> {
   switch (cmd.op) {
     case "open": {
       const holder = { sink: idle };
-      const channel = await opener({ target: cmd.target, variant: cmd.variant, pairs: cmd.pairs, httpConnections: cmd.httpConnections, sink: () => holder.sink });
+      const channel = await opener({
+        target: cmd.target,
+        variant: cmd.variant,
+        pairs: cmd.pairs,
+        httpConnections: cmd.httpConnections,
+        sink: () => holder.sink,
+      });
       open.set(cmd.key, { channel, pairs: cmd.pairs.length, holder });
       return channel.reopened;
     }
@@ -60,6 +66,6 @@ parentPort?.on("message", (cmd: Command) => {
       const transfer = value && typeof value === "object" && "samples" in value ? [(value as { samples: Float64Array }).samples.buffer] : [];
       parentPort?.postMessage({ ok: true, value }, transfer as ArrayBuffer[]);
     },
-    (err: unknown) => parentPort?.postMessage({ ok: false, error: err instanceof Error ? err.stack ?? err.message : String(err) }),
+    (err: unknown) => parentPort?.postMessage({ ok: false, error: err instanceof Error ? (err.stack ?? err.message) : String(err) }),
   );
 });

@@ -14,7 +14,10 @@ export class Backoff {
   readonly #maxMs: number;
   #attempt = 0;
 
-  constructor(options: BackoffOptions = {}, readonly random: () => number = Math.random) {
+  constructor(
+    options: BackoffOptions = {},
+    readonly random: () => number = Math.random,
+  ) {
     this.#baseMs = options.baseMs ?? 500;
     this.#maxMs = options.maxMs ?? 30_000;
   }

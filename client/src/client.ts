@@ -6,7 +6,15 @@ import { Inbox } from "./inbox.ts";
 import { pickTransport } from "./select-transport.ts";
 import { ConnectRefusedError, TransportClosedError, type Transport, type TransportFactory } from "./transport.ts";
 import { newMessageId, refreshDelayMs, tokenExpiry } from "./token.ts";
-import { RoutingClientError, type ConnectionState, type Delivery, type QueuedMessage, type SecureEnvelope, type AnyWebSocketClass, type TransportKind } from "./types.ts";
+import {
+  RoutingClientError,
+  type ConnectionState,
+  type Delivery,
+  type QueuedMessage,
+  type SecureEnvelope,
+  type AnyWebSocketClass,
+  type TransportKind,
+} from "./types.ts";
 
 export interface RoutingClientOptions {
   /** The service's base URL, e.g. "http://host:8080" (also the one a MOVED close points to). */

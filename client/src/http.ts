@@ -26,7 +26,15 @@ export async function answerError(res: Response): Promise<RoutingClientError> {
  * One authenticated JSON request. Resolves the response of a 2xx answer; rejects with the
  * service's RoutingClientError, or TransportClosedError when the service could not be reached (retry).
  */
-export async function request(fetchImpl: FetchLike, base: string, method: string, path: string, token: string, body?: unknown, signal?: AbortSignal): Promise<Response> {
+export async function request(
+  fetchImpl: FetchLike,
+  base: string,
+  method: string,
+  path: string,
+  token: string,
+  body?: unknown,
+  signal?: AbortSignal,
+): Promise<Response> {
   let res: Response;
   try {
     res = await fetchImpl(httpUrl(base, path), {
@@ -43,10 +51,21 @@ export async function request(fetchImpl: FetchLike, base: string, method: string
 }
 
 /** `request` for opening a connection: a refusal is a ConnectRefusedError with the status and Retry-After. */
-export async function connectRequest(fetchImpl: FetchLike, base: string, method: string, path: string, token: string | undefined, signal?: AbortSignal): Promise<Response> {
+export async function connectRequest(
+  fetchImpl: FetchLike,
+  base: string,
+  method: string,
+  path: string,
+  token: string | undefined,
+  signal?: AbortSignal,
+): Promise<Response> {
   let res: Response;
   try {
-    res = await fetchImpl(httpUrl(base, path), { method, headers: token === undefined ? { accept: "text/event-stream" } : { authorization: `Bearer ${token}` }, signal });
+    res = await fetchImpl(httpUrl(base, path), {
+      method,
+      headers: token === undefined ? { accept: "text/event-stream" } : { authorization: `Bearer ${token}` },
+      signal,
+    });
   } catch (err) {
     throw new ConnectRefusedError(`connection failed: ${err instanceof Error ? err.message : String(err)}`);
   }

@@ -29,7 +29,9 @@ function worthFallingBack(err: unknown): boolean {
  */
 export function pickTransport(options: TransportChoice): TransportFactory {
   const kind = options.transport ?? "auto";
-  const sse = options.transports?.sse ?? (options.fetch !== undefined ? sseTransport(options.fetch) : typeof globalThis.fetch === "function" ? sseTransport() : undefined);
+  const sse =
+    options.transports?.sse ??
+    (options.fetch !== undefined ? sseTransport(options.fetch) : typeof globalThis.fetch === "function" ? sseTransport() : undefined);
   if (kind === "sse") {
     if (!sse) throw new RoutingClientError("TRANSPORT_UNAVAILABLE", 'transport "sse" needs fetch (browsers, Node 20) or options.transports.sse');
     return sse;

@@ -3,7 +3,10 @@ export function tokenExpiry(jwt: string): number | undefined {
   const part = jwt.split(".")[1];
   if (!part) return undefined;
   try {
-    const b64 = part.replace(/-/g, "+").replace(/_/g, "/").padEnd(Math.ceil(part.length / 4) * 4, "=");
+    const b64 = part
+      .replace(/-/g, "+")
+      .replace(/_/g, "/")
+      .padEnd(Math.ceil(part.length / 4) * 4, "=");
     const claims = JSON.parse(decodeBase64Text(b64)) as { exp?: unknown };
     return typeof claims.exp === "number" ? claims.exp * 1000 : undefined;
   } catch {

@@ -38,7 +38,10 @@ const JWT_SHAPE = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*$/;
 function refuseQueryToken(query: URLSearchParams): void {
   for (const [name, value] of query) {
     if (TOKEN_PARAMS.includes(name.toLowerCase()) || JWT_SHAPE.test(value)) {
-      throw new RoutingError("TOKEN_INVALID", "a token is never accepted in the query string; send it as Authorization: Bearer, or use a ticket from POST /tickets");
+      throw new RoutingError(
+        "TOKEN_INVALID",
+        "a token is never accepted in the query string; send it as Authorization: Bearer, or use a ticket from POST /tickets",
+      );
     }
   }
 }

@@ -6,7 +6,13 @@ import { errorOutgoing, normalizeOr500, type Outgoing } from "../responses.ts";
 import type { EventStreamHandle, EventStreamListener, EventStreamRequest, EventStreamRoute } from "./stream.ts";
 
 /** The `ws` engine's (node:http) side of an event stream: `GET <route.path>` is handed here whole. */
-export function serveNodeEventStream(route: EventStreamRoute, req: http.IncomingMessage, res: http.ServerResponse, request: EventStreamRequest, guard: RequestGuard): void {
+export function serveNodeEventStream(
+  route: EventStreamRoute,
+  req: http.IncomingMessage,
+  res: http.ServerResponse,
+  request: EventStreamRequest,
+  guard: RequestGuard,
+): void {
   req.resume();
   let leave: () => void;
   try {

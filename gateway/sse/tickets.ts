@@ -21,7 +21,11 @@ export function createTickets({ store, now = Date.now }: TicketsOptions) {
   return {
     async issue(principal: Principal): Promise<{ ticket: string; expiresIn: number }> {
       const ticket = randomBytes(32).toString("base64url");
-      await store.put(keyOf(ticket), principal.expiresAt === undefined ? { identity: principal.identity } : { identity: principal.identity, tokenExpiresAt: principal.expiresAt }, now() + TICKET_TTL_SECONDS * 1000);
+      await store.put(
+        keyOf(ticket),
+        principal.expiresAt === undefined ? { identity: principal.identity } : { identity: principal.identity, tokenExpiresAt: principal.expiresAt },
+        now() + TICKET_TTL_SECONDS * 1000,
+      );
       return { ticket, expiresIn: TICKET_TTL_SECONDS };
     },
     /** The principal a ticket stands for, once; TOKEN_INVALID for an unknown, used or expired one. */

@@ -66,7 +66,10 @@ export function describeDeviceStoreContract(name: string, factory: FixtureFactor
     });
 
     it("holds a Web Push subscription token (long JSON with slashes and colons) like any other", async () => {
-      const sub = JSON.stringify({ endpoint: "https://push.example/wpush/v2/gAAAAABk-abc/def:ghi%2F..", keys: { p256dh: "B".repeat(87), auth: "A".repeat(22) } });
+      const sub = JSON.stringify({
+        endpoint: "https://push.example/wpush/v2/gAAAAABk-abc/def:ghi%2F..",
+        keys: { p256dh: "B".repeat(87), auth: "A".repeat(22) },
+      });
       await store.register(ALICE, sub, "webpush");
       await store.register(ALICE, "tok-1", "fcm");
       expect(byToken(await store.list(ALICE)).map((t) => [t.token, t.platform])).toEqual([

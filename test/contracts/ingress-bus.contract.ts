@@ -64,11 +64,7 @@ function ids(deliveries: readonly Delivery[]): string[] {
 }
 
 /** Every guarantee of `IngressBus` (backends/ingress-bus.ts), for one implementation. */
-export function describeIngressBusContract(
-  name: string,
-  factory: FixtureFactory<IngressBus, BusOptions>,
-  caps: IngressBusContractOptions,
-): void {
+export function describeIngressBusContract(name: string, factory: FixtureFactory<IngressBus, BusOptions>, caps: IngressBusContractOptions): void {
   const busScope = (caps.statsScope ?? "bus") === "bus";
   describe(`IngressBus contract: ${name}`, () => {
     let fx: Fixture<IngressBus, BusOptions>;

@@ -160,7 +160,10 @@ export function describeMailboxLifecycleContract(name: string, factory: () => Pr
         const t1 = performance.now();
         const got = await mailbox.fetch(BOB, 50);
         const t2 = performance.now();
-        await mailbox.ack(BOB, got.map((e) => e.messageId));
+        await mailbox.ack(
+          BOB,
+          got.map((e) => e.messageId),
+        );
         baseline.push(t1 - t0, t2 - t1);
         await new Promise<void>((resolve) => setImmediate(resolve));
       }
@@ -183,7 +186,10 @@ export function describeMailboxLifecycleContract(name: string, factory: () => Pr
         const t2 = performance.now();
         latencies.push(t1 - t0, t2 - t1);
         expect(fetched.length).toBeGreaterThan(0);
-        await mailbox.ack(ALICE, fetched.map((e) => e.messageId));
+        await mailbox.ack(
+          ALICE,
+          fetched.map((e) => e.messageId),
+        );
         live++;
         // Requests arrive from I/O: let the event loop turn (an in-memory store never would).
         await new Promise<void>((resolve) => setImmediate(resolve));

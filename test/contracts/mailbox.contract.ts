@@ -104,7 +104,15 @@ export function describeMailboxContract(
     });
 
     it("fetches high priority (>= 5) first, then in store order", async () => {
-      const priorities: Array<[string, number]> = [["a", 1], ["b", 9], ["c", 5], ["d", 0], ["e", 7], ["f", 4], ["g", 5]];
+      const priorities: Array<[string, number]> = [
+        ["a", 1],
+        ["b", 9],
+        ["c", 5],
+        ["d", 0],
+        ["e", 7],
+        ["f", 4],
+        ["g", 5],
+      ];
       // queuedAt deliberately not in store order: store order decides.
       for (const [id, p] of priorities) await mailbox.store(mailboxEntry(ALICE, id, p, 1_700_000_000_000 - p));
       const fetched = await mailbox.fetch(ALICE, 10);

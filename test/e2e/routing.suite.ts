@@ -132,7 +132,13 @@ export function describeRoutingE2E(engine: "uws" | "ws"): void {
       const alice = await tokenFor(user("alice"));
       const bob = user("bob");
       const bobToken = await tokenFor(bob);
-      for (const [id, priority] of [["low-1", 1], ["low-2", 0], ["high-1", 5], ["low-3", 4], ["high-2", 10]] as const) {
+      for (const [id, priority] of [
+        ["low-1", 1],
+        ["low-2", 0],
+        ["high-1", 5],
+        ["low-3", 4],
+        ["high-2", 10],
+      ] as const) {
         expect((await http(svc.url, "POST", "/send", { token: alice, body: envelope(bob, { messageId: id, priority }) })).status).toBe(202);
       }
       let ids: string[] = [];
@@ -174,7 +180,11 @@ export function describeRoutingE2E(engine: "uws" | "ws"): void {
       const alice = await tokenFor(user("alice"));
       const bob = user("bob");
       const bobToken = await tokenFor(bob);
-      const sockets = await Promise.all([connect(svc.port, { token: bobToken }), connect(svc.port, { token: bobToken }), connect(svc.port, { token: bobToken, via: "protocol" })]);
+      const sockets = await Promise.all([
+        connect(svc.port, { token: bobToken }),
+        connect(svc.port, { token: bobToken }),
+        connect(svc.port, { token: bobToken, via: "protocol" }),
+      ]);
       await http(svc.url, "POST", "/send", { token: alice, body: envelope(bob) });
       for (const socket of sockets) expect(await socket.nextOfType("poke")).toEqual({ type: "poke" });
       await Promise.all(sockets.map((s) => s.close()));
@@ -188,8 +198,17 @@ export function describeRoutingE2E(engine: "uws" | "ws"): void {
 
     it("a bad token never gets a 101", async () => {
       const expired = await token(user("late"), "-60s");
-      const forged = await new SignJWT({ sub: "mallory" }).setProtectedHeader({ alg: "HS256" }).setExpirationTime("1h").sign(new TextEncoder().encode("another-secret-0123456789abcdef"));
-      const cases: Array<[string | undefined, "header" | "protocol"]> = [[undefined, "header"], ["garbage", "header"], [expired, "header"], [forged, "protocol"], [await tokenWithSubject("urn:sm:user"), "header"]];
+      const forged = await new SignJWT({ sub: "mallory" })
+        .setProtectedHeader({ alg: "HS256" })
+        .setExpirationTime("1h")
+        .sign(new TextEncoder().encode("another-secret-0123456789abcdef"));
+      const cases: Array<[string | undefined, "header" | "protocol"]> = [
+        [undefined, "header"],
+        ["garbage", "header"],
+        [expired, "header"],
+        [forged, "protocol"],
+        [await tokenWithSubject("urn:sm:user"), "header"],
+      ];
       for (const [tok, via] of cases) {
         const refused = await connect(svc.port, { token: tok, via }).then(
           () => undefined,
@@ -303,7 +322,8 @@ export function describeRoutingE2E(engine: "uws" | "ws"): void {
       socket.pause();
       const closed = slow.closed;
       // The client reads nothing, so it cannot see the close either: watch the server's own count.
-      const slowClosures = async () => Number(/routing_session_closes_total\{code="4008"\} (\d+)/.exec((await http(svc.url, "GET", "/metrics")).text)?.[1] ?? 0);
+      const slowClosures = async () =>
+        Number(/routing_session_closes_total\{code="4008"\} (\d+)/.exec((await http(svc.url, "GET", "/metrics")).text)?.[1] ?? 0);
       const before = await slowClosures();
       for (let i = 0; i < 400; i++) {
         await http(svc.url, "POST", "/send", { token: alice, body: envelope(bob, { encryptedData: "A".repeat(60_000) }) });

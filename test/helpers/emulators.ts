@@ -46,7 +46,6 @@ function requireFile(file: string, what: string, debianPackage: string): void {
   }
 }
 
-
 function groupAlive(pgid: number): boolean {
   try {
     process.kill(-pgid, 0);

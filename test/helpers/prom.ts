@@ -20,9 +20,7 @@ export function parseProm(text: string): Series[] {
 
 /** The sum of the series named `name` whose labels include `labels` (0 when there is none). */
 export function sample(series: readonly Series[], name: string, labels: Record<string, string> = {}): number {
-  return series
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((acc, s) => acc + s.value, 0);
+  return series.filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v)).reduce((acc, s) => acc + s.value, 0);
 }
 
 /** Whether any series (or the HELP/TYPE of a metric without series yet) names `name`. */

@@ -31,7 +31,10 @@ export function makeTlsFixture(): TlsFixture {
   const run = (...args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
   run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=routing test CA");
   run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=127.0.0.1");
-  writeFileSync(join(dir, "san.ext"), "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n");
+  writeFileSync(
+    join(dir, "san.ext"),
+    "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+  );
   run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "san.ext");
   const read = (f: string) => readFileSync(join(dir, f), "utf8");
   return { dir, ca: read("ca.pem"), caFile: join(dir, "ca.pem"), cert: read("server.pem"), key: read("server.key") };
@@ -182,7 +185,8 @@ export async function startFakeFcm(tls: TlsFixture, creds: PushCredentials): Pro
           }
           return answer(200, { access_token: accessToken, expires_in: 3600, token_type: "Bearer" });
         }
-        if (req.url !== `/v1/projects/${creds.projectId}/messages:send` || req.method !== "POST") return answer(404, { error: { code: 404, status: "NOT_FOUND" } });
+        if (req.url !== `/v1/projects/${creds.projectId}/messages:send` || req.method !== "POST")
+          return answer(404, { error: { code: 404, status: "NOT_FOUND" } });
         if (req.headers.authorization !== `Bearer ${accessToken}`) return answer(401, { error: { code: 401, status: "UNAUTHENTICATED" } });
         const token = (JSON.parse(captured.body) as { message?: { token?: string } }).message?.token ?? "";
         const status = script.next(token) ?? 200;
@@ -190,7 +194,12 @@ export async function startFakeFcm(tls: TlsFixture, creds: PushCredentials): Pro
         if (status === 200) return answer(200, { name: `projects/${creds.projectId}/messages/${++sent}` });
         const err = FCM_ERRORS[status] ?? { status: "UNKNOWN", errorCode: "UNSPECIFIED_ERROR" };
         return answer(status, {
-          error: { code: status, message: err.status, status: err.status, details: [{ "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", errorCode: err.errorCode }] },
+          error: {
+            code: status,
+            message: err.status,
+            status: err.status,
+            details: [{ "@type": "type.googleapis.com/google.firebase.fcm.v1.FcmError", errorCode: err.errorCode }],
+          },
         });
       })();
     });

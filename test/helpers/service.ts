@@ -28,7 +28,11 @@ export interface RunningService {
  * `npm start` runs the same code compiled, which test/production.test.ts runs as the image does),
  * as its own process on ephemeral ports, and waits for its one ready line.
  */
-export async function startService(env: Record<string, string> = {}, dataDir?: string, options: { entry?: string; readyTimeoutMs?: number } = {}): Promise<RunningService> {
+export async function startService(
+  env: Record<string, string> = {},
+  dataDir?: string,
+  options: { entry?: string; readyTimeoutMs?: number } = {},
+): Promise<RunningService> {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "routing-e2e-"));
   // SERVICE_NODE_ARGS (in the caller's environment) adds node flags, e.g. "--cpu-prof" for profiling.
   const nodeArgs = process.env.SERVICE_NODE_ARGS?.split(" ").filter(Boolean) ?? [];

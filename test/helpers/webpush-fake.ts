@@ -112,7 +112,12 @@ export async function startWebPushFake(tls: TlsFixture) {
       ecdh.generateKeys();
       const authSecret = randomBytes(16);
       const path = `/push/${name}-${randomBytes(4).toString("hex")}`;
-      const sub = { endpoint: origin + path, keys: { p256dh: ecdh.getPublicKey().toString("base64url"), auth: authSecret.toString("base64url") }, ecdh, authSecret };
+      const sub = {
+        endpoint: origin + path,
+        keys: { p256dh: ecdh.getPublicKey().toString("base64url"), auth: authSecret.toString("base64url") },
+        ecdh,
+        authSecret,
+      };
       subscriptions.set(path, sub);
       return sub;
     },
@@ -121,7 +126,12 @@ export async function startWebPushFake(tls: TlsFixture) {
       const ecdh = createECDH("prime256v1");
       ecdh.generateKeys();
       const authSecret = randomBytes(16);
-      const sub = { endpoint: old.endpoint, keys: { p256dh: ecdh.getPublicKey().toString("base64url"), auth: authSecret.toString("base64url") }, ecdh, authSecret };
+      const sub = {
+        endpoint: old.endpoint,
+        keys: { p256dh: ecdh.getPublicKey().toString("base64url"), auth: authSecret.toString("base64url") },
+        ecdh,
+        authSecret,
+      };
       subscriptions.set(new URL(old.endpoint).pathname, sub);
       return sub;
     },

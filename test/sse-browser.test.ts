@@ -8,17 +8,8 @@ import { chromium, type Page } from "playwright-core";
 import { afterAll, describe, expect, it } from "vitest";
 import { http } from "./helpers/clients.ts";
 import { removeDir, startService, type RunningService } from "./helpers/service.ts";
+import { CHROMIUM, CHROMIUM_ARGS } from "./helpers/chromium.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-];
 const run = Math.random().toString(36).slice(2, 8);
 
 /** Runs in the page before any of its scripts: every WebSocket fails before it opens. */

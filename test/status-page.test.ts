@@ -5,21 +5,11 @@ import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { connect, envelope, http, type TestSocket } from "./helpers/clients.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
+import { CHROMIUM, CHROMIUM_ARGS } from "./helpers/chromium.ts";
 
 /** Debian's `chromium` package (`.ci/run` installs it). */
-const CHROMIUM = "/usr/bin/chromium";
 const hasChromium = existsSync(CHROMIUM);
 if (!hasChromium) console.warn(`status page browser test SKIPPED: ${CHROMIUM} not found; install Debian's "chromium" package (apt-get install -y chromium)`);
-
-const CHROMIUM_ARGS = [
-  "--no-sandbox",
-  "--disable-gpu",
-  "--disable-background-networking",
-  "--disable-component-update",
-  "--disable-sync",
-  "--no-first-run",
-  "--disable-quic",
-];
 
 /** Width and height from a PNG's IHDR chunk; throws if the bytes are not a PNG. */
 function pngSize(bytes: Buffer): { width: number; height: number } {

@@ -8,8 +8,8 @@
  * holds the load is the ingress bound (ROUTING_INGRESS_MAX_PENDING, default) and nothing else;
  * the rate limit has its own tests.
  */
+import { deleteRedisKeys } from "../lib/redis-cleanup.ts";
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
 import { connect as natsConnect } from "nats";
 import { removeDir, startService, token } from "../../test/helpers/service.ts";
 import { collectMailboxes, offer, openSenders, type LoadTarget } from "../lib/overload-load.ts";
@@ -57,14 +57,7 @@ function setups(): Setup[] {
         const jsm = await nc.jetstreamManager();
         for (const s of [`${tag}_INGRESS`, `${tag}_INGRESS_DEAD`]) await jsm.streams.delete(s).catch(() => false);
         await nc.close();
-        const redis = new Redis(process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379");
-        let cursor = "0";
-        do {
-          const [next, keys] = await redis.scan(cursor, "MATCH", `${tag}:*`, "COUNT", 1000);
-          cursor = next;
-          if (keys.length > 0) await redis.del(...keys);
-        } while (cursor !== "0");
-        redis.disconnect();
+        await deleteRedisKeys(tag);
       },
     },
   ];

@@ -9,8 +9,8 @@
  * sharded), and the CPU the three nodes used per delivered message, each strategy as a ratio of
  * broadcast's.
  */
+import { deleteRedisKeys } from "../lib/redis-cleanup.ts";
 import { randomBytes } from "node:crypto";
-import { Redis } from "ioredis";
 import { connect as natsConnect } from "nats";
 import WebSocket from "ws";
 import { removeDir, startService, token, type RunningService } from "../../test/helpers/service.ts";
@@ -61,14 +61,7 @@ async function cleanup(tag: string): Promise<void> {
   const jsm = await nc.jetstreamManager();
   for await (const s of jsm.streams.list()) if (s.config.name.startsWith(tag)) await jsm.streams.delete(s.config.name).catch(() => false);
   await nc.close();
-  const redis = new Redis(process.env.BENCH_REDIS_URL ?? "redis://127.0.0.1:6379");
-  let cursor = "0";
-  do {
-    const [next, keys] = await redis.scan(cursor, "MATCH", `${tag}:*`, "COUNT", 1000);
-    cursor = next;
-    if (keys.length > 0) await redis.del(...keys);
-  } while (cursor !== "0");
-  redis.disconnect();
+  await deleteRedisKeys(tag);
 }
 
 async function runStrategy(

@@ -27,10 +27,7 @@ export class WalSync {
   #next: Array<(err?: Error) => void> = [];
 
   #syncs = 0;
-
   readonly #onIdle: () => void;
-
-  /** `onIdle` runs each time a sync returned with nothing left to sync (the writer may commit). */
   readonly #spacingMs: number;
   #lastStart = Number.NEGATIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;

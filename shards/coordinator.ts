@@ -235,8 +235,11 @@ export function createShardCoordinator(opts: CoordinatorOptions): ShardCoordinat
       if (epoch !== undefined && now() < validUntil[shard]) return { shard, owner: nodeId, url: opts.url(), epoch };
       const lease = owners.get(shard);
       if (!lease || lease.owner === nodeId) return undefined;
-      // The member record has the owner's current url (its port may have been bound after it acquired).
-      return { ...lease, url: members.find((m) => m.id === lease.owner)?.url ?? lease.url };
+      // The member record has the owner's current url (its port may have been bound after it acquired,
+      // so the lease's own url may name port 0). A holder that is no longer a member is dying: its lease
+      // is about to lapse, and there is no url to send anyone to yet.
+      const holder = members.find((m) => m.id === lease.owner);
+      return holder === undefined ? undefined : { ...lease, url: holder.url };
     },
     ownedShards: () => [...owned.keys()].filter((shard) => now() < validUntil[shard]).sort((a, b) => a - b),
     onChange(listener) {

@@ -29,7 +29,9 @@ export interface ShardOwner {
  * - `ownsShard(n)` is true only while this node holds a lease for `n` that has not lapsed by its
  *   own clock (it turns false before the lease can be granted to another node).
  * - `ownerOf(n)` answers from the last known view (never a remote call); undefined while the shard
- *   has no owner.
+ *   has no owner, and while its lease holder is no longer a live member (a dead node's lease is
+ *   lapsing): there is nobody to send a client to until a live node holds it. The url is the one
+ *   the owner's member record gives now.
  * - `onChange` listeners hear every shard this node acquires (`owned: true`) or stops owning
  *   (`owned: false`), in order per shard.
  */

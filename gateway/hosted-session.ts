@@ -198,6 +198,42 @@ export class HostedSession implements Session, RunnableSession {
   }
 }
 
+/**
+ * A session being verified, as begin() hands it to the edge (a class: no closures over the
+ * credential, and the edge drops it once the transport is attached).
+ */
+export class PendingHostedSession implements PendingSession {
+  readonly #session: HostedSession;
+  readonly verdict: Promise<Principal>;
+
+  constructor(session: HostedSession, authenticate: () => Promise<Principal>) {
+    this.#session = session;
+    this.verdict = new Promise<Principal>((resolve, reject) => {
+      session.pending = { authenticate, resolve, reject };
+    });
+  }
+
+  get id(): string {
+    return this.#session.id;
+  }
+
+  attach(transport: SessionTransport): Session {
+    const session = this.#session;
+    session.transport = transport;
+    session.connectedAt = Date.now();
+    const snapshot = session.snapshot;
+    // Ended between the verdict and the open (a drain): the connection closes as the session did.
+    if (snapshot.status === "done") transport.close(snapshot.context.closeCode, snapshot.context.closeReason);
+    else session.host.send(session, { type: "session.transport.attached" });
+    return session;
+  }
+
+  /** Bound (the edge passes it on as a callback); the pending session lives only until attached. */
+  readonly abandon = (): void => {
+    this.#session.host.send(this.#session, { type: "session.socket.closed", code: 1006 });
+  };
+}
+
 /** The session ended while its credential was being verified (drain, auth timeout). */
 export function endedBeforeVerdict(closeCode: number): RoutingError {
   return closeCode === 1001

@@ -7,7 +7,16 @@ import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { LocalDelivery, Signal } from "../routing/signals.ts";
 import { createSessionRunner } from "./session-runner.ts";
-import { HostedSession, newSessionId, type DeliveryMode, type HostShared, type PendingSession, type Session, type SessionTransport } from "./hosted-session.ts";
+import {
+  HostedSession,
+  newSessionId,
+  PendingHostedSession,
+  type DeliveryMode,
+  type HostShared,
+  type PendingSession,
+  type Session,
+  type SessionTransport,
+} from "./hosted-session.ts";
 
 export type { DeliveryMode, PendingSession, Session, SessionTransport } from "./hosted-session.ts";
 
@@ -140,9 +149,7 @@ export function createSessionHost(options: SessionHostOptions) {
   function begin(protocol: SessionProtocol, mode: DeliveryMode, authenticate: () => Promise<Principal>): PendingSession {
     const id = newSessionId();
     const session = new HostedSession(shared, id, protocol, mode);
-    const verdict = new Promise<Principal>((resolve, reject) => {
-      session.pending = { authenticate, resolve, reject };
-    });
+    const pending = new PendingHostedSession(session, authenticate);
     all.set(id, session);
     startBeat();
     runner.start(session, {
@@ -152,22 +159,7 @@ export function createSessionHost(options: SessionHostOptions) {
       heartbeatMs: options.heartbeatMs,
       drainTimeoutMs: options.drainTimeoutMs,
     });
-    return {
-      id,
-      verdict,
-      attach(transport) {
-        session.transport = transport;
-        session.connectedAt = Date.now();
-        const snapshot = session.snapshot;
-        // Ended between the verdict and the open (a drain): the connection closes as the session did.
-        if (snapshot.status === "done") transport.close(snapshot.context.closeCode, snapshot.context.closeReason);
-        else runner.send(session, { type: "session.transport.attached" });
-        return session;
-      },
-      abandon() {
-        runner.send(session, { type: "session.socket.closed", code: 1006 });
-      },
-    };
+    return pending;
   }
 
   /**

@@ -1,6 +1,5 @@
 import type { Client } from "aedes";
 import type { Session, SessionTransport } from "../gateway/sessions.ts";
-import { createWriteBatch } from "./write-batch.ts";
 
 /** How often a draining MQTT session checks whether its deliveries have left (there is no drain event for the sum). */
 const FLUSH_POLL_MS = 20;
@@ -36,7 +35,6 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
   let pending = 0;
   let session: Session | undefined;
   let poll: NodeJS.Timeout | undefined;
-  const batch = createWriteBatch(options.client.conn);
 
   const buffered = (): number => pending + options.connectionBuffered();
 
@@ -48,7 +46,6 @@ export function createMqttTransport(options: MqttTransportOptions): MqttTranspor
       options.client.publish({ cmd: "publish", topic: options.topic, payload, qos: 1, retain: false, dup: false }, () => {
         pending -= payload.length;
       });
-      batch.queued();
       return true;
     },
     bufferedAmount: buffered,

@@ -10,7 +10,6 @@ import type { HoldPolicy, MqttIngest, PublishOutcome } from "./ingest.ts";
 import { createTcpListener, mqttWebSocketRoute, type ConnectionSink } from "./listeners.ts";
 import type { MqttLog } from "./log.ts";
 import { createMqttTransport } from "./session-transport.ts";
-import { createPublishAcks, type PublishAcks } from "./publish-acks.ts";
 import { answerMqtt5Moved, refuseIfMoved } from "./moved.ts";
 import type { Placement } from "../gateway/moved.ts";
 import type { MqttTopics } from "./topics.ts";
@@ -38,8 +37,6 @@ interface ClientState {
   /** This connection's place in its identity's connection limit; released when it ends. */
   readonly slot: ConnectionSlot | undefined;
   readonly mode: DeliveryMode;
-  /** Its QoS 1 PUBACKs on the ingest and ack topics, in order, once durable. */
-  readonly acks: PublishAcks;
   /** Exists while the client is subscribed to its receive topic. */
   session: Session | undefined;
   keepaliveExpired: boolean;
@@ -81,9 +78,9 @@ function online(session: Session): Promise<boolean> {
  *   actor, and the SUBACK waits until the session is online, so anything sent to the client after
  *   its SUBACK reaches it. UNSUBSCRIBE (or the connection ending) ends the session.
  * - PUBLISH: only the ingest topic and one's own ack topic; anything else drops the connection
- *   (aedes' only refusal in 3.1.1). The PUBACK is sent only after the bus (or mailbox) made the
- *   publish durable, in order (publish-acks.ts; aedes reads on meanwhile, up to READ_AHEAD); such
- *   publishes are never forwarded and their payload is released at once.
+ *   (aedes' only refusal in 3.1.1). The PUBACK is sent when authorizePublish calls back, which is
+ *   after the bus (or mailbox) made the publish durable; such publishes are never forwarded and
+ *   their payload is released at once.
  */
 export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
   const { topics, log } = options;
@@ -117,9 +114,7 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
       throw connectRefusal(CONNACK.SERVER_UNAVAILABLE, "connection ended during CONNECT");
     }
     holders.set(client.id, client);
-    // aedes' own way to drop a connection over an error (what it does when a hook calls back with one).
-    const acks = createPublishAcks(client.conn, (err) => client.emit("error", err));
-    states.set(client, { principal, slot, mode: deliveryModeOf(username), acks, session: undefined, keepaliveExpired: false });
+    states.set(client, { principal, slot, mode: deliveryModeOf(username), session: undefined, keepaliveExpired: false });
   }
 
   /** Over the identity's connection limit: CONNACK 5 (MQTT 3.1.1 has no quota code; MQTT 5 would say 0x97). */
@@ -192,26 +187,16 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     return payload;
   }
 
-  function settle(state: ClientState, outcome: Promise<PublishOutcome>, done: (err?: Error | null) => void, packet: PublishPacket): void {
-    const answered = outcome.then((result) => {
-      if (result.kind !== "accepted" && state.session?.isOnline()) state.session.send(result.frame);
-      return result.kind !== "withheld";
-    });
-    let work: Promise<void>;
-    if (packet.qos === 1) {
-      // publish-acks.ts writes the PUBACK; aedes, given QoS 0, sends none and reads on.
-      packet.qos = 0;
-      work = state.acks.answer(packet.messageId ?? 0, answered, done);
-    } else {
-      // QoS 0 has no PUBACK; QoS 2's PUBREC is aedes' own, sent when this is done.
-      work = answered.then(
-        (ack) => {
-          if (!ack) packet.qos = 0;
-          done(null);
-        },
-        (err: unknown) => done(err instanceof Error ? err : new Error("publish not accepted")),
-      );
-    }
+  function settle(state: ClientState, outcome: Promise<PublishOutcome>, done: (err?: Error | null) => void, packet?: PublishPacket): void {
+    const work = outcome.then(
+      (result) => {
+        if (result.kind !== "accepted" && state.session?.isOnline()) state.session.send(result.frame);
+        // aedes acknowledges by the packet's QoS once this is done: at QoS 0 it sends no PUBACK.
+        if (result.kind === "withheld" && packet !== undefined) packet.qos = 0;
+        done(null);
+      },
+      (err: unknown) => done(err instanceof Error ? err : new Error("publish not accepted")),
+    );
     inflight.add(work);
     void work.finally(() => inflight.delete(work));
   }
@@ -228,10 +213,10 @@ export function createEmbeddedBroker(options: EmbeddedBrokerOptions) {
     if (!accepting) return done(new RoutingError("SHUTTING_DOWN", "this instance is shutting down; reconnect elsewhere"));
     packet.retain = false;
     const identity = state.principal.identity;
-    // Over the sender's rate or the ingress bound: the PUBACK is withheld until accepted, and once
-    // READ_AHEAD publishes wait (publish-acks.ts) aedes reads no more: the sender is throttled.
+    // Over the sender's rate or the ingress bound: the PUBACK is withheld until accepted, and as
+    // aedes reads a connection's next packets only after this one is done, the sender is throttled.
     if (packet.topic === topics.ingest) return settle(state, options.ingest.envelope(takePayload(packet), identity, holdWhile(client)), done, packet);
-    if (packet.topic === topics.ack(identity)) return settle(state, options.ingest.ack(takePayload(packet), identity), done, packet);
+    if (packet.topic === topics.ack(identity)) return settle(state, options.ingest.ack(takePayload(packet), identity), done);
     log.info({ code: "FORBIDDEN", topic: packet.topic }, "mqtt publish refused: disconnecting");
     done(new RoutingError("FORBIDDEN", "publishing to this topic is not allowed"));
   }

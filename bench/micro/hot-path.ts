@@ -36,7 +36,7 @@ const WINDOW = 8;
 const MESSAGES_PER_RUN = 12_000;
 const MAX_ENVELOPE_BYTES = 65_536;
 const dir = mkdtempSync(join(tmpdir(), "hot-path-"));
-const db = openSqliteDb({ dataDir: dir, sync: "full" });
+const db = openSqliteDb({ dataDir: dir, sync: process.env.HOT_PATH_SYNC === "normal" ? "normal" : "full" });
 const retry = { maxAttempts: 5, retryBaseMs: 200 };
 const presence = createMemoryPresenceStore({ ttlMs: 30_000 });
 const roles =

@@ -65,6 +65,8 @@ export class SqliteDb {
   #queue: QueuedWrite[] = [];
   #scheduled = false;
   #commits = 0;
+  #transaction = 0;
+  #beforeCommit: Array<() => void> = [];
   #walSync: WalSync | undefined;
 
   constructor(opts: SqliteDbOptions) {
@@ -116,6 +118,19 @@ export class SqliteDb {
   /** Transactions committed so far (each is one group of writes). */
   get commits(): number {
     return this.#commits;
+  }
+
+  /** Which group transaction runs (or ran last): a new number for each, so a role can tell its writes' groups apart. */
+  get transaction(): number {
+    return this.#transaction;
+  }
+
+  /**
+   * Runs `fn` in every group transaction after its writes, just before COMMIT (a role's bookkeeping
+   * summed over the group, e.g. the mailbox's usage). If it throws, the whole group is rolled back.
+   */
+  beforeCommit(fn: () => void): void {
+    this.#beforeCommit.push(fn);
   }
 
   /** A prepared statement, prepared once per SQL text. */
@@ -190,6 +205,7 @@ export class SqliteDb {
     const outcomes: Outcome[] = [];
     try {
       this.statement("BEGIN IMMEDIATE").run();
+      this.#transaction++;
       const savepoint = this.statement("SAVEPOINT w");
       const release = this.statement("RELEASE w");
       for (const w of batch) {
@@ -208,6 +224,7 @@ export class SqliteDb {
           outcomes.push({ ok: false, error });
         }
       }
+      for (const fn of this.#beforeCommit) fn();
       this.statement("COMMIT").run();
       this.#commits++;
     } catch (error) {

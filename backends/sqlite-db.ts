@@ -65,6 +65,8 @@ export class SqliteDb {
   #queue: QueuedWrite[] = [];
   #scheduled = false;
   #commits = 0;
+  #transaction = 0;
+  #beforeCommit: Array<() => void> = [];
   #walSync: WalSync | undefined;
 
   constructor(opts: SqliteDbOptions) {
@@ -88,7 +90,15 @@ export class SqliteDb {
         // Not at once: the writes the sync just answered go on to their next step (the router's
         // store after a publish, its bus ack after the store) in the microtasks after this callback;
         // committing in the next turn lets those join the next sync instead of needing one more.
-        this.#walSync = new WalSync(this.file, opts.dataSync, () => this.#schedule(), opts.syncSpacingMs ?? SYNC_SPACING_MS);
+        // Writes queued while the next sync waits for its spacing commit just before it starts, in
+        // one transaction (beforeStart).
+        this.#walSync = new WalSync(
+          this.file,
+          opts.dataSync,
+          () => this.#schedule(),
+          opts.syncSpacingMs ?? SYNC_SPACING_MS,
+          () => this.#commit(),
+        );
       }
     } catch (err) {
       this.#db.close();
@@ -108,6 +118,19 @@ export class SqliteDb {
   /** Transactions committed so far (each is one group of writes). */
   get commits(): number {
     return this.#commits;
+  }
+
+  /** Which group transaction runs (or ran last): a new number for each, so a role can tell its writes' groups apart. */
+  get transaction(): number {
+    return this.#transaction;
+  }
+
+  /**
+   * Runs `fn` in every group transaction after its writes, just before COMMIT (a role's bookkeeping
+   * summed over the group, e.g. the mailbox's usage). If it throws, the whole group is rolled back.
+   */
+  beforeCommit(fn: () => void): void {
+    this.#beforeCommit.push(fn);
   }
 
   /** A prepared statement, prepared once per SQL text. */
@@ -163,10 +186,11 @@ export class SqliteDb {
 
   #flush(): void {
     this.#scheduled = false;
-    // While the WAL sync runs, writes wait and then commit together when it returns (onIdle):
+    // While the WAL sync runs, writes wait and then commit together when it returns (onIdle); while
+    // the next one waits for its spacing, they commit together just before it starts (beforeStart):
     // one transaction per sync instead of one per event-loop turn, and no later in time, since a
-    // commit made meanwhile would wait for the next sync anyway.
-    if (this.#walSync?.busy && this.#db.open) return;
+    // commit made meanwhile would wait for that sync anyway.
+    if (this.#walSync?.holdsWrites() && this.#db.open) return;
     this.#commit();
   }
 
@@ -181,6 +205,7 @@ export class SqliteDb {
     const outcomes: Outcome[] = [];
     try {
       this.statement("BEGIN IMMEDIATE").run();
+      this.#transaction++;
       const savepoint = this.statement("SAVEPOINT w");
       const release = this.statement("RELEASE w");
       for (const w of batch) {
@@ -199,6 +224,7 @@ export class SqliteDb {
           outcomes.push({ ok: false, error });
         }
       }
+      for (const fn of this.#beforeCommit) fn();
       this.statement("COMMIT").run();
       this.#commits++;
     } catch (error) {

@@ -3,12 +3,13 @@ import { DEFAULT_RETENTION_MS, type MailboxDepth, type MailboxEntry, type Mailbo
 import type { MailboxImplOptions, PurgingMailbox } from "./memory-mailbox.ts";
 import { guarded } from "./guarded.ts";
 import type { SqliteDb } from "./sqlite-db.ts";
+import { UsageRows } from "./sqlite-mailbox-usage.ts";
 
 /** Rows deleted per purge transaction, so a large purge never holds the writer for long. */
 const PURGE_BATCH = 5_000;
 /**
- * Messages deleted per expiry or per-recipient purge transaction. Each deleted message also updates
- * its recipient's usage row (trigger): 500 keep one transaction to a few milliseconds, and each
+ * Messages deleted per expiry or per-recipient purge transaction: 500 keep one transaction to a few
+ * milliseconds (each recipient's usage row is updated once per transaction), and each
  * batch is its own group commit, so sends and acks queued meanwhile commit between two batches.
  */
 export const MESSAGE_DELETE_BATCH = 500;
@@ -24,12 +25,19 @@ interface EntryRow {
   readonly queued_at: number;
 }
 
+interface DeletedRow {
+  readonly recipient_id: Urn;
+  readonly message_id: string;
+  readonly bytes: number;
+}
+
 class SqliteMailbox implements PurgingMailbox {
   #db: SqliteDb;
   #ttlMs: number;
   #retentionMs: number;
   #now: () => number;
   #open = true;
+  #usageRows: UsageRows;
   #purgeTimer: NodeJS.Timeout;
   #dedup;
   #insert;
@@ -50,6 +58,7 @@ class SqliteMailbox implements PurgingMailbox {
     this.#ttlMs = opts.dedupTtlMs;
     this.#retentionMs = opts.retentionMs ?? DEFAULT_RETENTION_MS;
     this.#now = opts.now ?? Date.now;
+    this.#usageRows = new UsageRows(db);
     // An expired record is revived in place, so it counts as new; a live one is a duplicate (0 changes).
     this.#dedup = db.statement<[Urn, string, number, number]>(
       `INSERT INTO mailbox_dedup (recipient_id, message_id, expires_at) VALUES (?, ?, ?)
@@ -64,17 +73,24 @@ class SqliteMailbox implements PurgingMailbox {
     this.#fetch = db.statement<[Urn, number, number], EntryRow>(
       "SELECT message_id, priority, envelope, queued_at FROM mailbox WHERE recipient_id = ? AND queued_at > ? ORDER BY high DESC, seq ASC LIMIT ?",
     );
-    this.#ack = db.statement<[Urn, string]>("DELETE FROM mailbox WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))");
+    // Each statement that deletes messages returns their sizes, for the usage rows (UsageRows).
+    this.#ack = db
+      .statement<[Urn, string], number>(
+        "DELETE FROM mailbox WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?)) RETURNING length(CAST(envelope AS BLOB))",
+      )
+      .pluck();
     this.#depth = db.statement<[Urn, number], { count: number; oldest: number | null }>(
       "SELECT count(*) AS count, min(queued_at) AS oldest FROM mailbox WHERE recipient_id = ? AND queued_at > ?",
     );
     this.#usage = db.statement<[Urn], { count: number; bytes: number }>("SELECT count, bytes FROM mailbox_usage WHERE recipient_id = ?");
     this.#largest = db.statement<[number], number>("SELECT count FROM mailbox_usage ORDER BY count DESC LIMIT ?").pluck();
     // Oldest first through the queued_at index: each batch reads only rows it deletes.
-    this.#expire = db.statement<[number, number]>("DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE queued_at <= ? ORDER BY queued_at LIMIT ?)");
-    this.#purgeMessages = db
-      .statement<[Urn, number], string>("DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE recipient_id = ? LIMIT ?) RETURNING message_id")
-      .pluck();
+    this.#expire = db.statement<[number, number], DeletedRow>(
+      "DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE queued_at <= ? ORDER BY queued_at LIMIT ?) RETURNING recipient_id, length(CAST(envelope AS BLOB)) AS bytes",
+    );
+    this.#purgeMessages = db.statement<[Urn, number], DeletedRow>(
+      "DELETE FROM mailbox WHERE seq IN (SELECT seq FROM mailbox WHERE recipient_id = ? LIMIT ?) RETURNING recipient_id, message_id, length(CAST(envelope AS BLOB)) AS bytes",
+    );
     this.#purgeDedupOf = db.statement<[Urn, string]>("DELETE FROM mailbox_dedup WHERE recipient_id = ? AND message_id IN (SELECT value FROM json_each(?))");
     // Records whose message is gone (acked, expired, purged); one stored meanwhile keeps both.
     this.#purgeDedup = db.statement<[Urn, number]>(
@@ -102,7 +118,9 @@ class SqliteMailbox implements PurgingMailbox {
       return this.#db.write((): StoreOutcome => {
         if (this.#dedup.run(entry.recipientId, entry.messageId, now + this.#ttlMs, now).changes === 0) return "duplicate";
         const inserted = this.#insert.run(entry.recipientId, entry.messageId, entry.priority, entry.envelope, entry.queuedAt);
-        return inserted.changes === 0 ? "duplicate" : "stored";
+        if (inserted.changes === 0) return "duplicate";
+        this.#usageRows.add(entry.recipientId, 1, Buffer.byteLength(entry.envelope));
+        return "stored";
       });
     });
   }
@@ -124,7 +142,11 @@ class SqliteMailbox implements PurgingMailbox {
     return guarded("mailbox ack", this.#open, () => {
       if (messageIds.length === 0) return 0;
       const ids = JSON.stringify(messageIds);
-      return this.#db.writeStatement(() => this.#ack.run(recipientId, ids).changes);
+      return this.#db.writeStatement(() => {
+        const sizes = this.#ack.all(recipientId, ids);
+        if (sizes.length > 0) this.#usageRows.add(recipientId, -sizes.length, -sizes.reduce((sum, n) => sum + n, 0));
+        return sizes.length;
+      });
     });
   }
 
@@ -157,7 +179,7 @@ class SqliteMailbox implements PurgingMailbox {
       let total = 0;
       while (total < limit) {
         const batch = Math.min(MESSAGE_DELETE_BATCH, limit - total);
-        const removed = await this.#db.writeStatement(() => this.#expire.run(cutoff, batch).changes);
+        const removed = await this.#db.writeStatement(() => this.#deleted(this.#expire.all(cutoff, batch)).length);
         total += removed;
         if (removed < batch) break;
       }
@@ -172,7 +194,7 @@ class SqliteMailbox implements PurgingMailbox {
       for (;;) {
         // A message and its de-duplication record go in the same transaction.
         const [m, d] = await this.#db.write(() => {
-          const ids = this.#purgeMessages.all(recipientId, MESSAGE_DELETE_BATCH);
+          const ids = this.#deleted(this.#purgeMessages.all(recipientId, MESSAGE_DELETE_BATCH)).map((row) => row.message_id);
           return [ids.length, ids.length === 0 ? 0 : this.#purgeDedupOf.run(recipientId, JSON.stringify(ids)).changes] as const;
         });
         messages += m;
@@ -186,6 +208,12 @@ class SqliteMailbox implements PurgingMailbox {
       }
       return { messages, dedup };
     });
+  }
+
+  /** Takes deleted messages off their recipients' usage; returns them. */
+  #deleted<R extends DeletedRow>(rows: R[]): R[] {
+    for (const row of rows) this.#usageRows.add(row.recipient_id, -1, -row.bytes);
+    return rows;
   }
 
   #cutoff(): number {

@@ -105,6 +105,12 @@ const MIGRATIONS: readonly string[] = [
   CREATE INDEX push_queue_recipient ON push_queue (recipient_id);
   CREATE INDEX bus_dead_letters_recipient ON bus_dead_letters (recipient_id);
   `,
+  // 4: the per-recipient usage is summed per group transaction by the mailbox (UsageRows in sqlite-mailbox-usage.ts),
+  // one upsert per recipient and transaction, instead of a trigger per inserted or deleted row (issue 16).
+  `
+  DROP TRIGGER mailbox_usage_insert;
+  DROP TRIGGER mailbox_usage_delete;
+  `,
 ];
 
 export const SCHEMA_VERSION = MIGRATIONS.length;

@@ -4,6 +4,8 @@
  * - socketio: Socket.IO 4 + @socket.io/redis-adapter over the local Redis, JWT auth;
  * - service-uws / service-ws: the service (embedded default) on each gateway engine;
  * - mosquitto: the local Mosquitto relaying MQTT publisher to subscriber (the MQTT ceiling);
+ * - aedes: bare aedes (the service's version, in-memory persistence, no auth, no storage) relaying
+ *   publisher to subscriber: the ceiling the design (an embedded aedes broker) allows;
  * - baseline-uws (only when named in BENCH_CONTENDERS): the service on uws from another checkout,
  *   BENCH_BASELINE_ROOT, for before/after figures measured in the same run.
  */
@@ -18,8 +20,8 @@ import { removeDir, TEST_SECRET } from "../test/helpers/service.ts";
 import { spawnServer, type BenchServer } from "./lib/spawn-server.ts";
 import type { TargetSpec, Variant } from "./workers/messages.ts";
 
-export type ContenderName = "relay-uws" | "relay-ws" | "socketio" | "service-uws" | "service-ws" | "mosquitto" | "baseline-uws";
-export const ALL_CONTENDERS: readonly ContenderName[] = ["relay-uws", "relay-ws", "socketio", "service-uws", "service-ws", "mosquitto"];
+export type ContenderName = "relay-uws" | "relay-ws" | "socketio" | "service-uws" | "service-ws" | "mosquitto" | "aedes" | "baseline-uws";
+export const ALL_CONTENDERS: readonly ContenderName[] = ["relay-uws", "relay-ws", "socketio", "service-uws", "service-ws", "mosquitto", "aedes"];
 
 export interface Contender {
   readonly name: ContenderName;
@@ -66,6 +68,11 @@ async function mosquittoReachable(): Promise<boolean> {
     return false;
   }
 }
+
+const mqttOnly =
+  (url: string) =>
+  (v: Variant): TargetSpec | { readonly unsupported: string } =>
+    v.ingress !== "mqtt" ? { unsupported: "MQTT only" } : { protocol: "mqtt", url, topics: "direct", topicPrefix: RUN_ID };
 
 const wsOnly = (variant: Variant, why: string) => (variant.ingress === "mqtt" ? why : undefined);
 
@@ -202,8 +209,19 @@ export async function startContender(name: ContenderName): Promise<Contender> {
         pid,
         cpuPids: pid ? [pid] : [],
         needsTokens: false,
-        target: (v) => (v.ingress !== "mqtt" ? { unsupported: "MQTT only" } : { protocol: "mqtt", url: MQTT_URL, topics: "direct", topicPrefix: RUN_ID }),
+        target: mqttOnly(MQTT_URL),
         stop: async () => {},
+      };
+    }
+    case "aedes": {
+      const server = await spawnServer("bench/servers/aedes.ts");
+      return {
+        name,
+        pid: server.pid,
+        cpuPids: [server.pid],
+        needsTokens: false,
+        target: mqttOnly(`mqtt://127.0.0.1:${server.port}`),
+        stop: () => server.stop(),
       };
     }
   }

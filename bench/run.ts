@@ -78,7 +78,8 @@ process.once("SIGINT", () => {
   void stop([...running]).finally(() => process.exit(130));
 });
 
-const socketContenders = plan.contenders.filter((c) => c !== "mosquitto");
+/** Mosquitto and bare aedes speak MQTT only. */
+const socketContenders = plan.contenders.filter((c) => c !== "mosquitto" && c !== "aedes");
 let route: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let mqtt: { rows: Row[]; skipped: Skip[] } = { rows: [], skipped: [] };
 let connections: { rows: ConnRow[]; cap: number } = { rows: [], cap: 0 };
@@ -116,7 +117,7 @@ try {
   }
   if (plan.scenarios.has("mqtt")) {
     const skipped: Skip[] = [];
-    const names = (["mosquitto", "service-uws", "baseline-uws"] as const).filter((n) => plan.contenders.includes(n) || n === "mosquitto");
+    const names = (["mosquitto", "aedes", "service-uws", "baseline-uws"] as const).filter((n) => plan.contenders.includes(n) || n === "mosquitto");
     const contenders = await start(names, skipped, "mqtt/push/200B");
     try {
       const out = await runMatrix(plan, plan.mqtt, contenders, plan.mqttPairs, pool, log);

@@ -217,7 +217,7 @@ describe("SqliteDb", () => {
     }
   });
 
-  it("full: starts WAL syncs at least syncSpacingMs apart; writes meanwhile share the next", async () => {
+  it("full: starts WAL syncs at least syncSpacingMs apart; writes meanwhile share the next and its one commit", async () => {
     const starts: number[] = [];
     const spaced = openSqliteDb({
       dataDir: path.join(dir, "spaced"),
@@ -232,9 +232,12 @@ describe("SqliteDb", () => {
       spaced.statement("CREATE TABLE t (k TEXT PRIMARY KEY)").run();
       const insert = spaced.statement<[string]>("INSERT INTO t (k) VALUES (?)");
       await spaced.writeStatement(() => insert.run("a"));
+      const commits = spaced.commits;
       const next = await Promise.all([spaced.writeStatement(() => insert.run("b")), sleep(5).then(() => spaced.writeStatement(() => insert.run("c")))]);
       expect(next).toHaveLength(2);
       expect(starts).toHaveLength(2);
+      // Queued during the spacing wait, committed together just before the sync starts.
+      expect(spaced.commits - commits).toBe(1);
       expect(starts[1] - starts[0]).toBeGreaterThanOrEqual(79);
     } finally {
       spaced.close();
@@ -326,6 +329,35 @@ describe("SqliteDb", () => {
     db.close();
     db = openSqliteDb({ dataDir: dir, sync: "full" });
     expect((await createSqliteDeviceStore(db).list("urn:sm:user:a" as Urn)).map((t) => t.token)).toEqual(["tok"]);
+  });
+
+  it("keeps the mailbox usage per group transaction: exact for stores and acks in one group, nothing from a group rolled back", async () => {
+    const mailbox = createSqliteMailbox(db, { dedupTtlMs: 60_000 });
+    const [alice, bob] = ["urn:sm:user:alice", "urn:sm:user:bob"] as Urn[];
+    const bytes = (urn: Urn, id: string) => Buffer.byteLength(mailboxEntry(urn, id).envelope);
+    const usageRows = db.statement<[], number>("SELECT count(*) FROM mailbox_usage").pluck();
+    await mailbox.store(mailboxEntry(alice, "a1"));
+    const commits = db.commits;
+    const acked = await Promise.all([
+      mailbox.store(mailboxEntry(alice, "a2")),
+      mailbox.ack(alice, ["a1"]),
+      mailbox.store(mailboxEntry(bob, "b1")),
+      mailbox.ack(bob, ["b1"]),
+    ]);
+    expect(acked).toEqual(["stored", 1, "stored", 1]);
+    expect(db.commits - commits).toBe(1);
+    expect(await mailbox.usage(alice)).toEqual({ count: 1, bytes: bytes(alice, "a2") });
+    expect(await mailbox.usage(bob)).toEqual({ count: 0, bytes: 0 });
+    expect(usageRows.get()).toBe(1);
+    let fail = true;
+    db.beforeCommit(() => {
+      if (fail) throw new Error("the group fails");
+    });
+    await expect(mailbox.store(mailboxEntry(alice, "a3"))).rejects.toThrow();
+    fail = false;
+    await mailbox.store(mailboxEntry(alice, "a4"));
+    expect(await mailbox.usage(alice)).toEqual({ count: 2, bytes: bytes(alice, "a2") + bytes(alice, "a4") });
+    await mailbox.close();
   });
 });
 

@@ -177,7 +177,8 @@ describe("MQTT, embedded broker over TCP", () => {
 
   it("refuses subscribing to anything but one's own receive topic (SUBACK 0x80)", async () => {
     const bob = user("bob");
-    const mallory = track(await mqttUser(url, user("mallory"), { subscribe: false }));
+    const malloryUrn = user("mallory");
+    const mallory = track(await mqttUser(url, malloryUrn, { subscribe: false }));
     for (const topic of [receiveTopic(bob), "clients/+/receive", "#", "envelopes/send", ackTopic(bob)]) {
       // mqtt.js calls back with an error and the SUBACK itself (its callback's `granted` echoes the request).
       const refusal = await new Promise<number | undefined>((resolve) =>
@@ -186,10 +187,12 @@ describe("MQTT, embedded broker over TCP", () => {
       expect(refusal, topic).toBe(0x80);
     }
     expect(mallory.client.connected).toBe(true);
-    // Nothing for Bob reaches Mallory.
+    // Nothing for Bob reaches Mallory: checked once a later message for Mallory herself did.
+    await mallory.client.subscribeAsync(receiveTopic(malloryUrn), { qos: 1 });
     await http(svc.url, "POST", "/send", { token: await token(user("alice")), body: envelope(bob, { isEphemeral: true }) });
-    await sleep(300);
-    expect(mallory.received).toEqual([]);
+    await http(svc.url, "POST", "/send", { token: await token(user("alice")), body: envelope(malloryUrn) });
+    await mallory.next((r) => r.topic === receiveTopic(malloryUrn));
+    expect(mallory.received.filter((r) => r.topic !== receiveTopic(malloryUrn))).toEqual([]);
   });
 
   it("refuses publishing to someone's receive topic or a foreign ack topic: the connection is dropped, nothing arrives", async () => {
@@ -198,12 +201,12 @@ describe("MQTT, embedded broker over TCP", () => {
     const mallory = await mqttUser(url, user("mallory"), { subscribe: false });
     mallory.client.publish(receiveTopic(bob), JSON.stringify({ type: "poke" }), { qos: 1 });
     await mallory.closed;
-    await sleep(200);
-    expect(bobMqtt.received).toEqual([]);
 
     // Bob has one stored message; Mallory tries to ack it for him.
     await http(svc.url, "POST", "/send", { token: await token(user("alice")), body: envelope(bob, { messageId: "keep-me" }) });
     await bobMqtt.next((r) => r.frame.type === "poke");
+    // Mallory's forged poke never reached Bob: the one poke he has is the service's, for the later message.
+    expect(bobMqtt.received).toHaveLength(1);
     const mallory2 = await mqttUser(url, user("mallory"), { subscribe: false });
     // No PUBACK ever comes (mqtt.js, not reconnecting, leaves the publish pending): the connection drops.
     mallory2.client.publish(ackTopic(bob), JSON.stringify({ messageIds: ["keep-me"] }), { qos: 1 });
@@ -295,7 +298,11 @@ describe("MQTT, embedded broker over TCP", () => {
     await bobMqtt.client.unsubscribeAsync(receiveTopic(bob));
     await waitFor(async () => ((await http(svc.url, "GET", "/metrics")).text ? true : undefined), "metrics");
     await http(svc.url, "POST", "/send", { token: await token(user("alice")), body: envelope(bob, { isEphemeral: true, messageId: "eph-1" }) });
-    await sleep(300);
+    // Checked once a later message reached someone else.
+    const carolUrn = user("carol");
+    const carol = track(await mqttUser(url, carolUrn));
+    await http(svc.url, "POST", "/send", { token: await token(user("alice")), body: envelope(carolUrn) });
+    await carol.next((r) => r.frame.type === "poke");
     expect(bobMqtt.received).toEqual([]);
     await bobMqtt.client.publishAsync("envelopes/send", JSON.stringify(envelope(user("carol"))), { qos: 1 });
     expect(bobMqtt.client.connected).toBe(true);
@@ -575,8 +582,10 @@ describe("MQTT through an external broker (Mosquitto on 127.0.0.1:1883)", () => 
       expect(accepted[1]).toBeGreaterThan(0);
       expect(routed[0] + routed[1]).toBe(N);
       expect(duplicates).toEqual([0, 0]);
-      await sleep(300);
-      expect(bobListens.frames("poke")).toHaveLength(N);
+      // No poke twice: checked once a later envelope's poke arrived.
+      await sender.client.publishAsync(ingestTopic(alice), JSON.stringify(envelope(bob, { messageId: "share-last" })), { qos: 1 });
+      await waitFor(async () => (bobListens.frames("poke").length >= N + 1 ? true : undefined), "the last poke", 20_000);
+      expect(bobListens.frames("poke")).toHaveLength(N + 1);
       await Promise.all([bobListens.end(), sender.end()]);
       for (const b of bridges) expect(await b.stop()).toBe(0);
 
@@ -589,8 +598,8 @@ describe("MQTT through an external broker (Mosquitto on 127.0.0.1:1883)", () => 
         await mailbox.close();
         db.close();
       }
-      expect(ids).toHaveLength(N);
-      expect(new Set(ids).size).toBe(N);
+      expect(ids).toHaveLength(N + 1); // with share-last
+      expect(new Set(ids).size).toBe(N + 1);
     } finally {
       await Promise.all(bridges.map((b) => b.stop()));
       for (const dir of dirs) removeDir(dir);

@@ -243,7 +243,8 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
       stop = true;
       await stream;
 
-      // Every accepted message reaches its user's client, which followed MOVED to the new owner. A message
+      // Every accepted message reaches its user's client (a fetch returned it; none came back after a
+      // confirmed ack), which followed MOVED to the new owner. A message
       // routed while the client was between nodes is push due (no session to poke): a real client hears of
       // it by a push notification and pulls, which the probe does every 2 s (and counts). Records the killed
       // node held unacked come back only after the bus's ack deadline (Pub/Sub: the client library's lease).
@@ -251,7 +252,7 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
         let last = Date.now();
         await waitFor(
           () => {
-            if (u.accepted.every((id) => u.client.acked.has(id))) return true;
+            if (u.accepted.every((id) => u.client.received.has(id))) return true;
             if (Date.now() - last > 2000) {
               last = Date.now();
               u.client.wake();
@@ -261,7 +262,7 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
           90_000,
           `${u.urn}: every accepted message`,
         ).catch((err: Error) => {
-          const missing = u.accepted.filter((id) => !u.client.acked.has(id));
+          const missing = u.accepted.filter((id) => !u.client.received.has(id));
           throw new Error(
             `${err.message}; missing ${missing.length}/${u.accepted.length}: ${missing.slice(0, 10).join(",")}; opened ${u.client.opened.join(" ")}; closes ${u.client.closes.join(" | ")}`,
           );
@@ -279,7 +280,7 @@ for (const profile of ["nats-redis", "pubsub-firestore"] as const) {
       const movedToA = users.find((u) => rendezvousOwner(survivors, shardOf(u.urn, SHARDS)) === ids.a)!;
       expect(movedToA.client.opened.at(-1)).toBe(nodes.a.url);
       console.log(
-        `${profile}: ${users.map((u) => `${u.accepted.length} accepted, ${u.client.acked.size} acked, moved ${u.client.moved.length}x, push wake-ups ${u.client.wakes}`).join("; ")}`,
+        `${profile}: ${users.map((u) => `${u.accepted.length} accepted, ${u.client.received.size} received, ${u.client.acked.size} acked, moved ${u.client.moved.length}x, push wake-ups ${u.client.wakes}`).join("; ")}`,
       );
     }, 180_000);
   });

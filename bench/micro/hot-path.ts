@@ -6,7 +6,8 @@
  * reference bus and mailbox, so the difference to `sqlite` is the durable path's cost.
  * HOT_PATH_RATE=<msg/s>: an open loop at that rate instead (paced every millisecond), printing CPU µs
  * and commits per message and the p50/p99 from send to delivery: what the store's commit policy
- * costs at a given load, without the sockets and the generator of `npm run bench`.
+ * costs at a given load, without the sockets and the generator of `npm run bench`. HOT_PATH_SYNC=normal
+ * (no WAL sync) and HOT_PATH_SPACING_MS=<ms> (the least time between two WAL syncs) for experiments.
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -36,7 +37,11 @@ const WINDOW = 8;
 const MESSAGES_PER_RUN = 12_000;
 const MAX_ENVELOPE_BYTES = 65_536;
 const dir = mkdtempSync(join(tmpdir(), "hot-path-"));
-const db = openSqliteDb({ dataDir: dir, sync: "full" });
+const db = openSqliteDb({
+  dataDir: dir,
+  sync: process.env.HOT_PATH_SYNC === "normal" ? "normal" : "full",
+  syncSpacingMs: process.env.HOT_PATH_SPACING_MS ? Number(process.env.HOT_PATH_SPACING_MS) : undefined,
+});
 const retry = { maxAttempts: 5, retryBaseMs: 200 };
 const presence = createMemoryPresenceStore({ ttlMs: 30_000 });
 const roles =

@@ -18,6 +18,7 @@ const COLORS: Record<string, string> = {
   "service-uws": "#2f6db5",
   "service-ws": "#6d9fd8",
   mosquitto: "#9aa5b1",
+  aedes: "#c3cbd3",
   "baseline-uws": "#b9c9de",
 };
 

@@ -28,9 +28,17 @@ export function ratiosOf(route: readonly Row[], mqtt: readonly Row[]): Ratio[] {
       if (x && y) out.push({ name: `${variant} max: ${a} / ${b}`, value: x.throughput.median / y.throughput.median });
     }
   }
-  const ms = row(mqtt, "mqtt/push/200B", "max", "service-uws");
-  const mm = row(mqtt, "mqtt/push/200B", "max", "mosquitto");
-  if (ms && mm) out.push({ name: "mqtt/push/200B max: service-uws / mosquitto", value: ms.throughput.median / mm.throughput.median });
+  // The MQTT bound: bare aedes (the broker the design mandates) against Mosquitto, the service against both.
+  for (const [a, b] of [
+    ["service-uws", "mosquitto"],
+    ["aedes", "mosquitto"],
+    ["service-uws", "aedes"],
+    ["service-uws", "baseline-uws"],
+  ] as const) {
+    const x = row(mqtt, "mqtt/push/200B", "max", a);
+    const y = row(mqtt, "mqtt/push/200B", "max", b);
+    if (x && y) out.push({ name: `mqtt/push/200B max: ${a} / ${b}`, value: x.throughput.median / y.throughput.median });
+  }
   return out;
 }
 
@@ -94,9 +102,12 @@ export function targetsOf(route: readonly Row[], conns: readonly ConnRow[], mqtt
   const mqttName = "MQTT pub -> sub through the service >= 0.5x Mosquitto alone (QoS 1, saturation)";
   const ms1 = row(mqtt, "mqtt/push/200B", "max", "service-uws");
   const mm = row(mqtt, "mqtt/push/200B", "max", "mosquitto");
+  const ma = row(mqtt, "mqtt/push/200B", "max", "aedes");
   if (ms1 && mm) {
     const r = ms1.throughput.median / mm.throughput.median;
-    out.push({ name: mqttName, holds: r >= 0.5, measured: `${n0(ms1.throughput.median)} vs ${n0(mm.throughput.median)} msg/s = ${r.toFixed(2)}x` });
+    // The bound the design allows: bare aedes against Mosquitto in the same run.
+    const bound = ma ? `; bare aedes ${n0(ma.throughput.median)} msg/s = ${(ma.throughput.median / mm.throughput.median).toFixed(2)}x` : "";
+    out.push({ name: mqttName, holds: r >= 0.5, measured: `${n0(ms1.throughput.median)} vs ${n0(mm.throughput.median)} msg/s = ${r.toFixed(2)}x${bound}` });
   } else out.push(missing(mqttName, "needs the mqtt scenario with service-uws and mosquitto"));
   return out;
 }

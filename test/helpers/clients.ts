@@ -111,14 +111,20 @@ export interface HttpResult {
   headers: Headers;
 }
 
-export async function http(base: string, method: string, path: string, options: { token?: string; body?: unknown; raw?: string } = {}): Promise<HttpResult> {
+export async function http(
+  base: string,
+  method: string,
+  path: string,
+  options: { token?: string; body?: unknown; raw?: string; timeoutMs?: number } = {},
+): Promise<HttpResult> {
   const headers: Record<string, string> = {};
   if (options.token !== undefined) headers.authorization = `Bearer ${options.token}`;
   let body: string | undefined;
   if (options.raw !== undefined) body = options.raw;
   else if (options.body !== undefined) body = JSON.stringify(options.body);
   if (body !== undefined) headers["content-type"] = "application/json";
-  const res = await fetch(base + path, { method, headers, body });
+  const signal = options.timeoutMs === undefined ? undefined : AbortSignal.timeout(options.timeoutMs);
+  const res = await fetch(base + path, { method, headers, body, signal });
   const text = await res.text();
   let parsed: JsonBody;
   try {

@@ -7,11 +7,19 @@ import { http } from "./clients.ts";
  * and poke pulls the mailbox over HTTP until it is empty, acking each page (HTTP ack: durable
  * before the next fetch). It never de-duplicates: `duplicates` lists every id a fetch returned
  * after the service had confirmed its ack (204). A page whose ack got no answer (the node died
- * mid-request) may come back, as the contract allows: that is not counted.
+ * mid-request) may come back, as the contract allows: that is not counted. `received` is every id
+ * a fetch returned: what the user got. (An ack can stay unanswered for a while after a node died
+ * in the middle of acking the same messages: Firestore holds the dead transaction's locks until
+ * they expire, so the acks of those ids wait; the ids themselves were received.) Every request
+ * gives up after 10 s, as a real client would, instead of stalling the pull loop.
  */
+const REQUEST_TIMEOUT_MS = 10_000;
+
 export class MovedClient {
   /** Every id whose ack the service confirmed. */
   readonly acked = new Set<string>();
+  /** Every id a fetch returned. */
+  readonly received = new Set<string>();
   readonly duplicates: string[] = [];
   /** Each MOVED followed: the URL it pointed to. */
   readonly moved: string[] = [];
@@ -104,12 +112,19 @@ export class MovedClient {
         this.#again = false;
         try {
           for (;;) {
-            const res = await http(this.#url, "GET", "/messages?limit=200", { token: this.#token });
+            const res = await http(this.#url, "GET", "/messages?limit=200", { token: this.#token, timeoutMs: REQUEST_TIMEOUT_MS });
             if (res.status !== 200) throw new Error(`fetch ${res.status}`);
             const page = res.body.messages ?? [];
             if (page.length === 0) break;
-            for (const m of page) if (this.acked.has(m.id)) this.duplicates.push(m.id);
-            const ack = await http(this.#url, "POST", "/messages/ack", { token: this.#token, body: { messageIds: page.map((m) => m.id) } });
+            for (const m of page) {
+              if (this.acked.has(m.id)) this.duplicates.push(m.id);
+              this.received.add(m.id);
+            }
+            const ack = await http(this.#url, "POST", "/messages/ack", {
+              token: this.#token,
+              body: { messageIds: page.map((m) => m.id) },
+              timeoutMs: REQUEST_TIMEOUT_MS,
+            });
             if (ack.status !== 204) throw new Error(`ack ${ack.status}`);
             for (const m of page) this.acked.add(m.id);
           }

@@ -73,6 +73,14 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
   if (!(cacheTtlMs >= 0)) throw new TypeError("cacheTtlMs must be >= 0");
 
   const secretKey = secret ? new TextEncoder().encode(secret) : undefined;
+  // Imported once: given the raw bytes, jose imports a CryptoKey on every verify (~6 KB of garbage
+  // per WebSocket handshake, measured; issue 16). A rejected import is retried on the next token.
+  let hmacKey: Promise<CryptoKey> | undefined;
+  const importHmacKey = (raw: Uint8Array<ArrayBuffer>): Promise<CryptoKey> =>
+    (hmacKey ??= crypto.subtle.importKey("raw", raw, { name: "HMAC", hash: "SHA-256" }, false, ["verify"]).catch((err: unknown) => {
+      hmacKey = undefined;
+      throw err;
+    }));
   const jwks = jwksUrl
     ? createRemoteJWKSet(new URL(jwksUrl), {
         cooldownDuration: options.jwksCooldownMs ?? 30_000,
@@ -84,7 +92,7 @@ export function createTokenVerifier(options: TokenVerifierOptions): TokenVerifie
 
   // jose checks `alg` against `algorithms` before calling this, so only accepted algs arrive here.
   const getKey: JWTVerifyGetKey = async (header, token) => {
-    if (header.alg === "HS256" && secretKey) return secretKey;
+    if (header.alg === "HS256" && secretKey) return importHmacKey(secretKey);
     if (!jwks) throw new errors.JOSEAlgNotAllowed("alg not allowed");
     try {
       return await jwks(header, token);

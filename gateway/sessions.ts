@@ -1,5 +1,4 @@
-import { createActor, fromPromise } from "xstate";
-import { sessionMachine } from "../actors/session/machine.ts";
+import { sessionMachine, type SessionEvent } from "../actors/session/machine.ts";
 import type { PresenceStore, SessionProtocol } from "../backends/presence-store.ts";
 import type { Principal } from "../auth/verifier.ts";
 import { RoutingError } from "../core/errors.ts";
@@ -7,7 +6,17 @@ import { messageFrame, POKE_FRAME, queuedMessageJson } from "../core/frames.ts";
 import type { Urn } from "../core/urn.ts";
 import type { Metrics } from "../metrics/registry.ts";
 import type { LocalDelivery, Signal } from "../routing/signals.ts";
-import { HostedSession, newSessionId, type DeliveryMode, type HostShared, type PendingSession, type Session, type SessionTransport } from "./hosted-session.ts";
+import { createSessionRunner } from "./session-runner.ts";
+import {
+  HostedSession,
+  newSessionId,
+  PendingHostedSession,
+  type DeliveryMode,
+  type HostShared,
+  type PendingSession,
+  type Session,
+  type SessionTransport,
+} from "./hosted-session.ts";
 
 export type { DeliveryMode, PendingSession, Session, SessionTransport } from "./hosted-session.ts";
 
@@ -23,17 +32,21 @@ export interface SessionHostOptions {
 }
 
 /**
- * Maps live connections to session actors and identities to their sessions on this instance.
- * It provides the session machine's effects (presence, socket) once for all its sessions (a
- * `provide()` clones the whole machine: ~18 KB, so never per connection): an effect finds its
- * session by the actor's `context.sessionId` and answers through `self`. It is also the
- * LocalDelivery the signal bridge hands routed messages to.
+ * Maps live connections to sessions and identities to their sessions on this instance. Each
+ * session is the session machine's snapshot, run by one runner for the host (session-runner.ts:
+ * pure transitions, one timer queue; no actor per connection). The host provides the machine's
+ * effects (verifier, presence, socket) once for all its sessions (a `provide()` clones the whole
+ * machine: ~18 KB, so never per connection): an effect finds its session by `context.sessionId`
+ * and answers with an event for it. It is also the LocalDelivery the signal bridge hands routed
+ * messages to.
  */
+const HEARTBEAT: SessionEvent = { type: "session.heartbeat" };
+
 export function createSessionHost(options: SessionHostOptions) {
   const { presence, metrics, instanceId } = options;
   /** Identity -> its online session here, or a set when it holds more than one. */
   const byIdentity = new Map<Urn, HostedSession | Set<HostedSession>>();
-  /** Session id -> session, from open() until its actor is done. */
+  /** Session id -> session, from begin() until its machine is done. */
   const all = new Map<string, HostedSession>();
 
   function goOnline(session: HostedSession): void {
@@ -51,7 +64,7 @@ export function createSessionHost(options: SessionHostOptions) {
    */
   let beat: NodeJS.Timeout | undefined;
   function heartbeat(): void {
-    for (const session of all.values()) if (session.isOnline()) session.actor.send({ type: "session.heartbeat" });
+    for (const session of all.values()) if (session.isOnline()) runner.send(session, HEARTBEAT);
   }
   function startBeat(): void {
     if (beat !== undefined) return;
@@ -62,6 +75,7 @@ export function createSessionHost(options: SessionHostOptions) {
   const shared: HostShared = {
     maxBufferBytes: options.maxBufferBytes,
     metrics,
+    send: (session, event) => runner.send(session, event),
     ended(session) {
       all.delete(session.id);
       if (all.size === 0 && beat !== undefined) {
@@ -77,25 +91,35 @@ export function createSessionHost(options: SessionHostOptions) {
     },
   };
 
+  /** Sends the session of `sessionId` an event (none once it is gone). */
+  function tell(sessionId: string, event: SessionEvent): void {
+    const session = all.get(sessionId);
+    if (session !== undefined) runner.send(session, event);
+  }
+
   const machine = sessionMachine.provide({
-    actors: {
-      authenticate: fromPromise(async ({ input }) => {
-        const pending = all.get(input.sessionId)?.pending;
-        if (pending === undefined) throw new RoutingError("BACKEND_UNAVAILABLE", "session gone");
-        const principal = await pending.authenticate();
-        pending.principal = principal;
-        return { identity: principal.identity, tokenTtlMs: principal.expiresAt === undefined ? undefined : principal.expiresAt - Date.now() };
-      }),
-    },
     actions: {
-      registerPresence: ({ context, self }, { identity }) => {
+      authenticate: ({ context }) => {
+        const sessionId = context.sessionId;
+        const pending = all.get(sessionId)?.pending;
+        if (pending === undefined) return tell(sessionId, { type: "session.auth.rejected", error: new RoutingError("BACKEND_UNAVAILABLE", "session gone") });
+        new Promise<Principal>((resolve) => resolve(pending.authenticate())).then(
+          (principal) => {
+            pending.principal = principal;
+            const tokenTtlMs = principal.expiresAt === undefined ? undefined : principal.expiresAt - Date.now();
+            tell(sessionId, { type: "session.auth.verified", identity: principal.identity, tokenTtlMs });
+          },
+          (error: unknown) => tell(sessionId, { type: "session.auth.rejected", error }),
+        );
+      },
+      registerPresence: ({ context }, { identity }) => {
         const sessionId = context.sessionId;
         const connectedAt = all.get(sessionId)?.connectedAt ?? Date.now();
         presence.add(identity, { sessionId, instanceId, protocol: context.protocol, connectedAt }).then(
-          () => self.send({ type: "session.presence.registered" }),
+          () => tell(sessionId, { type: "session.presence.registered" }),
           (err: unknown) => {
             options.log.warn({ err, sessionId }, "presence write failed; closing session");
-            self.send({ type: "session.presence.failed" });
+            tell(sessionId, { type: "session.presence.failed" });
           },
         );
       },
@@ -110,12 +134,13 @@ export function createSessionHost(options: SessionHostOptions) {
         if (session !== undefined) goOnline(session);
       },
       sendPing: ({ context }) => all.get(context.sessionId)?.transport.ping(),
-      awaitFlush: ({ context, self }) => {
-        if (all.get(context.sessionId)?.transport.bufferedAmount() === 0) self.send({ type: "session.flushed" });
+      awaitFlush: ({ context }) => {
+        if (all.get(context.sessionId)?.transport.bufferedAmount() === 0) tell(context.sessionId, { type: "session.flushed" });
       },
       closeSocket: ({ context }, params) => all.get(context.sessionId)?.transport.close(params.code, params.reason),
     },
   });
+  const runner = createSessionRunner(machine, (err, session) => options.log.warn({ err, sessionId: (session as HostedSession).id }, "session effect failed"));
 
   /**
    * Starts a session whose `connecting` state runs `authenticate` (the verifier over the
@@ -123,33 +148,18 @@ export function createSessionHost(options: SessionHostOptions) {
    */
   function begin(protocol: SessionProtocol, mode: DeliveryMode, authenticate: () => Promise<Principal>): PendingSession {
     const id = newSessionId();
-    const actor = createActor(machine, {
-      input: { sessionId: id, protocol, authTimeoutMs: options.authTimeoutMs, heartbeatMs: options.heartbeatMs, drainTimeoutMs: options.drainTimeoutMs },
-    });
-    const session = new HostedSession(shared, id, protocol, mode, actor);
-    const verdict = new Promise<Principal>((resolve, reject) => {
-      session.pending = { authenticate, resolve, reject };
-    });
+    const session = new HostedSession(shared, id, protocol, mode);
+    const pending = new PendingHostedSession(session, authenticate);
     all.set(id, session);
     startBeat();
-    actor.subscribe(session);
-    actor.start();
-    return {
-      id,
-      verdict,
-      attach(transport) {
-        session.transport = transport;
-        session.connectedAt = Date.now();
-        const snapshot = actor.getSnapshot();
-        // Ended between the verdict and the open (a drain): the connection closes as the session did.
-        if (snapshot.status === "done") transport.close(snapshot.context.closeCode, snapshot.context.closeReason);
-        else actor.send({ type: "session.transport.attached" });
-        return session;
-      },
-      abandon() {
-        if (actor.getSnapshot().status === "active") actor.send({ type: "session.socket.closed", code: 1006 });
-      },
-    };
+    runner.start(session, {
+      sessionId: id,
+      protocol,
+      authTimeoutMs: options.authTimeoutMs,
+      heartbeatMs: options.heartbeatMs,
+      drainTimeoutMs: options.drainTimeoutMs,
+    });
+    return pending;
   }
 
   /**
@@ -187,9 +197,9 @@ export function createSessionHost(options: SessionHostOptions) {
     const waits = [...all.values()].map(
       (session) =>
         new Promise<void>((resolve) => {
-          if (session.actor.getSnapshot().status === "done") return resolve();
+          if (session.snapshot.status === "done") return resolve();
           session.actor.subscribe({ complete: () => resolve() });
-          session.actor.send({ type: "session.drain" });
+          runner.send(session, { type: "session.drain" });
         }),
     );
     await Promise.race([Promise.all(waits), new Promise((r) => setTimeout(r, timeoutMs).unref())]);

@@ -14,18 +14,35 @@ export interface HeldSlot {
   release(): void;
 }
 
-/** `abandoned` runs too when the socket never opened (the session waiting for it ends). */
+/**
+ * `abandoned` runs too when the socket never opened (the session waiting for it ends). A class,
+ * not an object of closures: one lives per idle connection, and once opened it drops its timer.
+ */
 export function holdUntilOpened(slot: ConnectionSlot | undefined, abandoned: () => void = () => {}): HeldSlot {
-  const timer = setTimeout(() => {
-    slot?.release();
-    abandoned();
-  }, OPEN_WITHIN_MS);
-  timer.unref();
-  return {
-    opened: () => clearTimeout(timer),
-    release: () => {
-      clearTimeout(timer);
+  return new Held(slot, abandoned);
+}
+
+class Held implements HeldSlot {
+  readonly #slot: ConnectionSlot | undefined;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(slot: ConnectionSlot | undefined, abandoned: () => void) {
+    this.#slot = slot;
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
       slot?.release();
-    },
-  };
+      abandoned();
+    }, OPEN_WITHIN_MS);
+    this.#timer.unref();
+  }
+
+  opened(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  release(): void {
+    this.opened();
+    this.#slot?.release();
+  }
 }

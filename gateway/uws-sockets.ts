@@ -14,7 +14,8 @@ import { MAX_BACKPRESSURE_BYTES, MESSAGE_TOO_BIG, uwsFrameCeiling, uwsIdleTimeou
 import { queueFlush, type BatchedSocket } from "./uws-send-batch.ts";
 
 interface SocketState<C> {
-  readonly context: C;
+  /** The upgrade's context, until the listener opened with it (then undefined: not held per idle socket). */
+  context: C | undefined;
   ws: Uws.WebSocket<UserData<C>> | undefined;
   handle: SocketHandle | undefined;
   listener: SocketListener | undefined;
@@ -128,8 +129,10 @@ export function serveSockets<C>(uws: UwsModule, app: Uws.TemplatedApp, options: 
     state.ws = ws;
     state.handle = new UwsSocketHandle(state, ws);
     openSockets.add(state);
+    const context = state.context as C;
+    state.context = undefined;
     try {
-      state.listener = options.sockets.open(state.handle, state.context);
+      state.listener = options.sockets.open(state.handle, context);
     } catch (err) {
       state.handle.close(1011, "internal error");
       reportAsync(err);

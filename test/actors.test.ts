@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { createActor, fromPromise, SimulatedClock } from "xstate";
+import { createActor, SimulatedClock } from "xstate";
 import { sessionMachine } from "../actors/session/machine.ts";
 import { routerMachine } from "../actors/router/machine.ts";
 import { CLOSE } from "../core/close-codes.ts";
@@ -262,8 +262,13 @@ describe("session machine: authentication in connecting (issue 13)", () => {
     const effects: string[] = [];
     const actor = createActor(
       sessionMachine.provide({
-        actors: { authenticate: fromPromise(verify) },
         actions: {
+          // The host's verifier effect: its verdict comes back as an event.
+          authenticate: ({ self }) =>
+            void verify().then(
+              (verdict) => self.send({ type: "session.auth.verified", ...verdict }),
+              (error: unknown) => self.send({ type: "session.auth.rejected", error }),
+            ),
           registerPresence: (_, params) => effects.push(`register:${params.identity}`),
           closeSocket: (_, params) => effects.push(`close:${params.code}`),
         },

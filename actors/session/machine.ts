@@ -1,20 +1,26 @@
-import { assign, cancel, enqueueActions, fromPromise, raise, setup } from "xstate";
+import { assign, cancel, enqueueActions, raise, setup } from "xstate";
 import { CLOSE } from "../../core/close-codes.ts";
 import type { Urn } from "../../core/urn.ts";
 
 /**
- * One actor per client connection (WebSocket or MQTT). Pure: every effect (presence, socket) is an
- * action the hosting gateway provides with `machine.provide()`, once per host, not per connection
- * (`provide()` clones the machine, ~18 KB): an effect knows its session by `context.sessionId` and
- * answers through `self`. The host feeds it the facts (presence written, pong seen, buffer over
- * its limit, socket gone, shutdown).
+ * The session of one client connection (WebSocket, MQTT, SSE). Pure: every effect (verifier,
+ * presence, socket) is an action the hosting gateway provides with `machine.provide()`, once per
+ * host, not per connection (`provide()` clones the machine, ~18 KB): an effect knows its session by
+ * `context.sessionId` and answers with an event for that session. The host feeds it the facts
+ * (verdict, presence written, pong seen, buffer over its limit, socket gone, shutdown). It runs as
+ * a live actor (the tests) or, in the gateway, as a snapshot per session advanced by pure
+ * transitions, its delays on one timer queue per host (gateway/session-runner.ts): no actor,
+ * actor system or Node timer per idle connection.
  *
  *   connecting -> authenticated -> online -> draining -> closed
  *        \______________\______________\__________________/  (timeouts, failures, socket closed)
  *
- * Authentication runs in `connecting`: it invokes `authenticate` (the host's verifier as a promise
- * actor, found by `sessionId`); a failure ends the session with `session.auth.rejected`'s close and
- * keeps the error in `authError`, which the host answers with (HTTP 401 before any 101, CONNACK 4).
+ * Authentication runs in `connecting`: its entry starts `authenticate` (the host's verifier for the
+ * session's credential, an effect like the others), which answers `session.auth.verified` or
+ * `session.auth.rejected`; a rejection ends the session with its close and keeps the error in
+ * `authError`, which the host answers with (HTTP 401 before any 101, CONNACK 4). An effect rather
+ * than an invoked promise actor: the machine has no children, so a host may run it as pure
+ * transitions over a snapshot (`machine.transition`, gateway/session-runner.ts), no actor per session.
  * The session leaves `connecting` once the verdict is in AND the transport is attached
  * (`session.transport.attached`): a WebSocket upgrade waits for the verdict before its 101.
  *
@@ -30,12 +36,6 @@ export interface SessionInput {
   /** The host's heartbeat interval (it sends `session.heartbeat` at this pace to every online session). */
   readonly heartbeatMs: number;
   readonly drainTimeoutMs: number;
-}
-
-/** What `authenticate` resolves with: who it is, and how long its token lives (undefined: no expiry). */
-export interface Authenticated {
-  readonly identity: Urn;
-  readonly tokenTtlMs?: number;
 }
 
 export interface SessionContext extends SessionInput {
@@ -56,6 +56,8 @@ export interface SessionContext extends SessionInput {
 }
 
 export type SessionEvent =
+  /** The verifier's verdict for the credential (connecting still waits for the transport). */
+  | { type: "session.auth.verified"; identity: Urn; tokenTtlMs?: number }
   | { type: "session.auth.accepted"; identity: Urn; tokenTtlMs?: number }
   | { type: "session.auth.rejected"; error?: unknown }
   /** The host attached the session's transport (the WebSocket opened after its 101, the MQTT subscription). */
@@ -93,6 +95,11 @@ export const sessionMachine = setup({
     events: {} as SessionEvent,
   },
   actions: {
+    /**
+     * Verify the session's credential: the host answers session.auth.verified or .rejected. None
+     * by default: a verdict never comes (the auth timeout closes), unless fed as events.
+     */
+    authenticate: () => {},
     /** Remember why the session ends; `closed` closes the socket with it. */
     setClose: assign((_, params: { code: number; reason: string }) => ({ closeCode: params.code, closeReason: params.reason })),
     /** Write presence; the host answers with session.presence.registered or .failed. */
@@ -121,13 +128,6 @@ export const sessionMachine = setup({
     sameIdentity: ({ context, event }) => event.type === "session.auth.refreshed" && event.identity === context.identity,
     readyToAuthenticate: ({ context }) => context.verified && context.transportAttached,
   },
-  actors: {
-    /**
-     * The host's verifier for this session's credential; rejects with the error the host answers
-     * with. None by default: a verdict never comes (the auth timeout closes), unless fed as events.
-     */
-    authenticate: fromPromise<Authenticated, { sessionId: string }>(() => new Promise<Authenticated>(() => {})),
-  },
 }).createMachine({
   id: "session",
   context: ({ input }) => ({
@@ -149,16 +149,12 @@ export const sessionMachine = setup({
   },
   states: {
     connecting: {
-      invoke: {
-        src: "authenticate",
-        input: ({ context }) => ({ sessionId: context.sessionId }),
-        onDone: { actions: assign({ verified: true, identity: ({ event }) => event.output.identity, tokenTtlMs: ({ event }) => event.output.tokenTtlMs }) },
-        onError: { actions: raise(({ event }) => ({ type: "session.auth.rejected" as const, error: event.error })) },
-      },
+      entry: "authenticate",
       always: { guard: "readyToAuthenticate", target: "authenticated" },
       after: { authTimeout: { target: "closed", actions: { type: "setClose", params: { code: CLOSE.AUTH_TIMEOUT, reason: "authentication timeout" } } } },
       on: {
         "session.transport.attached": { actions: assign({ transportAttached: true }) },
+        "session.auth.verified": { actions: assign({ verified: true, identity: ({ event }) => event.identity, tokenTtlMs: ({ event }) => event.tokenTtlMs }) },
         /** A verdict reached outside the machine (kept for hosts and tests that feed it). */
         "session.auth.accepted": {
           target: "authenticated",

@@ -3,18 +3,22 @@
  * WebSocket session (after GC), and where it goes. Explains the service's RSS per idle connection
  * in README "Performance" (RSS adds the engine's per-socket state: uWS ~0.4 KiB, and the gateway's).
  *
- * - `sessions.open()`: everything one online session retains: its actor, the host's bookkeeping,
- *   and its entry in the memory presence store (the default `presence: memory`; with redis that
- *   entry lives in Redis). The CPU time of `open()` too.
- * - the parts, measured on their own: the presence entry; one started, online actor of the
- *   provided session machine (and, within it, what its two Node timers and its own actor system
- *   cost); the host's bookkeeping is the rest (session object, its id, map entries, the observer).
+ * - `sessions.open()`: everything one online session retains: its machine snapshot, its token
+ *   expiry on the host's timer queue, the host's bookkeeping, and its entry in the memory presence
+ *   store (the default `presence: memory`; with redis that entry lives in Redis). The CPU time of
+ *   `open()` too.
+ * - the parts, measured on their own: the presence entry; one online snapshot of the provided
+ *   session machine as the host's runner keeps it (gateway/session-runner.ts), and within it its
+ *   token-expiry delay; the host's bookkeeping is the rest (session object, its id, map entries).
+ * - for comparison, what the host kept per session before (issue 16): one started, online live
+ *   actor of the same machine (and, within it, its two Node timers and its own actor system).
  * - once per host, not per session: the `sessionMachine.provide()` of the host's effects.
  */
 import { createActor, type AnyActorRef } from "xstate";
 import { sessionMachine } from "../../actors/session/machine.ts";
 import { createMemoryPresenceStore } from "../../backends/memory-presence-store.ts";
 import type { Urn } from "../../core/urn.ts";
+import { createSessionRunner, type RunnableSession } from "../../gateway/session-runner.ts";
 import { createSessionHost } from "../../gateway/sessions.ts";
 import { createMetrics } from "../../metrics/registry.ts";
 
@@ -80,6 +84,24 @@ const measureActors = (options: (i: number) => Parameters<typeof createActor<typ
   if (!actors.every((a) => a.getSnapshot().matches("online"))) throw new Error("actors not online");
   return perItem(start);
 };
+// One online snapshot as the host's runner keeps it (with and without a token expiry).
+const runner = createSessionRunner(provided, (err) => {
+  throw err;
+});
+const measureSnapshots = (tokenTtlMs: number | undefined): number => {
+  const start = heap();
+  const sessions = Array.from({ length: N }, (_, i) => {
+    const session = { delays: undefined, next() {} } as unknown as RunnableSession;
+    runner.start(session, input(i));
+    goOnline({ send: (event: Parameters<AnyActorRef["send"]>[0]) => runner.send(session, { ...event, tokenTtlMs } as never) });
+    return session;
+  });
+  kept.push(sessions);
+  if (!sessions.every((s) => s.snapshot.value === "online")) throw new Error("snapshots not online");
+  return perItem(start);
+};
+const snapshot = measureSnapshots(3_600_000);
+const snapshotNoExpiry = measureSnapshots(undefined);
 const actor = measureActors((i) => ({ input: input(i) }));
 // The same actor with a clock that schedules nothing: the difference is its two Node timers
 // (heartbeat, token expiry) and their callbacks; XState's own record of them remains.
@@ -100,9 +122,11 @@ const provide = perItem(before);
 
 console.log(`sessions.open(): ${bytes(open)} retained and ${openUs.toFixed(0)} µs of CPU per session (${online} of ${N + WARMUP} online)`);
 console.log(`  presence entry (memory store):        ${bytes(presenceEntry)}`);
-console.log(`  session actor, online:                ${bytes(actor)}`);
+console.log(`  session snapshot, online:             ${bytes(snapshot)}`);
+console.log(`    of which its token-expiry delay:    ${bytes(snapshot - snapshotNoExpiry)} (one entry on the host's timer queue)`);
+console.log(`  host bookkeeping (the rest):          ${bytes(open - presenceEntry - snapshot)}`);
+console.log(`(before issue 16: a live session actor, online: ${bytes(actor)}`);
 console.log(`    of which its 2 Node timers:         ${bytes(actor - actorNoTimers)}`);
-console.log(`    of which its own actor system:      ${bytes(actor - actorShared)} (against one system shared by all)`);
-console.log(`  host bookkeeping (the rest):          ${bytes(open - presenceEntry - actor)}`);
+console.log(`    of which its own actor system:      ${bytes(actor - actorShared)} (against one system shared by all))`);
 console.log(`sessionMachine.provide(): ${bytes(provide)}, once per host (not per session)`);
 process.exit(0);

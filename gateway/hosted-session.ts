@@ -82,6 +82,11 @@ class SessionRef implements SessionActor {
   }
   subscribe(observer: SessionObserver): { unsubscribe(): void } {
     const session = this.#session;
+    // As an actor does: a finished one completes the observer at once.
+    if (session.snapshot.status !== "active") {
+      if (typeof observer !== "function") observer.complete?.();
+      return { unsubscribe() {} };
+    }
     (session.observers ??= []).push(observer);
     return {
       unsubscribe() {

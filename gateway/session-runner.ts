@@ -26,6 +26,11 @@ export class Delay {
   ) {}
 }
 
+/** A queued start: the session's initial state from its input. */
+class Start {
+  constructor(readonly input: SessionInput) {}
+}
+
 /** The parts of a snapshot the runner shares between sessions (frozen: XState replaces, never mutates them). */
 const NO_TAGS: ReadonlySet<string> = new Set<string>();
 const NO_CHILDREN = Object.freeze({});
@@ -85,7 +90,7 @@ export function createSessionRunner(machine: SessionMachine, onError: (err: unkn
     unlink(delay);
     send(delay.session, delay.event);
   });
-  const queue: Array<RunnableSession | SessionEvent> = [];
+  const queue: Array<RunnableSession | SessionEvent | Start> = [];
   const nodesByState = new Map<string, readonly unknown[]>();
   let busy = false;
 
@@ -115,42 +120,62 @@ export function createSessionRunner(machine: SessionMachine, onError: (err: unkn
     session.delays = undefined;
   }
 
-  /** Moves the session to `snapshot`, runs the actions that led there, then tells the session. */
+  /** Reports an error of one session; a reporter that throws too must not stop the others. */
+  function report(err: unknown, session: RunnableSession): void {
+    try {
+      onError(err, session);
+    } catch {
+      // Nothing left to tell.
+    }
+  }
+
+  /**
+   * Moves the session to `snapshot`, runs the actions that led there, then tells the session. Each
+   * action runs on its own: one that throws is reported and the rest still run (timers, cancels,
+   * closing the socket), and the session always hears of its new snapshot.
+   */
   function settle(session: RunnableSession, snapshot: SessionSnapshot): void {
     session.snapshot = retained(snapshot, nodesByState);
     const actions = collected.splice(0);
     for (const action of actions) {
-      if (action.type === "xstate.raise") {
-        const { event, id, delay } = action.params as { event: SessionEvent; id?: string; delay?: number };
-        if (delay !== undefined) schedule(session, id, event, delay);
-      } else if (action.type === "xstate.cancel") cancel(session, (action.params as { sendId: string }).sendId);
-      else if (typeof action.exec === "function") (action.exec as (info: unknown, params: unknown) => void)(action.info, action.params);
-      // Anything else the session machine does not use (children, sendTo) has no executor here.
+      try {
+        if (action.type === "xstate.raise") {
+          const { event, id, delay } = action.params as { event: SessionEvent; id?: string; delay?: number };
+          if (delay !== undefined) schedule(session, id, event, delay);
+        } else if (action.type === "xstate.cancel") cancel(session, (action.params as { sendId: string }).sendId);
+        else if (typeof action.exec === "function") (action.exec as (info: unknown, params: unknown) => void)(action.info, action.params);
+        // Anything else the session machine does not use (children, sendTo) has no executor here.
+      } catch (err) {
+        report(err, session);
+      }
     }
     if (snapshot.status !== "active") cancelAll(session);
     session.next(snapshot);
   }
 
-  /** One step: the initial state (no event) or the event's transition; a throwing effect is reported, not thrown. */
-  function step(session: RunnableSession, event: SessionEvent | undefined, input?: SessionInput): void {
+  /** One step: the initial state (input) or the event's transition; a transition that throws is reported, not thrown. */
+  function step(session: RunnableSession, item: SessionEvent | Start): void {
+    let snapshot: SessionSnapshot;
     try {
-      settle(session, event === undefined ? machine.getInitialSnapshot(scope, input) : machine.transition(session.snapshot, event, scope));
+      snapshot = item instanceof Start ? machine.getInitialSnapshot(scope, item.input) : machine.transition(session.snapshot, item, scope);
     } catch (err) {
       collected.length = 0;
-      onError(err, session);
+      report(err, session);
+      return;
     }
+    settle(session, snapshot);
   }
 
-  /** Sends one event to a session (queued behind the one being processed, if any). */
-  function send(session: RunnableSession, event: SessionEvent): void {
-    queue.push(session, event);
+  /** Queues a step for a session, behind the one being processed if any (as an actor's mailbox does). */
+  function enqueue(session: RunnableSession, item: SessionEvent | Start): void {
+    queue.push(session, item);
     if (busy) return;
     busy = true;
     try {
       for (let i = 0; i < queue.length; i += 2) {
         const target = queue[i] as RunnableSession;
-        const next = queue[i + 1] as SessionEvent;
-        if (target.snapshot.status === "active") step(target, next);
+        const next = queue[i + 1] as SessionEvent | Start;
+        if (next instanceof Start || target.snapshot.status === "active") step(target, next);
       }
     } finally {
       queue.length = 0;
@@ -158,9 +183,14 @@ export function createSessionRunner(machine: SessionMachine, onError: (err: unkn
     }
   }
 
-  /** Starts a session at the machine's initial state (runs its entry effects). */
+  /** Sends one event to a session (queued behind the one being processed, if any). */
+  function send(session: RunnableSession, event: SessionEvent): void {
+    enqueue(session, event);
+  }
+
+  /** Starts a session at the machine's initial state (runs its entry effects); an effect answering at once is queued behind it. */
   function start(session: RunnableSession, input: SessionInput): void {
-    step(session, undefined, input);
+    enqueue(session, new Start(input));
   }
 
   return { start, send, pendingDelays: () => timers.size, stop: () => timers.clear() };

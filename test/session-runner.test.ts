@@ -120,4 +120,55 @@ describe("session runner (the session machine as snapshots, no actor per session
     expect(a.snapshot.can({ type: "session.pong" })).toBe(true);
     expect(a.snapshot.context).not.toBe(b.snapshot.context);
   });
+
+  it("an entry effect that answers at once is queued behind the start: the session is told its states in order and keeps no timer", () => {
+    const seen: string[] = [];
+    const session: RunnableSession = {
+      snapshot: undefined as unknown as SessionSnapshot,
+      delays: undefined,
+      next: (snapshot) => void seen.push(snapshot.status === "done" ? "done" : String(snapshot.value)),
+    };
+    const machine = sessionMachine.provide({
+      actions: { authenticate: () => runner.send(session, { type: "session.auth.rejected", error: new Error("bad token") }) },
+    });
+    const runner = createSessionRunner(machine, () => {});
+    runner.start(session, input("sync"));
+    expect(seen).toEqual(["connecting", "done"]);
+    expect(runner.pendingDelays()).toBe(0);
+  });
+
+  it("an effect that throws is reported; the step's other actions still run and the session hears of its new state", () => {
+    const seen: string[] = [];
+    const effects: string[] = [];
+    const errors: unknown[] = [];
+    const machine = sessionMachine.provide({
+      actions: {
+        authenticate: () => {},
+        registerPresence: () => {
+          throw new Error("presence store down");
+        },
+        closeSocket: (_, { code }) => void effects.push(`close:${code}`),
+        unregisterPresence: () => {
+          throw new Error("presence store down");
+        },
+      },
+    });
+    const runner = createSessionRunner(machine, (err) => errors.push(err));
+    const session: RunnableSession = {
+      snapshot: undefined as unknown as SessionSnapshot,
+      delays: undefined,
+      next: (snapshot) => void seen.push(snapshot.status === "done" ? "done" : String(snapshot.value)),
+    };
+    runner.start(session, input("throws", { authTimeoutMs: 50 }));
+    runner.send(session, { type: "session.auth.verified", identity: bob });
+    runner.send(session, { type: "session.transport.attached" });
+    expect(errors).toHaveLength(1);
+    expect(seen.at(-1)).toBe("authenticated");
+    // Its timers were still armed: the presence timeout is pending, not lost with the throw.
+    expect(runner.pendingDelays()).toBeGreaterThan(0);
+    runner.send(session, { type: "session.socket.closed", code: CLOSE.NORMAL });
+    expect(seen.at(-1)).toBe("done");
+    expect(runner.pendingDelays()).toBe(0);
+    runner.stop();
+  });
 });

@@ -90,15 +90,7 @@ export class SqliteDb {
         // Not at once: the writes the sync just answered go on to their next step (the router's
         // store after a publish, its bus ack after the store) in the microtasks after this callback;
         // committing in the next turn lets those join the next sync instead of needing one more.
-        // Writes queued while the next sync waits for its spacing commit just before it starts, in
-        // one transaction (beforeStart).
-        this.#walSync = new WalSync(
-          this.file,
-          opts.dataSync,
-          () => this.#schedule(),
-          opts.syncSpacingMs ?? SYNC_SPACING_MS,
-          () => this.#commit(),
-        );
+        this.#walSync = new WalSync(this.file, opts.dataSync, () => this.#schedule(), opts.syncSpacingMs ?? SYNC_SPACING_MS);
       }
     } catch (err) {
       this.#db.close();
@@ -186,11 +178,10 @@ export class SqliteDb {
 
   #flush(): void {
     this.#scheduled = false;
-    // While the WAL sync runs, writes wait and then commit together when it returns (onIdle); while
-    // the next one waits for its spacing, they commit together just before it starts (beforeStart):
+    // While the WAL sync runs, writes wait and then commit together when it returns (onIdle):
     // one transaction per sync instead of one per event-loop turn, and no later in time, since a
-    // commit made meanwhile would wait for that sync anyway.
-    if (this.#walSync?.holdsWrites() && this.#db.open) return;
+    // commit made meanwhile would wait for the next sync anyway.
+    if (this.#walSync?.busy && this.#db.open) return;
     this.#commit();
   }
 

@@ -11,9 +11,8 @@ export type DataSync = (fd: number, done: (err: NodeJS.ErrnoException | null) =>
  * on libuv's thread pool, never on the event loop.
  *
  * One sync at a time: commits made while a sync is in flight wait for the next one, which then
- * covers all of them (SqliteDb goes further: it holds its writes while a sync runs or waits for its
- * spacing, and commits them in one transaction when `onIdle` says it returned or `beforeStart`
- * that it starts). The WAL is append-only between checkpoints and a recovery keeps a prefix of it, so a
+ * covers all of them (SqliteDb goes further: it holds its writes while a sync runs and commits
+ * them in one transaction when `onIdle` says it returned). The WAL is append-only between checkpoints and a recovery keeps a prefix of it, so a
  * synced commit implies every earlier one; SQLite itself syncs the WAL before a checkpoint copies
  * it and the database file after (what `NORMAL` guarantees). A process crash (kill -9) loses
  * nothing committed either way: the frames are in the OS page cache.
@@ -29,7 +28,6 @@ export class WalSync {
 
   #syncs = 0;
   readonly #onIdle: () => void;
-  readonly #beforeStart: () => void;
   readonly #spacingMs: number;
   #lastStart = Number.NEGATIVE_INFINITY;
   #timer: NodeJS.Timeout | undefined;
@@ -38,28 +36,18 @@ export class WalSync {
    * `onIdle` runs each time a sync returned with nothing left to sync (the writer may commit).
    * `spacingMs`: the least time from one sync's start to the next's. Each fdatasync handed to the
    * thread pool costs CPU in wake-ups on top of the disk's own; at low rates, where a sync covers
-   * one message's step, waiting lets the steps of several messages share it. `beforeStart` runs
-   * when that wait ends, just before the sync starts: the writer's last chance to commit into it.
+   * one message's step, waiting lets the steps of several messages share it.
    */
-  constructor(dbFile: string, dataSync: DataSync = fs.fdatasync, onIdle: () => void = () => {}, spacingMs = 0, beforeStart: () => void = () => {}) {
+  constructor(dbFile: string, dataSync: DataSync = fs.fdatasync, onIdle: () => void = () => {}, spacingMs = 0) {
     this.#file = `${dbFile}-wal`;
     this.#dataSync = dataSync;
     this.#onIdle = onIdle;
     this.#spacingMs = spacingMs;
-    this.#beforeStart = beforeStart;
   }
 
-  /**
-   * Whether a commit made now should wait instead: a sync is running, or the next one may not start
-   * before its spacing ends. In that case the wait is armed, and `beforeStart` runs when it ends, just
-   * before the sync: a commit made meanwhile would have waited for that sync anyway.
-   */
-  holdsWrites(): boolean {
-    if (this.#inFlight || this.#timer !== undefined) return true;
-    const wait = this.#lastStart + this.#spacingMs - performance.now();
-    if (wait <= 0) return false;
-    this.#arm(wait);
-    return true;
+  /** A sync is running. */
+  get busy(): boolean {
+    return this.#inFlight;
   }
 
   /** fdatasync calls so far. */
@@ -76,16 +64,10 @@ export class WalSync {
   #schedule(): void {
     if (this.#inFlight || this.#timer !== undefined || this.#next.length === 0) return;
     const wait = this.#lastStart + this.#spacingMs - performance.now();
-    if (wait <= 0) this.#start();
-    else this.#arm(wait);
-  }
-
-  #arm(wait: number): void {
+    if (wait <= 0) return this.#start();
     this.#timer = setTimeout(() => {
-      // Still armed while the writer commits, so its `after` joins this sync instead of starting one.
-      this.#beforeStart();
       this.#timer = undefined;
-      if (this.#next.length > 0) this.#start();
+      this.#start();
     }, wait);
   }
 

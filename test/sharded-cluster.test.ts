@@ -17,7 +17,9 @@ import { cleanUpRun } from "./helpers/shared-servers.ts";
  */
 type Profile = "nats-redis" | "pubsub-firestore";
 const SHARDS = 16;
-const LEASE_S = 2;
+// Short, so a kill -9 is recovered from within seconds; not shorter: a node whose event loop stalls past
+// two thirds of a lease (a loaded CI machine) lets its own lease lapse and sends its sessions away (4010).
+const LEASE_S = 3;
 let pubsub: Emulator | undefined;
 let firestore: Emulator | undefined;
 

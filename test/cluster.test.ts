@@ -5,6 +5,7 @@ import { connect, envelope, http, type QueuedMessageBody, type TestSocket } from
 import { startFirestoreEmulator, startPubSubEmulator, type Emulator } from "./helpers/emulators.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
 import { cleanUpRun as cleanUp } from "./helpers/shared-servers.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 /**
  * Three node processes sharing distributed backends, for both delivery strategies and both
@@ -49,16 +50,6 @@ function topologyEnv(topology: Topology, run: string): Record<string, string> {
     ROUTING_PUBSUB_TOPIC: `ingress-${run}`,
     ROUTING_PUBSUB_SIGNAL_TOPIC: `signals-${run}`,
   };
-}
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs = 20_000, what = "condition"): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > until) throw new Error(`${what} not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 /** Reads the whole mailbox through one node by fetch-then-ack pages; returns ids in arrival order. */

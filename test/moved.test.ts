@@ -7,6 +7,7 @@ import { connect, http } from "./helpers/clients.ts";
 import { startInProcess, type InProcessNode } from "./helpers/in-process.ts";
 import { token } from "./helpers/service.ts";
 import { deleteRedisKeys } from "./helpers/shared-servers.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 /**
  * MOVED on both gateway engines: in-process sharded nodes on Redis leases (embedded bus and store
@@ -14,16 +15,6 @@ import { deleteRedisKeys } from "./helpers/shared-servers.ts";
  * with the owner's URL; a session whose shard moves to a joining node is closed 4010 too.
  */
 const SHARDS = 8;
-
-async function waitFor<T>(probe: () => Promise<T | undefined>, timeoutMs = 20_000, what = "condition"): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > until) throw new Error(`${what} not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 for (const engine of ["uws", "ws"] as const) {
   describe(`MOVED, ${engine} engine`, () => {

@@ -9,6 +9,7 @@ import { startFirestoreEmulator, startPubSubEmulator, type Emulator } from "./he
 import { MovedClient } from "./helpers/moved-client.ts";
 import { removeDir, startService, token, type RunningService } from "./helpers/service.ts";
 import { cleanUpRun } from "./helpers/shared-servers.ts";
+import { waitFor } from "./helpers/wait.ts";
 
 /**
  * Sharded delivery (issue 15) on three real node processes: Redis shard leases, the Moleculer NATS
@@ -58,16 +59,6 @@ function profileEnv(profile: Profile, run: string): Record<string, string> {
     ROUTING_PUBSUB_TOPIC: `ingress-${run}`,
     ROUTING_PUBSUB_SIGNAL_TOPIC: `signals-${run}`,
   };
-}
-
-async function waitFor<T>(probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000, what = "condition", everyMs = 100): Promise<T> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > until) throw new Error(`${what} not met within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
 }
 
 /** One URN per shard, found by trying names. */

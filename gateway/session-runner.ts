@@ -150,7 +150,8 @@ export function createSessionRunner(machine: SessionMachine, onError: (err: unkn
       }
     }
     if (snapshot.status !== "active") cancelAll(session);
-    session.next(snapshot);
+    // The snapshot it keeps, so what observers are told is what getSnapshot() answers.
+    session.next(session.snapshot);
   }
 
   /** One step: the initial state (input) or the event's transition; a transition that throws is reported, not thrown. */

@@ -31,6 +31,8 @@ export interface SessionHostOptions {
   readonly log: { warn(obj: object, msg: string): void };
 }
 
+const HEARTBEAT: SessionEvent = { type: "session.heartbeat" };
+
 /**
  * Maps live connections to sessions and identities to their sessions on this instance. Each
  * session is the session machine's snapshot, run by one runner for the host (session-runner.ts:
@@ -40,8 +42,6 @@ export interface SessionHostOptions {
  * and answers with an event for it. It is also the LocalDelivery the signal bridge hands routed
  * messages to.
  */
-const HEARTBEAT: SessionEvent = { type: "session.heartbeat" };
-
 export function createSessionHost(options: SessionHostOptions) {
   const { presence, metrics, instanceId } = options;
   /** Identity -> its online session here, or a set when it holds more than one. */

@@ -330,27 +330,36 @@ function describeBusExtras(name: string, factory: FixtureFactory<IngressBus, Bus
 
 describeBusExtras("nats", natsFactory(), { statsScope: "bus" });
 
+/**
+ * Publishes one record and lets a consumer close with it in flight `times` times (each sees attempt
+ * 1: a return is not a failed attempt), then consumes again until the engine's own limit has made
+ * it a dead letter: that dead letter (its reason names the count), and what the last consumer got.
+ */
+async function unsettledUntilDead(bus: IngressBus, times: number) {
+  await bus.publish(busRecord(1));
+  for (let i = 1; i <= times; i++) {
+    const seen: Delivery[] = [];
+    const sub = bus.consume((d) => seen.push(d));
+    await waitFor(() => seen.length === 1, `delivery ${i}`, 15_000);
+    expect(seen[0].attempt).toBe(1);
+    await sub.close();
+  }
+  const after: Delivery[] = [];
+  bus.consume((d) => after.push(d));
+  await waitFor(async () => (await bus.stats()).deadLetters === 1, "the dead letter", 15_000);
+  const dead = await bus.deadLetters(10);
+  expect(dead).toMatchObject([{ record: busRecord(1), attempts: 0 }]);
+  expect(dead[0].reason).toContain(`delivered ${times} times`);
+  return { dead, after };
+}
+
 describe("nats bus and the server's max_deliver", () => {
   it("dead-letters a record that keeps coming back unsettled, through the MAX_DELIVERIES advisory", async () => {
     const fx = await natsFactory({ maxUnsettledDeliveries: 3 })();
     try {
       const bus = await fx.open({ maxAttempts: 3, retryBaseMs: 5 });
-      await bus.publish(busRecord(1));
-      // A consumer that closes with the record in flight, three times: returns are not failed attempts.
-      for (let i = 1; i <= 3; i++) {
-        const seen: Delivery[] = [];
-        const sub = bus.consume((d) => seen.push(d));
-        await waitFor(() => seen.length === 1, `delivery ${i}`, 15_000);
-        expect(seen[0].attempt).toBe(1);
-        await sub.close();
-      }
-      // The server delivers it no more; the advisory moves it to the dead letters.
-      const after: Delivery[] = [];
-      bus.consume((d) => after.push(d));
-      await waitFor(async () => (await bus.stats()).deadLetters === 1, "the dead letter", 15_000);
-      const dead = await bus.deadLetters(10);
-      expect(dead).toMatchObject([{ record: busRecord(1), attempts: 0 }]);
-      expect(dead[0].reason).toContain("delivered 3 times");
+      // The server delivers it no more after three; the advisory moves it to the dead letters.
+      const { dead, after } = await unsettledUntilDead(bus, 3);
       expect(await bus.stats()).toMatchObject({ backlog: 0, deadLetters: 1 });
       // Replayed, it is a fresh record: delivered again, attempt 1.
       expect(await bus.replayDeadLetters([dead[0].id])).toBe(1);
@@ -438,22 +447,8 @@ describe("on the Pub/Sub emulator", () => {
     const fx = await pubsubFactory({ maxUnsettledDeliveries: 5, redeliveryBackoff: { minimumMs: 100, maximumMs: 200 } })();
     try {
       const bus = await fx.open({ maxAttempts: 3, retryBaseMs: 5 });
-      await bus.publish(busRecord(1));
-      // A consumer that dies with the record in flight, five times: returns are not failed attempts.
-      for (let i = 1; i <= 5; i++) {
-        const seen: Delivery[] = [];
-        const sub = bus.consume((d) => seen.push(d));
-        await waitFor(() => seen.length === 1, `delivery ${i}`, 15_000);
-        expect(seen[0].attempt).toBe(1);
-        await sub.close();
-      }
-      // Pub/Sub forwards it instead of the next delivery (the emulator only while someone pulls).
-      const after: Delivery[] = [];
-      bus.consume((d) => after.push(d));
-      await waitFor(async () => (await bus.stats()).deadLetters === 1, "the dead letter", 15_000);
-      const dead = await bus.deadLetters(10);
-      expect(dead).toMatchObject([{ record: busRecord(1), attempts: 0 }]);
-      expect(dead[0].reason).toContain("delivered 5 times");
+      // Pub/Sub forwards it after five instead of the next delivery (the emulator only while someone pulls).
+      const { after } = await unsettledUntilDead(bus, 5);
       await sleep(200);
       expect(after).toEqual([]);
     } finally {

@@ -133,7 +133,9 @@ describe("a sharded routing node", () => {
         await proxy.restore();
         await waitFor(async () => (await gauge(n)) === 8, "the shards owned again", 20_000);
         await waitFor(async () => (await readyz(n)) === 200, "/readyz 200 again", 10_000);
-        const after = await view(n);
+        // The view lists the leases as the engine said at the last poll: the one after the acquisitions.
+        let after = await view(n);
+        await waitFor(async () => (after = await view(n)).owners.length === 8, "the new leases in the coordinator's view", 5_000);
         expect(after.owners).toHaveLength(8);
         const epochBefore = new Map(before.owners.map((o) => [o.shard, o.epoch]));
         for (const o of after.owners) expect(o.epoch).toBeGreaterThan(epochBefore.get(o.shard) ?? Infinity);

@@ -14,15 +14,25 @@ export interface JournalEntry {
   readonly enqueuedAt: number;
 }
 
+/** An appended record: its sequence number once committed, and when the append is durable. */
+export interface Appended {
+  readonly seq: number;
+  /** Resolves once the record survives what the journal promises (a power loss, for SQLite with `full`); rejects if that failed. */
+  readonly durable: Promise<void>;
+}
+
 /**
  * Where a bus keeps its records. The delivery engine (journaled-bus.ts) holds the working set in memory and
- * tells the journal every state change; each promise resolves only once the change is durable.
+ * tells the journal every state change; each promise resolves only once the change is durable, except
+ * `append`'s, which resolves once the record is committed (recovered after a process crash), with its
+ * durability to follow: the engine routes the record at once and answers the publisher only once it is durable.
+ * Changes become durable in the order they were made.
  */
 export interface BusJournal {
   /** Every record accepted and neither acked nor dead-lettered, oldest first. Called once, at open. */
   recover(): JournalEntry[];
-  /** Resolves with the record's sequence number, increasing. */
-  append(record: BusRecord, enqueuedAt: number): Promise<number>;
+  /** Resolves with the record's sequence number (increasing) once committed; `durable` follows. */
+  append(record: BusRecord, enqueuedAt: number): Promise<Appended>;
   remove(seq: number): Promise<void>;
   setAttempts(seq: number, attempts: number): Promise<void>;
   /** Moves the record to the dead letters, atomically. */

@@ -48,16 +48,20 @@ class JournaledBus implements IngressBus {
   async publish(record: BusRecord): Promise<void> {
     if (this.#closed) throw unavailable("ingress bus: closed");
     const enqueuedAt = this.#now();
-    let seq: number;
     try {
-      seq = await this.#journal.append(record, enqueuedAt);
+      const { seq, durable } = await this.#journal.append(record, enqueuedAt);
+      // Routed once committed, answered once durable: whatever the consumer makes durable for it (a
+      // mailbox store, the ack) comes later in the journal's order, so a power loss in between
+      // loses the route's steps with the record, never the record after its route was acked. The
+      // publisher retries a publish that fails here; the mailbox's de-duplication absorbs the repeat.
+      const slot = this.#newSlot(seq, record, 0, enqueuedAt);
+      this.#slots.set(seq, slot);
+      this.#ready.push(slot);
+      this.#schedule();
+      await durable;
     } catch (err) {
       throw err instanceof RoutingError ? err : unavailable("ingress bus: publish failed", err);
     }
-    const slot = this.#newSlot(seq, record, 0, enqueuedAt);
-    this.#slots.set(seq, slot);
-    this.#ready.push(slot);
-    this.#schedule();
   }
 
   consume(handler: (delivery: Delivery) => void): BusSubscription {

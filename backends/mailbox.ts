@@ -54,8 +54,24 @@ export const DEFAULT_RETENTION_MS = 30 * 24 * 3600 * 1000;
  *   counters); idempotent. A store running alongside it either survives whole (message and
  *   de-duplication record) or is removed whole: never half.
  */
+/** A store answered once visible, with its durability to follow (`Mailbox.storeVisible`). */
+export interface VisibleStore {
+  readonly outcome: StoreOutcome;
+  /** Resolves once the store is durable; rejects if that failed. */
+  readonly durable: Promise<void>;
+}
+
 export interface Mailbox {
   store(entry: MailboxEntry): Promise<StoreOutcome>;
+  /**
+   * Optional: `store`, answered as soon as the message is visible to `fetch` and survives a process
+   * crash, before it survives a power loss; `durable` resolves once it does. For a store whose
+   * durability comes later than its commit (SQLite with `full`). The router signals the recipient on
+   * the outcome and acks the bus record only after `durable`: a power loss in between loses the
+   * stored message but not the bus record, which is routed again (the recipient may see the message
+   * twice, as after any redelivery). A store without it is used through `store`.
+   */
+  storeVisible?(entry: MailboxEntry): Promise<VisibleStore>;
   fetch(recipientId: Urn, limit: number): Promise<MailboxEntry[]>;
   /** Returns how many messages were actually removed. */
   ack(recipientId: Urn, messageIds: readonly string[]): Promise<number>;

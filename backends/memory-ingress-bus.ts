@@ -1,5 +1,5 @@
 import type { DeadLetter, IngressBus } from "./ingress-bus.ts";
-import type { BusJournal, JournaledBusOptions, JournalEntry } from "./bus-journal.ts";
+import type { Appended, BusJournal, JournaledBusOptions, JournalEntry } from "./bus-journal.ts";
 import { createJournaledBus } from "./journaled-bus.ts";
 
 /** The reference bus: the delivery engine with a journal that keeps nothing beyond the process. */
@@ -18,8 +18,8 @@ class MemoryJournal implements BusJournal {
   recover(): JournalEntry[] {
     return [];
   }
-  append(): Promise<number> {
-    return Promise.resolve(++this.#seq);
+  append(): Promise<Appended> {
+    return Promise.resolve({ seq: ++this.#seq, durable: Promise.resolve() });
   }
   remove(): Promise<void> {
     return Promise.resolve();

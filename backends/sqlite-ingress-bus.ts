@@ -1,6 +1,6 @@
 import type { Urn } from "../core/urn.ts";
 import type { BusRecord, DeadLetter, IngressBus, IngressPath } from "./ingress-bus.ts";
-import type { BusJournal, JournaledBusOptions, JournalEntry } from "./bus-journal.ts";
+import type { Appended, BusJournal, JournaledBusOptions, JournalEntry } from "./bus-journal.ts";
 import { createJournaledBus } from "./journaled-bus.ts";
 import type { SqliteDb } from "./sqlite-db.ts";
 
@@ -77,8 +77,9 @@ class SqliteBusJournal implements BusJournal {
     return rows.map((row) => ({ seq: row.seq, record: recordOf(row), attempts: row.attempts, enqueuedAt: row.enqueued_at }));
   }
 
-  append(record: BusRecord, enqueuedAt: number): Promise<number> {
-    return this.#db.writeStatement(() => Number(this.#insert.run(...columnsOf(record), enqueuedAt).lastInsertRowid));
+  async append(record: BusRecord, enqueuedAt: number): Promise<Appended> {
+    const { value, durable } = await this.#db.writeVisible(() => Number(this.#insert.run(...columnsOf(record), enqueuedAt).lastInsertRowid), false);
+    return { seq: value, durable };
   }
 
   remove(seq: number): Promise<void> {

@@ -1,5 +1,13 @@
 import type { Urn } from "../core/urn.ts";
-import { DEFAULT_RETENTION_MS, type MailboxDepth, type MailboxEntry, type MailboxPurged, type MailboxUsage, type StoreOutcome } from "./mailbox.ts";
+import {
+  DEFAULT_RETENTION_MS,
+  type MailboxDepth,
+  type MailboxEntry,
+  type MailboxPurged,
+  type MailboxUsage,
+  type StoreOutcome,
+  type VisibleStore,
+} from "./mailbox.ts";
 import type { MailboxImplOptions, PurgingMailbox } from "./memory-mailbox.ts";
 import { guarded } from "./guarded.ts";
 import type { SqliteDb } from "./sqlite-db.ts";
@@ -113,16 +121,26 @@ class SqliteMailbox implements PurgingMailbox {
   }
 
   store(entry: MailboxEntry): Promise<StoreOutcome> {
-    return guarded("mailbox store", this.#open, () => {
-      const now = this.#now();
-      return this.#db.write((): StoreOutcome => {
-        if (this.#dedup.run(entry.recipientId, entry.messageId, now + this.#ttlMs, now).changes === 0) return "duplicate";
-        const inserted = this.#insert.run(entry.recipientId, entry.messageId, entry.priority, entry.envelope, entry.queuedAt);
-        if (inserted.changes === 0) return "duplicate";
-        this.#usageRows.add(entry.recipientId, 1, Buffer.byteLength(entry.envelope));
-        return "stored";
-      });
+    return guarded("mailbox store", this.#open, () => this.#db.write(this.#storing(entry)));
+  }
+
+  storeVisible(entry: MailboxEntry): Promise<VisibleStore> {
+    return guarded("mailbox store", this.#open, async () => {
+      const { value, durable } = await this.#db.writeVisible(this.#storing(entry));
+      return { outcome: value, durable };
     });
+  }
+
+  /** The store's statements: de-duplication record and message together (one savepoint). */
+  #storing(entry: MailboxEntry): () => StoreOutcome {
+    const now = this.#now();
+    return () => {
+      if (this.#dedup.run(entry.recipientId, entry.messageId, now + this.#ttlMs, now).changes === 0) return "duplicate";
+      const inserted = this.#insert.run(entry.recipientId, entry.messageId, entry.priority, entry.envelope, entry.queuedAt);
+      if (inserted.changes === 0) return "duplicate";
+      this.#usageRows.add(entry.recipientId, 1, Buffer.byteLength(entry.envelope));
+      return "stored";
+    };
   }
 
   fetch(recipientId: Urn, limit: number): Promise<MailboxEntry[]> {

@@ -29,7 +29,9 @@ export function outcomeAfterSignal(isEphemeral: boolean, reached: SignalReach): 
  *
  * - ephemeral: signal online sessions, never store, never push;
  * - duplicate (recipient, messageId): nothing more (it was stored and signalled the first time);
- * - otherwise store, then signal every online session; nobody reachable: a push is due.
+ * - otherwise store, then signal every online session; nobody reachable: a push is due. A mailbox
+ *   that answers a store before it is durable (`storeVisible`) is signalled from then on, and the
+ *   route resolves only once the store is durable.
  * Reach is what the instances holding the sessions answered (presence only says whom to ask), so a
  * session on an instance that died counts 0 and its message becomes push due. In `sharded`
  * delivery over Pub/Sub the shard's owner decides (no answer comes back): `owner_decides`.
@@ -43,14 +45,23 @@ export function createRouter({ mailbox, presence, signals, pushQueue }: RouterDe
       return outcomeAfterSignal(true, reached);
     }
     const queuedAt = Date.now();
-    const stored = await mailbox.store({ recipientId: recipient, messageId: record.messageId, priority: record.priority, envelope: record.envelope, queuedAt });
-    if (stored === "duplicate") return "duplicate";
-    const online = await presence.get(recipient);
-    const reached = online.length > 0 ? await signals.signal(recipient, { record, queuedAt }, online) : 0;
-    if (reached === OWNER_DECIDES || reached > 0) return outcomeAfterSignal(false, reached);
-    await pushQueue.enqueue({ recipientId: recipient, messageId: record.messageId, priority: record.priority, dueAt: queuedAt });
-    return "push_due";
+    const entry = { recipientId: recipient, messageId: record.messageId, priority: record.priority, envelope: record.envelope, queuedAt };
+    // Signalled once the message is visible; resolved (the bus ack) only once it is durable too.
+    const { outcome, durable } = mailbox.storeVisible ? await mailbox.storeVisible(entry) : { outcome: await mailbox.store(entry), durable: DURABLE };
+    const routed = outcome === "duplicate" ? "duplicate" : await signalOrPush(record, queuedAt);
+    await durable;
+    return routed;
   };
+
+  async function signalOrPush(record: BusRecord, queuedAt: number): Promise<RouteOutcome> {
+    const online = await presence.get(record.recipientId);
+    const reached = online.length > 0 ? await signals.signal(record.recipientId, { record, queuedAt }, online) : 0;
+    if (reached === OWNER_DECIDES || reached > 0) return outcomeAfterSignal(false, reached);
+    await pushQueue.enqueue({ recipientId: record.recipientId, messageId: record.messageId, priority: record.priority, dueAt: queuedAt });
+    return "push_due";
+  }
 }
+
+const DURABLE = Promise.resolve();
 
 export type Route = ReturnType<typeof createRouter>;

@@ -9,10 +9,13 @@ export type SqliteSync = "full" | "normal";
 
 /**
  * `full`: at most one WAL fdatasync per this many ms. Measured in process at 1k msg/s (README,
- * "Performance"): 1.1-1.5 syncs per message without it, 0.4-0.45 with it, ~20% less CPU per message;
- * it adds up to this much to a write's answer when the previous sync was shorter.
+ * "Performance"): 1.1-1.5 syncs per message without a spacing, 0.4-0.45 with 2 ms, ~20% less CPU per
+ * message. 4 ms since routing goes on at COMMIT (`writeVisible`: no delivery waits for a sync, only
+ * the publisher's answer and the bus ack do): server CPU per message at 1k msg/s 660 vs 800 µs for
+ * 2 ms (`npm run bench`, ws/push/200B), p50 end to end 3.4 vs 3.7 ms. It adds up to this much to a
+ * durable write's answer when the previous sync was shorter.
  */
-export const SYNC_SPACING_MS = 2;
+export const SYNC_SPACING_MS = 4;
 
 /** How often the checkpoint worker copies the WAL into the database file (sqlite-checkpointer.ts). */
 export const CHECKPOINT_EVERY_MS = 1_000;

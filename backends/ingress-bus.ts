@@ -56,10 +56,10 @@ export interface DeadLetter {
  *
  * Guarantees every implementation keeps:
  * - `publish` resolves only once the record is durable in the bus (it survives a crash of this
- *   process); it rejects with BACKEND_UNAVAILABLE otherwise, and then nothing was accepted. The
- *   record may reach the consumer before `publish` resolves (the embedded bus delivers it once
- *   committed, while its sync runs); if `publish` then rejects, the publisher's retry is a duplicate
- *   the consumer absorbs.
+ *   process); it rejects with BACKEND_UNAVAILABLE otherwise, and then the publisher was told nothing
+ *   was accepted. The record may reach the consumer before `publish` resolves (the embedded bus
+ *   delivers it once committed, while its sync runs), so a rejected publish may still be routed: the
+ *   publisher's retry is then a duplicate the consumer absorbs.
  * - At-least-once delivery: a record is delivered until a consumer acks it. A nack, a consumer
  *   closing, or the process dying returns it for redelivery. Consumers de-duplicate.
  * - After `maxAttempts` failed deliveries the record moves to a dead-letter place that

@@ -35,11 +35,20 @@ export interface MailboxPurged {
 /** Default retention when none is given: 30 days (CONTRACT, "Retention, quotas and purge"). */
 export const DEFAULT_RETENTION_MS = 30 * 24 * 3600 * 1000;
 
+/** A store answered once visible, with its durability to follow (`Mailbox.storeVisible`). */
+export interface VisibleStore {
+  readonly outcome: StoreOutcome;
+  /** Resolves once the store is durable; rejects if that failed. */
+  readonly durable: Promise<void>;
+}
+
 /**
  * Per-recipient mailboxes with de-duplication.
  *
  * Guarantees:
- * - `store` is atomic and durable before it resolves: de-duplication record and message together.
+ * - `store` is atomic and durable before it resolves: de-duplication record and message together
+ *   (`storeVisible`, where a store has it: atomic and visible when it resolves, durable when its
+ *   `durable` does).
  *   The same (recipientId, messageId) stored again within the de-duplication window, acked or not,
  *   resolves "duplicate" and changes nothing.
  * - `fetch` returns unacked messages, high priority (>= 5) first, then oldest first (by store
@@ -54,13 +63,6 @@ export const DEFAULT_RETENTION_MS = 30 * 24 * 3600 * 1000;
  *   counters); idempotent. A store running alongside it either survives whole (message and
  *   de-duplication record) or is removed whole: never half.
  */
-/** A store answered once visible, with its durability to follow (`Mailbox.storeVisible`). */
-export interface VisibleStore {
-  readonly outcome: StoreOutcome;
-  /** Resolves once the store is durable; rejects if that failed. */
-  readonly durable: Promise<void>;
-}
-
 export interface Mailbox {
   store(entry: MailboxEntry): Promise<StoreOutcome>;
   /**

@@ -9,51 +9,75 @@ export interface CheckpointPass {
   readonly checkpointed: number;
 }
 
+/** `close()` waits at most this long for the worker to close its connection (a pass in progress finishes first). */
+const CLOSE_WAIT_MS = 5_000;
+/** A finishing pass that has not answered in this long is given up (the writer must not wait on a lost worker). */
+const FINISH_TIMEOUT_MS = 2_000;
+
+/** Slot 0 of the shared flag: 0 while the worker's connection may be open, 1 once it is closed (or never opened). */
+const CLOSED = 1;
+
 /**
  * The worker's whole program (CommonJS, evaluated: no file to resolve under tsx or from dist/).
  * Its own connection runs a PASSIVE checkpoint every `everyMs`: it copies the WAL's committed
  * frames into the database file without waiting for or blocking the writer, syncing the WAL before
- * and the database file after (what `synchronous = NORMAL` does for a checkpoint).
+ * and the database file after (what `synchronous = NORMAL` does for a checkpoint). It never
+ * creates the database (`fileMustExist`), and it tells the shared flag once its connection is closed.
  */
 const PROGRAM = `
 const { parentPort, workerData } = require("node:worker_threads");
-const Database = require(workerData.driver);
-const db = new Database(workerData.file, { timeout: 1000 });
-db.pragma("synchronous = NORMAL");
-db.pragma("wal_autocheckpoint = 0");
-const pass = (kind) => {
+const flag = new Int32Array(workerData.flag);
+const closed = () => { Atomics.store(flag, 0, ${CLOSED}); Atomics.notify(flag, 0); };
+let db;
+try {
+  const Database = require(workerData.driver);
+  db = new Database(workerData.file, { timeout: 1000, fileMustExist: true });
+  db.pragma("synchronous = NORMAL");
+  db.pragma("wal_autocheckpoint = 0");
+} catch (err) {
+  parentPort.postMessage({ kind: "failed", ok: false, error: String(err && err.message) });
+  closed();
+  throw err;
+}
+const pass = (kind, id) => {
   try {
     const [row] = db.pragma("wal_checkpoint(PASSIVE)");
-    parentPort.postMessage({ kind, ok: true, walFrames: row.log, checkpointed: row.checkpointed });
+    parentPort.postMessage({ kind, id, ok: true, walFrames: row.log, checkpointed: row.checkpointed });
   } catch (err) {
-    parentPort.postMessage({ kind, ok: false, error: String(err && err.message) });
+    parentPort.postMessage({ kind, id, ok: false, error: String(err && err.message) });
   }
 };
 const timer = setInterval(() => pass("timed"), workerData.everyMs);
 parentPort.on("message", (msg) => {
-  if (msg === "finish") return pass("finish");
-  if (msg !== "close") return;
+  if (msg.finish !== undefined) return pass("finish", msg.finish);
+  if (msg.close !== true) return;
   clearInterval(timer);
   db.close();
+  closed();
   parentPort.close();
 });
 `;
 
-type PassMessage =
-  | { readonly kind: "timed" | "finish"; readonly ok: true; readonly walFrames: number; readonly checkpointed: number }
-  | { readonly kind: "timed" | "finish"; readonly ok: false; readonly error: string };
+type PassMessage = { readonly kind: "timed" | "finish" | "failed"; readonly id?: number } & (
+  { readonly ok: true; readonly walFrames: number; readonly checkpointed: number } | { readonly ok: false; readonly error: string }
+);
 
-/** A finishing pass that has not answered in this long is given up (the writer must not wait on a lost worker). */
-const FINISH_TIMEOUT_MS = 2_000;
+export interface CheckpointerOptions {
+  readonly everyMs: number;
+  /** Each timed pass that ran. */
+  readonly onPass?: (pass: CheckpointPass) => void;
+  /** The worker stopped without being closed (it failed): checkpoints are the writer's again. */
+  readonly onExit?: (error: Error) => void;
+}
 
 /**
  * WAL checkpoints on a worker thread, so the event loop never copies pages into the database file
  * nor waits for its fsync. Measured before (checkpoints run by COMMIT on the event loop, every 10,000
- * WAL pages): a commit that checkpointed held the loop 40-70 ms, and the commits right after it
- * 8-15 ms each, which made the p99 at 5k msg/s (README, "Performance"). The writer's connection must
- * run with `wal_autocheckpoint = 0`.
+ * WAL pages; bench/results/README.md, "Issue 16, third round"): a commit that checkpointed held the
+ * loop 40-70 ms, and the commits right after it 8-15 ms each. The writer's connection runs with
+ * `wal_autocheckpoint = 0` while the worker lives (`onExit`: it takes them back).
  *
- * A timed pass copies what was committed so far while the writer goes on, so it always ends a few
+ * A timed pass copies what was committed so far while the writer goes on, so it usually ends a few
  * commits behind, and SQLite restarts the WAL at its beginning only when a write transaction begins
  * with all of it copied. `onPass` hears each timed pass; the writer then holds its commits for one
  * `finish()` pass over the few frames left (SqliteDb does), and its next commit restarts the WAL.
@@ -61,32 +85,50 @@ const FINISH_TIMEOUT_MS = 2_000;
  */
 export class SqliteCheckpointer {
   readonly #worker: Worker;
+  readonly #flag = new Int32Array(new SharedArrayBuffer(4));
   #passes = 0;
   #failures = 0;
+  #finishes = 0;
+  #largest = 0;
   #last: CheckpointPass = { walFrames: 0, checkpointed: 0 };
-  #finishing: { resolve: (pass: CheckpointPass) => void; reject: (err: Error) => void; timer: NodeJS.Timeout } | undefined;
+  #finishIds = 0;
+  #finishing: { id: number; resolve: (pass: CheckpointPass) => void; reject: (err: Error) => void; timer: NodeJS.Timeout } | undefined;
   #exited = false;
-  #closed: Promise<void> | undefined;
+  #closed = false;
 
-  constructor(file: string, everyMs: number, onPass: (pass: CheckpointPass) => void = () => {}) {
-    this.#worker = new Worker(PROGRAM, { eval: true, workerData: { driver: DRIVER, file, everyMs } });
+  constructor(file: string, opts: CheckpointerOptions) {
+    this.#worker = new Worker(PROGRAM, { eval: true, workerData: { driver: DRIVER, file, everyMs: opts.everyMs, flag: this.#flag.buffer } });
+    let failure: Error | undefined;
     this.#worker.on("message", (msg: PassMessage) => {
+      if (msg.kind === "failed") {
+        failure = new Error(`checkpoint worker: ${msg.ok ? "failed" : msg.error}`);
+        return;
+      }
       if (msg.ok) {
         this.#passes++;
         this.#last = { walFrames: msg.walFrames, checkpointed: msg.checkpointed };
+        this.#largest = Math.max(this.#largest, msg.walFrames);
       } else this.#failures++;
-      if (msg.kind === "finish") this.#settleFinish(msg.ok ? undefined : new Error(msg.error));
-      else if (msg.ok) onPass(this.#last);
+      if (msg.kind === "timed") {
+        if (msg.ok) opts.onPass?.(this.#last);
+      } else if (msg.id === this.#finishing?.id) {
+        if (msg.ok) this.#finishes++;
+        this.#settleFinish(msg.ok ? undefined : new Error(msg.error));
+      }
     });
-    this.#worker.on("error", () => this.#failures++);
+    this.#worker.on("error", (err: unknown) => {
+      this.#failures++;
+      failure ??= err instanceof Error ? err : new Error("checkpoint worker: failed");
+    });
     this.#worker.on("exit", () => {
       this.#exited = true;
       this.#settleFinish(new Error("the checkpoint worker exited"));
+      if (!this.#closed) opts.onExit?.(failure ?? new Error("the checkpoint worker exited"));
     });
     this.#worker.unref();
   }
 
-  /** Passes that ran, and those that failed. */
+  /** Timed and finishing passes that ran, those that failed, and finishing passes that ran. */
   get passes(): number {
     return this.#passes;
   }
@@ -95,19 +137,29 @@ export class SqliteCheckpointer {
     return this.#failures;
   }
 
-  /** What the latest pass found. */
+  get finishes(): number {
+    return this.#finishes;
+  }
+
+  /** What the latest pass found, and the most WAL frames any pass found. */
   get last(): CheckpointPass {
     return this.#last;
+  }
+
+  get largestWal(): number {
+    return this.#largest;
   }
 
   /** One pass now (after any in progress); resolves with what it found, rejects if it failed or did not answer. */
   finish(): Promise<CheckpointPass> {
     if (this.#finishing !== undefined) return Promise.reject(new Error("a finishing pass is already running"));
-    if (this.#exited || this.#closed !== undefined) return Promise.reject(new Error("the checkpoint worker is closed"));
+    if (this.#exited || this.#closed) return Promise.reject(new Error("the checkpoint worker is closed"));
+    const id = ++this.#finishIds;
     return new Promise<CheckpointPass>((resolve, reject) => {
       const timer = setTimeout(() => this.#settleFinish(new Error("the finishing checkpoint did not answer")), FINISH_TIMEOUT_MS);
-      this.#finishing = { resolve, reject, timer };
-      this.#worker.postMessage("finish");
+      timer.unref();
+      this.#finishing = { id, resolve, reject, timer };
+      this.#worker.postMessage({ finish: id });
     });
   }
 
@@ -120,14 +172,17 @@ export class SqliteCheckpointer {
     else finishing.reject(error);
   }
 
-  /** Stops the passes and closes the worker's connection; resolves once the thread exited. */
-  close(): Promise<void> {
-    this.#closed ??= this.#exited
-      ? Promise.resolve()
-      : new Promise<void>((resolve) => {
-          this.#worker.once("exit", () => resolve());
-          this.#worker.postMessage("close");
-        });
-    return this.#closed;
+  /**
+   * Stops the passes and returns once the worker's connection is closed (blocking the caller until
+   * then, at most CLOSE_WAIT_MS: a pass in progress finishes first), so whoever closes the database
+   * after it is its last connection and nothing touches the files afterwards. Idempotent.
+   */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#settleFinish(new Error("the checkpoint worker is closed"));
+    if (this.#exited) return;
+    this.#worker.postMessage({ close: true });
+    Atomics.wait(this.#flag, 0, 0, CLOSE_WAIT_MS);
   }
 }

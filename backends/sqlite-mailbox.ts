@@ -9,6 +9,7 @@ import {
   type VisibleStore,
 } from "./mailbox.ts";
 import type { MailboxImplOptions, PurgingMailbox } from "./memory-mailbox.ts";
+import { unavailable } from "../core/errors.ts";
 import { guarded } from "./guarded.ts";
 import type { SqliteDb } from "./sqlite-db.ts";
 import { UsageRows } from "./sqlite-mailbox-usage.ts";
@@ -127,7 +128,11 @@ class SqliteMailbox implements PurgingMailbox {
   storeVisible(entry: MailboxEntry): Promise<VisibleStore> {
     return guarded("mailbox store", this.#open, async () => {
       const { value, durable } = await this.#db.writeVisible(this.#storing(entry));
-      return { outcome: value, durable };
+      const failed = durable.catch((err: unknown) => {
+        throw unavailable("mailbox store failed", err);
+      });
+      failed.catch(() => undefined); // the router awaits it; none may be left unhandled
+      return { outcome: value, durable: failed };
     });
   }
 

@@ -11,8 +11,8 @@ export type DataSync = (fd: number, done: (err: NodeJS.ErrnoException | null) =>
  * on libuv's thread pool, never on the event loop.
  *
  * One sync at a time: commits made while a sync is in flight wait for the next one, which then
- * covers all of them (SqliteDb goes further: it holds its writes while a sync runs and commits
- * them in one transaction when `onIdle` says it returned). The WAL is append-only between checkpoints and a recovery keeps a prefix of it, so a
+ * covers all of them (SqliteDb goes further: it holds its durable-only writes while a sync runs and
+ * commits them in one transaction when `onIdle` says it returned; visible writes commit at once). The WAL is append-only between checkpoints and a recovery keeps a prefix of it, so a
  * synced commit implies every earlier one; SQLite itself syncs the WAL before a checkpoint copies
  * it and the database file after (what `NORMAL` guarantees). A process crash (kill -9) loses
  * nothing committed either way: the frames are in the OS page cache.
@@ -33,7 +33,7 @@ export class WalSync {
   #timer: NodeJS.Timeout | undefined;
 
   /**
-   * `onIdle` runs each time a sync returned with nothing left to sync (the writer may commit).
+   * `onIdle` runs each time a sync returned (the writer may commit what it held meanwhile).
    * `spacingMs`: the least time from one sync's start to the next's. Each fdatasync handed to the
    * thread pool costs CPU in wake-ups on top of the disk's own; at low rates, where a sync covers
    * one message's step, waiting lets the steps of several messages share it.
@@ -62,7 +62,7 @@ export class WalSync {
   }
 
   #schedule(): void {
-    if (this.#inFlight || this.#timer !== undefined || this.#next.length === 0) return;
+    if (this.#closed || this.#inFlight || this.#timer !== undefined || this.#next.length === 0) return;
     const wait = this.#lastStart + this.#spacingMs - performance.now();
     if (wait <= 0) return this.#start();
     this.#timer = setTimeout(() => {
@@ -113,9 +113,11 @@ export class WalSync {
     this.#dataSync(fd, (err) => {
       this.#inFlight = false;
       for (const done of batch) done(err ?? undefined);
-      if (this.#closed) this.#closeFd();
-      else if (this.#next.length > 0) this.#schedule();
-      else this.#onIdle();
+      if (this.#closed) return this.#closeFd();
+      this.#onIdle();
+      // Commits made during this sync wait for the next one; starting it a turn later lets the
+      // writes held meanwhile (onIdle) commit first and share it instead of waiting for one more.
+      if (this.#next.length > 0) setImmediate(() => this.#schedule());
     });
   }
 

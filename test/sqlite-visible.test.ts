@@ -12,6 +12,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import type { Delivery } from "../backends/ingress-bus.ts";
 import { createMemoryPresenceStore } from "../backends/memory-presence-store.ts";
 import { createMemoryPushQueue } from "../backends/memory-push-queue.ts";
+import { SqliteCheckpointer } from "../backends/sqlite-checkpointer.ts";
 import { openSqliteDb, RESTART_AT_FRAMES, type SqliteDb } from "../backends/sqlite-db.ts";
 import { createSqliteIngressBus } from "../backends/sqlite-ingress-bus.ts";
 import { createSqliteMailbox } from "../backends/sqlite-mailbox.ts";
@@ -76,23 +77,37 @@ describe("SqliteDb: visible and durable", () => {
     expect(events.slice(1).sort()).toEqual(["plain answered", "visible durable"]);
   });
 
-  it("commits a visible write while a sync runs; plain writes queued with nothing visible wait for it", async () => {
+  it("commits a visible write while a sync runs; a plain write queued alone waits for it; neither is answered by a sync that began before its commit", async () => {
     db = openHeld();
     db.statement("CREATE TABLE t (k TEXT PRIMARY KEY)").run();
     const insert = db.statement<[string]>("INSERT INTO t (k) VALUES (?)");
+    const count = () => db.statement("SELECT count(*) FROM t").pluck().get();
     const first = db.writeStatement(() => insert.run("a"));
     await waitFor(() => held.length === 1, "the first sync started");
     expect(db.commits).toBe(1);
-    // A visible write does not wait for the sync in flight: it commits (with anything queued).
+    // A visible write does not wait for the sync in flight: it commits at once.
     const visible = await db.writeVisible(() => insert.run("b"));
     expect(db.commits).toBe(2);
-    // A plain write alone waits for the sync to return, then commits.
-    const plain = db.writeStatement(() => insert.run("c"));
-    const laterVisible = db.writeVisible(() => insert.run("d"));
-    await laterVisible;
-    expect(db.commits).toBe(3);
-    await releaseUntil(() => held.length === 0 && db.syncs >= 2, "the syncs covering every commit returned");
-    await Promise.all([first, visible.durable, plain]);
+    let visibleDurable = false;
+    void visible.durable.then(() => (visibleDurable = true));
+    // A plain write queued alone during the sync stays uncommitted until the sync returns: its
+    // group's turn (a setImmediate) passes without a commit.
+    let plainAnswered = false;
+    const plain = db.writeStatement(() => insert.run("c")).then(() => (plainAnswered = true));
+    for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
+    expect(count()).toBe(2);
+    expect(db.commits).toBe(2);
+    // The first sync returns: it answers "a" only ("b" committed after it began).
+    held.shift()?.();
+    await first;
+    expect(visibleDurable).toBe(false);
+    // "c" now commits and shares the next sync with "b".
+    await waitFor(() => held.length === 1, "the second sync started");
+    expect(count()).toBe(3);
+    expect(plainAnswered).toBe(false);
+    held.shift()?.();
+    await Promise.all([visible.durable, plain]);
+    expect(db.syncs).toBe(2);
   });
 
   it("rejects a visible write's durability when its sync fails; the value was already answered", async () => {
@@ -163,21 +178,46 @@ describe("checkpoints on the worker thread", () => {
   it("copies the WAL into the database off the event loop and restarts it, so it does not grow", async () => {
     db = openSqliteDb({ dataDir: dir, sync: "normal", checkpointEveryMs: 50 });
     db.statement("CREATE TABLE t (k INTEGER PRIMARY KEY, v TEXT)").run();
+    expect(db.statement("PRAGMA wal_autocheckpoint").pluck().get()).toBe(0);
     const insert = db.statement<[number, string]>("INSERT INTO t (k, v) VALUES (?, ?)");
     const page = "x".repeat(3_000);
-    // More frames than RESTART_AT_FRAMES: the writer then holds for a finishing pass.
-    for (let k = 0; k < RESTART_AT_FRAMES * 1.5; k++) await db.writeStatement(() => insert.run(k, page));
     const checkpointer = db.checkpointer;
-    expect(checkpointer).toBeDefined();
-    await waitFor(() => (checkpointer?.last.walFrames ?? 0) >= RESTART_AT_FRAMES, "a pass saw the WAL past the restart mark");
-    const grown = checkpointer?.last.walFrames ?? 0;
-    // The next commits start the WAL again at its beginning: a later pass finds far fewer frames.
+    if (checkpointer === undefined) throw new Error("no checkpoint worker");
+    // Writes until a pass saw the WAL past RESTART_AT_FRAMES and the writer held for a finishing pass.
+    let k = 0;
     await waitFor(async () => {
-      await db.writeStatement(() => insert.run(RESTART_AT_FRAMES * 2 + Math.floor(Math.random() * 1e6), "y"));
-      return (checkpointer?.last.walFrames ?? grown) < grown / 10;
+      for (let i = 0; i < 100; i++) await db.writeStatement(() => insert.run(k++, page));
+      return checkpointer.largestWal >= RESTART_AT_FRAMES && checkpointer.finishes >= 1;
+    }, "a finishing pass after the WAL grew past the restart mark");
+    // Small writes from now on: a pass that finds few frames proves the WAL started again at its beginning.
+    await waitFor(async () => {
+      await db.writeStatement(() => insert.run(k++, "y"));
+      return checkpointer.last.walFrames < RESTART_AT_FRAMES / 10;
     }, "the WAL restarted");
-    expect(checkpointer?.failures).toBe(0);
-    expect(db.statement("PRAGMA wal_autocheckpoint").pluck().get()).toBe(0);
-    expect(db.statement("SELECT count(*) FROM t").pluck().get()).toBeGreaterThan(RESTART_AT_FRAMES * 1.5);
+    expect(checkpointer.failures).toBe(0);
+    expect(db.statement("SELECT count(*) FROM t").pluck().get()).toBe(k);
+  });
+
+  it("close() returns only once the worker's connection is closed: the data directory can go at once", () => {
+    for (let round = 0; round < 20; round++) {
+      const roundDir = path.join(dir, `round-${round}`);
+      const opened = openSqliteDb({ dataDir: roundDir, sync: "full", checkpointEveryMs: 1 });
+      opened.statement("CREATE TABLE t (k INTEGER PRIMARY KEY)").run();
+      opened.close();
+      // The last connection removed the WAL; nothing recreates a file afterwards.
+      expect(fs.readdirSync(roundDir).sort()).toEqual(["routing.db"]);
+      fs.rmSync(roundDir, { recursive: true });
+      expect(fs.existsSync(roundDir)).toBe(false);
+    }
+  });
+
+  it("a checkpoint worker that cannot open its database exits and says why, creating nothing", async () => {
+    let exited: Error | undefined;
+    const missing = path.join(dir, "missing.db");
+    const orphan = new SqliteCheckpointer(missing, { everyMs: 50, onExit: (err) => (exited = err) });
+    await waitFor(() => exited !== undefined, "the worker reported its exit");
+    expect(exited?.message).toMatch(/does not exist|unable to open/i);
+    expect(fs.existsSync(missing)).toBe(false);
+    orphan.close();
   });
 });

@@ -1,4 +1,6 @@
 /** `npm start`: one routing node on the configured backends (embedded by default). */
+// First: heap settings hold before anything else allocates.
+import "../runtime/heap-flags.ts";
 import { startNode } from "../runtime/node.ts";
 import { runProcess } from "../runtime/process.ts";
 

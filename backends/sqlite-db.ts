@@ -246,7 +246,7 @@ export class SqliteDb {
     // transaction per sync instead of one per event-loop turn, and no later in time, since a commit
     // made meanwhile would wait for the next sync anyway. Unless one is a visible write: its caller
     // goes on at COMMIT (the router delivers), so it commits now. Measured at 5k msg/s: p50 end to end
-    // 14.5 -> 3.5 ms with visible writes, ~40% more commits per message at 1k msg/s (README, "Performance").
+    // 14.5 -> 3.5 ms with visible writes, ~40% more commits per message at 1k msg/s (bench/results/README.md, "Issue 16, third round").
     if (this.#walSync?.busy && this.#db.open && !this.#queue.some((w) => w.visible)) return;
     this.#commit();
   }

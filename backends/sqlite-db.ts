@@ -3,6 +3,7 @@ import path from "node:path";
 import Database from "better-sqlite3";
 import { migrate } from "./sqlite-migrations.ts";
 import { SqliteCheckpointer, type CheckpointPass } from "./sqlite-checkpointer.ts";
+import { answerGroup, type Outcome, type QueuedWrite, type Visible } from "./sqlite-group.ts";
 import { WalSync, type DataSync } from "./sqlite-wal-sync.ts";
 
 export type SqliteSync = "full" | "normal";
@@ -51,27 +52,6 @@ export interface SqliteDbOptions {
 export function openSqliteDb(opts: SqliteDbOptions): SqliteDb {
   return new SqliteDb(opts);
 }
-
-/** A write answered once committed, with its durability to come (`writeVisible`). */
-export interface Visible<T> {
-  readonly value: T;
-  /** Resolves once the commit is durable (at once with `sync: "normal"`); rejects if its sync failed. */
-  readonly durable: Promise<void>;
-}
-
-interface QueuedWrite {
-  readonly fn: (db: Database.Database) => unknown;
-  /** Wrap in a savepoint (several statements that must roll back together). */
-  readonly savepoint: boolean;
-  /** Answered at COMMIT with a `Visible` (its value and the commit's durability) instead of after the sync. */
-  readonly visible: boolean;
-  readonly resolve: (value: unknown) => void;
-  readonly reject: (reason: unknown) => void;
-}
-
-const DURABLE = Promise.resolve();
-
-type Outcome = { readonly ok: true; readonly value: unknown } | { readonly ok: false; readonly error: unknown };
 
 /**
  * The one SQLite database every embedded role shares. Writes are group-committed: everything
@@ -312,34 +292,6 @@ export class SqliteDb {
       for (const w of batch) w.reject(error);
       return;
     }
-    if (this.#walSync === undefined) {
-      settle(batch, outcomes, DURABLE);
-      return;
-    }
-    // Committed, not yet on disk: visible writes are answered now, the others once the WAL sync
-    // covering this commit returns.
-    let synced!: (err?: Error) => void;
-    const durable = new Promise<void>((resolve, reject) => (synced = (err) => (err === undefined ? resolve() : reject(err))));
-    durable.catch(() => undefined); // a visible write's caller awaits it; none may be left unhandled
-    if (batch.some((w) => w.visible)) settle(batch, outcomes, durable, true);
-    this.#walSync.after((syncError) => {
-      synced(syncError);
-      settle(batch, outcomes, durable, false, syncError);
-    });
+    answerGroup(batch, outcomes, this.#walSync);
   }
-}
-
-/**
- * Answers the writes of one committed group: `visible` ones (with the group's `durable`) when
- * `visibleOnly`, else the others (rejected if the sync failed).
- */
-function settle(batch: readonly QueuedWrite[], outcomes: readonly Outcome[], durable: Promise<void>, visibleOnly?: boolean, syncError?: Error): void {
-  batch.forEach((w, i) => {
-    if (visibleOnly !== undefined && w.visible !== visibleOnly) return;
-    const outcome = outcomes[i];
-    if (!outcome.ok) w.reject(outcome.error);
-    else if (w.visible) w.resolve({ value: outcome.value, durable });
-    else if (syncError !== undefined) w.reject(syncError);
-    else w.resolve(outcome.value);
-  });
 }
